@@ -1,0 +1,68 @@
+# turnpath — run `make help` for the targets.
+SHELL        := /bin/bash
+GO           ?= go
+# The BPF compiler is pinned: the committed objects are reproducible only with the same clang.
+CLANG        ?= clang-16
+BPF_CFLAGS   ?= -O2 -g -Wall -Werror
+VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS      := -X main.version=$(VERSION)
+BIN          := bin/turnpath
+# Debian packages the tests and the lab need; installed only when missing.
+APT_TEST     := coturn dnsmasq-base iproute2
+APT_GEN      := clang-16 llvm-16
+DEMO_PREFIX  ?= tpdemo
+DEMO_TARGET  ?= 198.19.1.1
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## show this help
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/turnpath (no clang needed: the BPF objects are committed)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/turnpath
+
+.PHONY: generate
+generate: deps-gen ## recompile bpf/*.c with the pinned clang into loader/*_bpfel.{go,o}
+	cd loader && BPF_CLANG=$(CLANG) BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate ./...
+
+.PHONY: check-generated
+check-generated: generate ## fail when the committed BPF objects are stale
+	@git diff --exit-code --stat -- loader/ || { echo "loader/: committed BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- loader/)" || { git status --porcelain -- loader/; echo "loader/: untracked generated files" >&2; exit 1; }
+
+.PHONY: deps
+deps: ## install what the tests need (apt-get, as root, only when missing)
+	@./scripts/apt-need.sh $(APT_TEST)
+
+.PHONY: deps-gen
+deps-gen:
+	@./scripts/apt-need.sh $(APT_GEN)
+
+.PHONY: vet
+vet: ## go vet
+	$(GO) vet ./...
+
+.PHONY: test
+test: deps vet ## vet, unit tests and the privileged netns integration tests (as root)
+	$(GO) test -count=1 -timeout 20m ./...
+
+.PHONY: lint
+lint: ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed: $$out"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+.PHONY: demo
+demo: build deps ## bring the lab up, run turnpath in it, show the output, bring it down
+	@./scripts/demo.sh $(BIN) $(DEMO_PREFIX) $(DEMO_TARGET)
+
+.PHONY: bench
+bench: ## Go benchmarks of the hot paths
+	$(GO) test -run '^$$' -bench . -benchmem ./probe/...
+
+.PHONY: clean
+clean: ## remove build output (and a demo lab left behind)
+	-@[ ! -x $(BIN) ] || $(BIN) lab down --prefix $(DEMO_PREFIX) 2>/dev/null
+	rm -rf bin
