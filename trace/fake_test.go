@@ -3,6 +3,7 @@ package trace
 import (
 	"math/rand"
 	"net/netip"
+	"sort"
 	"sync"
 	"time"
 )
@@ -20,14 +21,17 @@ type fakeNet struct {
 	dup        bool // send every reply twice
 	rng        *rand.Rand
 	sent       []Probe
+	pending    []pendingReply
 	replies    chan Reply
 	errs       chan error
 	closed     bool
 }
 
 func newFakeNet(rtt time.Duration) *fakeNet {
-	return &fakeNet{rtt: rtt, destKind: KindSTUN, rng: rand.New(rand.NewSource(1)),
+	f := &fakeNet{rtt: rtt, destKind: KindSTUN, rng: rand.New(rand.NewSource(1)),
 		replies: make(chan Reply, 4096), errs: make(chan error, 1)}
+	go f.deliver()
+	return f
 }
 
 func (f *fakeNet) Name() string          { return "fake" }
@@ -65,13 +69,41 @@ func (f *fakeNet) Send(p Probe) error {
 	if f.dup {
 		n = 2
 	}
-	go func() {
-		time.Sleep(rep.RTT)
-		for i := 0; i < n; i++ {
-			f.replies <- rep
-		}
-	}()
+	due := time.Now().Add(rep.RTT)
+	for i := 0; i < n; i++ {
+		f.pending = append(f.pending, pendingReply{due, rep})
+	}
 	return nil
+}
+
+type pendingReply struct {
+	due time.Time
+	rep Reply
+}
+
+// deliver hands out replies in order of their due time from one goroutine, so replies are
+// not reordered by goroutine scheduling (the race detector makes that frequent).
+func (f *fakeNet) deliver() {
+	for {
+		time.Sleep(50 * time.Microsecond)
+		f.mu.Lock()
+		if f.closed {
+			f.mu.Unlock()
+			return
+		}
+		sort.SliceStable(f.pending, func(i, j int) bool { return f.pending[i].due.Before(f.pending[j].due) })
+		now := time.Now()
+		n := 0
+		for n < len(f.pending) && !f.pending[n].due.After(now) {
+			n++
+		}
+		due := append([]pendingReply(nil), f.pending[:n]...)
+		f.pending = f.pending[n:]
+		f.mu.Unlock()
+		for _, p := range due {
+			f.replies <- p.rep
+		}
+	}
 }
 
 func (f *fakeNet) sentProbes() []Probe {
