@@ -1,0 +1,144 @@
+package report
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Formats the trace command accepts.
+var Formats = []string{"text", "json", "jsonl", "csv"}
+
+// ValidFormat reports whether f is one of Formats.
+func ValidFormat(f string) bool {
+	for _, v := range Formats {
+		if v == f {
+			return true
+		}
+	}
+	return false
+}
+
+// WriteJSON writes the whole run as one indented JSON document.
+func WriteJSON(w io.Writer, r *Run) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// JSONLine is one line of `--format jsonl`: a target with the run's identity, so each line
+// stands alone when a cron job appends them to a file.
+type JSONLine struct {
+	Schema  string  `json:"schema"`
+	Version string  `json:"turnpath_version"`
+	Engine  string  `json:"engine"`
+	Options Options `json:"options"`
+	Target
+}
+
+// WriteJSONLine writes one target as one line.
+func WriteJSONLine(w io.Writer, r *Run, t Target) error {
+	return json.NewEncoder(w).Encode(JSONLine{Schema: Schema, Version: r.Version, Engine: r.Engine, Options: r.Options, Target: t})
+}
+
+// CSVHeader is the first line of `--format csv`: one row per probe.
+var CSVHeader = []string{"started", "target", "address", "reached", "ttl", "attempt", "answered", "from", "rtt_ms",
+	"kind", "icmp_type", "icmp_code", "reply_ttl", "quoted_ttl", "nat"}
+
+// CSV writes rows; the header comes once, before the first target.
+type CSV struct {
+	w      *csv.Writer
+	header bool
+}
+
+// NewCSV starts a CSV stream.
+func NewCSV(w io.Writer) *CSV { return &CSV{w: csv.NewWriter(w)} }
+
+// Write appends one target's probes.
+func (c *CSV) Write(t Target) error {
+	if !c.header {
+		if err := c.w.Write(CSVHeader); err != nil {
+			return err
+		}
+		c.header = true
+	}
+	for _, h := range t.Hops {
+		for _, p := range h.Probes {
+			row := []string{t.Started.UTC().Format("2006-01-02T15:04:05.000Z"), t.Name, t.Address, strconv.FormatBool(t.Reached),
+				strconv.Itoa(h.TTL), strconv.Itoa(p.Attempt), strconv.FormatBool(p.Answered), p.From, "",
+				p.Kind, "", "", "", "", p.NAT}
+			if p.Answered {
+				row[8] = strconv.FormatFloat(p.RTTMS, 'f', 3, 64)
+				row[10], row[11] = strconv.Itoa(int(p.ICMPType)), strconv.Itoa(int(p.ICMPCode))
+				row[12], row[13] = strconv.Itoa(int(p.ReplyTTL)), strconv.Itoa(int(p.QuotedTTL))
+			}
+			if err := c.w.Write(row); err != nil {
+				return err
+			}
+		}
+	}
+	c.w.Flush()
+	return c.w.Error()
+}
+
+// WriteText prints one target like traceroute does, with notes under the hops they concern.
+func WriteText(w io.Writer, r *Run, t Target) error {
+	var b strings.Builder
+	name := t.Address
+	if t.Name != t.Address {
+		name = fmt.Sprintf("%s (%s)", t.Name, t.Address)
+	}
+	fmt.Fprintf(&b, "turnpath to %s from %s, %s/%d sport %d, payload %s, engine %s\n",
+		name, t.Source, r.Options.Proto, r.Options.Port, r.Options.SPort, r.Options.Payload, r.Engine)
+	for _, h := range t.Hops {
+		fmt.Fprintf(&b, "%3d  ", h.TTL)
+		last := ""
+		for i, p := range h.Probes {
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			if !p.Answered {
+				b.WriteString("*")
+				continue
+			}
+			if p.From != last {
+				b.WriteString(p.From)
+				if n := nameOf(h, p.From); n != "" {
+					fmt.Fprintf(&b, " (%s)", n)
+				}
+				b.WriteString("  ")
+				last = p.From
+			}
+			fmt.Fprintf(&b, "%.3f ms", p.RTTMS)
+		}
+		if h.TTL == t.DestTTL {
+			fmt.Fprintf(&b, "  [%s]", t.How)
+		}
+		b.WriteByte('\n')
+		for _, n := range h.Notes {
+			fmt.Fprintf(&b, "     ! %s\n", n)
+		}
+	}
+	if t.Reached {
+		fmt.Fprintf(&b, "reached in %d hops: %s; %d probes, %.0f ms\n", t.DestTTL, t.How, t.Sent, t.DurationMS)
+	} else {
+		fmt.Fprintf(&b, "not reached: %s; %d probes, %.0f ms\n", t.How, t.Sent, t.DurationMS)
+	}
+	for _, n := range t.Notes {
+		fmt.Fprintf(&b, "! %s\n", n)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func nameOf(h Hop, addr string) string {
+	for i, a := range h.Addresses {
+		if a == addr && i < len(h.Names) {
+			return h.Names[i]
+		}
+	}
+	return ""
+}
