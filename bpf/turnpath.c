@@ -1,0 +1,765 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * turnpath.c - kernel half of turnpath: TC egress timestamping and XDP reply
+ * matching for Paris-style traceroute probes. See DESIGN.md for the contract.
+ *
+ * TC egress (tc_egress for a legacy clsact/cls_bpf attach, tcx_egress for a
+ * TCX link; one inlined body) looks at every outgoing frame, never changes or
+ * drops it, and recognises probes by protocol (cfg_proto) + source "port" in
+ * [cfg_sport_lo, cfg_sport_hi] (+ destination port == cfg_dport for UDP/TCP):
+ *
+ *   probe              key.sport          key.id
+ *   UDP over IPv4      UDP source port    IP ID
+ *   UDP over IPv6      UDP source port    UDP checksum
+ *   TCP SYN (no ACK)   TCP source port    seq >> 16
+ *   ICMP echo request  ICMP checksum      ICMP sequence number
+ *
+ * ICMP echo: DESIGN.md makes the echo *checksum* constant per flow (the ICMP
+ * identifier is chosen per probe to achieve that), so the checksum is the flow
+ * id and plays the role of the source port: Go picks it from the sport range.
+ * The identifier is reported as `dport`. cfg_proto 1 and 58 both mean "ICMP
+ * echo probes" (ICMP on IPv4, ICMPv6 on IPv6).
+ *
+ * For a probe it writes sent[{daddr, sport, id}] = bpf_ktime_get_ns().
+ * IPv4 destinations are stored IPv4-mapped. Non-first IPv4 fragments and IPv6
+ * packets with extension headers are not probes.
+ *
+ * XDP (xdp_rx) looks at every received frame and matches, in this order:
+ *  (a) ICMP Time Exceeded (11) / Destination Unreachable (3) and ICMPv6 Time
+ *      Exceeded (3) / Destination Unreachable (1) whose quoted IP header +
+ *      first 8 bytes of transport are a probe (same rules as TC egress,
+ *      applied to the quote: any IPv4 options in the quote are skipped via
+ *      ihl; a quote of exactly IP header + 8 bytes is enough). The event
+ *      carries the quoted fields and, when the RFC 4884 length field (ICMP
+ *      byte 5 x 4 / ICMPv6 byte 4 x 8) is non-zero, up to 128 bytes of the
+ *      extension structure that follows the original datagram field
+ *      (bounded by the IP length, copied in 32-bit units).
+ *  (b) ICMP echo reply (0) / ICMPv6 echo reply (129): the request checksum is
+ *      recomputed from the reply checksum (only the type byte differs) and
+ *      must be in the sport range; key.id = sequence.
+ *  (c) STUN answers: UDP from cfg_dport to a port in the sport range, magic
+ *      cookie 0x2112A442 at offset 4, transaction id bytes 0..3 == cfg_nonce
+ *      (big endian; cfg_nonce 0 disables this). Bytes 4..7 are the flowtag,
+ *      resolved through `flows` to (target, sport); bytes 8..9 are the probe
+ *      id. The responder may be any address (e.g. another address of the
+ *      server).
+ *  (d) TCP SYN-ACK or RST(+ACK) from cfg_dport to a port in the sport range:
+ *      key.id = (ack - 1) >> 16.
+ * For a match it looks up `sent` (tx_ns, or 0 and TP_F_NO_TX when absent: the
+ * event is still emitted, Go decides) and writes one `struct tp_event` to the
+ * `events` ring buffer. Every copy of a reply is reported: duplicates produce
+ * duplicate events (the `sent` entry is not consumed), Go de-duplicates.
+ *
+ * Verdict: a matched reply is XDP_DROP when cfg_drop is set AND the match is
+ * certain: an ICMP error quoting a UDP/TCP probe (proto + sport range + dport),
+ * a STUN answer carrying our nonce, or any match that has a `sent` entry. Echo
+ * replies / TCP answers / ICMP errors quoting echo requests without a `sent`
+ * entry are reported but passed (they could belong to someone else's ping).
+ * A match whose event could not be written (ring buffer full) is passed too.
+ * Everything else - outer IPv4 fragments, IPv6 extension headers, VLAN
+ * stacks deeper than one tag (one 802.1Q/802.1ad tag is parsed), truncated
+ * frames, other traffic - is XDP_PASS, untouched.
+ *
+ * Checksums of received packets are not verified (the kernel does that later
+ * for what we pass). Only Ethernet framing is supported.
+ *
+ * Kernel: >= 5.8 (ring buffer; bounded loops), XDP via bpf_link >= 5.9, TCX
+ * >= 6.6 (else the legacy clsact attach). Built with -mcpu=v3. Headers are
+ * bpf/headers only (-nostdinc).
+ */
+
+#include "kernel_types.h"
+#include "bpf_helpers.h"
+#include "bpf_endian.h"
+#include "turnpath.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* ---- configuration (set by Go through CollectionSpec.Variables) ---- */
+
+volatile const __u8 cfg_proto = IPPROTO_UDP; /* 17 UDP, 6 TCP, 1 or 58 ICMP echo */
+volatile const __u16 cfg_sport_lo = 1;       /* default: empty range, matches nothing */
+volatile const __u16 cfg_sport_hi = 0;
+volatile const __u16 cfg_dport = 0;          /* UDP/TCP destination port */
+volatile const __u32 cfg_nonce = 0;          /* STUN transaction id bytes 0..3 */
+volatile const __u8 cfg_drop = 0;            /* XDP_DROP certain matches */
+
+/* ---- maps ---- */
+
+/*
+ * probe_key -> tx timestamp (ns, CLOCK_MONOTONIC). LRU so old probes age out
+ * without Go deleting them; 65536 entries (~5 MiB preallocated) cover e.g. 256
+ * flows x 32 TTLs x 8 attempts outstanding at once.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct probe_key);
+	__type(value, __u64);
+} sent SEC(".maps");
+
+/* STUN flowtag -> (target, sport); written by Go (SetFlow). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 16);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct flow_val);
+} flows SEC(".maps");
+
+/*
+ * Matched replies, 4 MiB (~17000 events). The value type is only there to put
+ * struct tp_event into BTF for bpf2go; cilium/ebpf drops it when creating the
+ * map.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+	__type(value, struct tp_event);
+} events SEC(".maps");
+
+/* Counters for tests and benchmarks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tp_stats);
+} stats SEC(".maps");
+
+#define STAT_INC(field)                                                        \
+	do {                                                                   \
+		__u32 __k = 0;                                                 \
+		struct tp_stats *__s = bpf_map_lookup_elem(&stats, &__k);      \
+		if (__s)                                                       \
+			__s->field++;                                          \
+	} while (0)
+
+/* ---- shared helpers ---- */
+
+/* The first 8 bytes of a transport header as four big-endian 16-bit words. */
+struct l4words {
+	__be16 w[4];
+};
+
+/* STUN header (RFC 5389) with turnpath's transaction id layout. */
+struct stun_hdr {
+	__be16 type;
+	__be16 len;
+	__be32 cookie;
+	__be32 nonce;
+	__be32 flowtag;
+	__be16 id;
+	__be16 steering;
+};
+
+#define STUN_MAGIC_COOKIE 0x2112A442
+
+struct probe_match {
+	__u16 sport;
+	__u16 dport;
+	__u16 id;
+	__u16 csum;
+};
+
+static __always_inline int icmp_mode(void)
+{
+	return cfg_proto == IPPROTO_ICMP || cfg_proto == IPPROTO_ICMPV6;
+}
+
+/* The IP protocol / next header a probe of this family carries. */
+static __always_inline __u8 probe_l4proto(int v6)
+{
+	if (icmp_mode())
+		return v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
+	return cfg_proto;
+}
+
+static __always_inline int in_range(__u16 port)
+{
+	return port >= cfg_sport_lo && port <= cfg_sport_hi;
+}
+
+static __always_inline void set_v4mapped(__u8 *dst, __be32 addr)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &addr, 4);
+}
+
+/*
+ * Is this transport header (the first 8 bytes, as sent or as quoted) a probe?
+ * ipid is the IPv4 ID (unused on IPv6). Fills m on success.
+ */
+static __always_inline int probe_l4(const struct l4words *l4, int v6,
+				    __u16 ipid, struct probe_match *m)
+{
+	__u16 w0 = bpf_ntohs(l4->w[0]);
+	__u16 w1 = bpf_ntohs(l4->w[1]);
+	__u16 w2 = bpf_ntohs(l4->w[2]);
+	__u16 w3 = bpf_ntohs(l4->w[3]);
+
+	if (icmp_mode()) {
+		/* type/code, checksum, identifier, sequence */
+		if (w0 != (v6 ? (ICMPV6_ECHO_REQUEST << 8) : (ICMP_ECHO << 8)))
+			return 0;
+		if (!in_range(w1))
+			return 0;
+		m->sport = w1;
+		m->dport = w2;
+		m->id = w3;
+		m->csum = w1;
+		return 1;
+	}
+
+	/* UDP: sport, dport, length, checksum; TCP: sport, dport, seq */
+	if (!in_range(w0) || w1 != cfg_dport)
+		return 0;
+	m->sport = w0;
+	m->dport = w1;
+	if (cfg_proto == IPPROTO_TCP) {
+		m->id = w2; /* seq >> 16 */
+		m->csum = 0;
+	} else {
+		m->id = v6 ? w3 : ipid;
+		m->csum = w3;
+	}
+	return 1;
+}
+
+/* ---- TC egress ---- */
+
+static __always_inline void tc_record(struct __sk_buff *skb)
+{
+	struct probe_key key = {};
+	struct probe_match m;
+	struct l4words l4;
+	__u32 off = ETH_HLEN, l4off;
+	__be16 proto = skb->protocol;
+	__u16 ipid = 0;
+	int v6;
+
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 2, &proto, sizeof(proto)))
+			return;
+		off += sizeof(struct vlan_hdr);
+	}
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)))
+			return;
+		if (ip.version != 4 || ip.ihl < 5 ||
+		    ip.protocol != probe_l4proto(0))
+			return;
+		if (ip.frag_off & bpf_htons(IP_OFFSET))
+			return;
+		l4off = off + ip.ihl * 4;
+		ipid = bpf_ntohs(ip.id);
+		set_v4mapped(key.daddr, ip.daddr);
+		v6 = 0;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)))
+			return;
+		if (ip6.version != 6 || ip6.nexthdr != probe_l4proto(1))
+			return;
+		l4off = off + sizeof(ip6);
+		__builtin_memcpy(key.daddr, &ip6.daddr, 16);
+		v6 = 1;
+	} else {
+		return;
+	}
+
+	if (bpf_skb_load_bytes(skb, l4off, &l4, sizeof(l4)))
+		return;
+	if (!probe_l4(&l4, v6, ipid, &m))
+		return;
+	if (cfg_proto == IPPROTO_TCP) {
+		/* Only the SYN is a probe (not a later RST from the same port). */
+		__u8 flags;
+
+		if (bpf_skb_load_bytes(skb, l4off + 13, &flags, 1))
+			return;
+		if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) !=
+		    TCP_FLAG_SYN)
+			return;
+	}
+
+	key.sport = m.sport;
+	key.id = m.id;
+	__u64 now = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&sent, &key, &now, BPF_ANY))
+		STAT_INC(tx_update_err);
+	else
+		STAT_INC(tx_seen);
+}
+
+/* Legacy clsact + cls_bpf (direct-action): TC_ACT_UNSPEC lets the packet
+ * continue to any later filter and then out, exactly like no filter. */
+SEC("tc")
+int tc_egress(struct __sk_buff *skb)
+{
+	tc_record(skb);
+	return TC_ACT_UNSPEC;
+}
+
+/* TCX link (kernel >= 6.6): TCX_NEXT hands over to the next program. */
+SEC("tcx/egress")
+int tcx_egress(struct __sk_buff *skb)
+{
+	tc_record(skb);
+	return TCX_NEXT;
+}
+
+/* ---- XDP ---- */
+
+/* Match state carried from the parsers to finish(). */
+struct rx {
+	struct tp_event ev;
+	__u8 *ext;       /* start of an RFC 4884 extension structure, or NULL */
+	__u32 ext_limit; /* bytes of it inside the IP packet (tot_len) */
+	int strong;      /* certain match: may be dropped without a `sent` entry */
+};
+
+static __always_inline void ev_init(struct rx *rx, __u8 kind, int v6)
+{
+	__builtin_memset(&rx->ev, 0, sizeof(rx->ev));
+	rx->ext = 0;
+	rx->ext_limit = 0;
+	rx->strong = 0;
+	rx->ev.kind = kind;
+	rx->ev.family = v6 ? 6 : 4;
+	rx->ev.proto = probe_l4proto(v6);
+}
+
+static __always_inline void ev_set_match(struct tp_event *ev,
+					 const struct probe_match *m)
+{
+	ev->sport = m->sport;
+	ev->dport = m->dport;
+	ev->id = m->id;
+}
+
+/*
+ * Copy the extension structure into ev->ext: at most TP_EXT_MAX bytes, up to
+ * the end of the IP packet (`limit` bytes) and of the frame, in 8-byte words
+ * plus one 4-byte word (RFC 4884 extension headers and objects are multiples
+ * of 32 bits; a stray trailing 1..3 bytes are not copied). Bounded loop;
+ * every access is checked against data_end.
+ */
+static __always_inline void copy_ext(struct tp_event *ev, __u8 *p,
+				     __u32 limit, void *end)
+{
+	__u32 n = 0;
+	int i;
+
+	for (i = 0; i < TP_EXT_MAX / 8; i++) {
+		if (n + 8 > limit || (void *)(p + 8) > end)
+			break;
+		*(__u64 *)&ev->ext[n] = *(__u64 *)p;
+		p += 8;
+		n += 8;
+	}
+	if (n < TP_EXT_MAX && n + 4 <= limit && (void *)(p + 4) <= end) {
+		*(__u32 *)&ev->ext[n] = *(__u32 *)p;
+		p += 4;
+		n += 4;
+	}
+	if (n >= TP_EXT_MAX && limit > TP_EXT_MAX && (void *)(p + 1) <= end)
+		ev->flags |= TP_F_EXT_TRUNC;
+	ev->ext_len = n;
+}
+
+static __always_inline int finish(struct rx *rx, void *end)
+{
+	struct tp_event *ev = &rx->ev;
+	struct probe_key key = {};
+	struct tp_stats *s;
+	__u32 zero = 0;
+	__u64 *tx;
+
+	__builtin_memcpy(key.daddr, ev->target, 16);
+	key.sport = ev->sport;
+	key.id = ev->id;
+	tx = bpf_map_lookup_elem(&sent, &key);
+	if (tx)
+		ev->tx_ns = *tx;
+	else
+		ev->flags |= TP_F_NO_TX;
+
+	if (rx->ext)
+		copy_ext(ev, rx->ext, rx->ext_limit, end);
+
+	ev->rx_ns = bpf_ktime_get_ns();
+	s = bpf_map_lookup_elem(&stats, &zero);
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0)) {
+		if (s)
+			s->ringbuf_drops++;
+		return XDP_PASS;
+	}
+	if (s) {
+		s->rx_matched++;
+		if (!tx)
+			s->rx_no_tx++;
+	}
+	if (cfg_drop && (tx || rx->strong))
+		return XDP_DROP;
+	return XDP_PASS;
+}
+
+/* ICMP Time Exceeded / Destination Unreachable quoting an IPv4 probe. */
+static __always_inline int rx_icmp4_err(struct rx *rx, struct iphdr *ip,
+					struct icmphdr *icmp, void *end)
+{
+	struct iphdr *q = (void *)(icmp + 1);
+	struct probe_match m;
+	struct l4words *l4;
+	__u8 rfc4884_len;
+
+	if ((void *)(q + 1) > end) {
+		STAT_INC(truncated);
+		return 0;
+	}
+	if (q->version != 4 || q->ihl < 5 || q->protocol != probe_l4proto(0) ||
+	    (q->frag_off & bpf_htons(IP_OFFSET)))
+		goto unmatched;
+	l4 = (void *)q + q->ihl * 4;
+	if ((void *)(l4 + 1) > end) {
+		STAT_INC(truncated);
+		return 0;
+	}
+	if (!probe_l4(l4, 0, bpf_ntohs(q->id), &m))
+		goto unmatched;
+
+	ev_init(rx, icmp->type == ICMP_TIME_EXCEEDED ? TP_KIND_TIME_EXCEEDED
+						      : TP_KIND_DEST_UNREACH,
+		0);
+	struct tp_event *ev = &rx->ev;
+	ev_set_match(ev, &m);
+	set_v4mapped(ev->responder, ip->saddr);
+	set_v4mapped(ev->target, q->daddr);
+	set_v4mapped(ev->quoted_src, q->saddr);
+	ev->icmp_type = icmp->type;
+	ev->icmp_code = icmp->code;
+	ev->icmp_info = bpf_ntohl(icmp->un.gateway);
+	ev->reply_ttl = ip->ttl;
+	ev->quoted_ttl = q->ttl;
+	ev->quoted_tos = q->tos;
+	ev->quoted_ipid = bpf_ntohs(q->id);
+	ev->quoted_len = bpf_ntohs(q->tot_len);
+	ev->quoted_csum = m.csum;
+	if (q->frag_off & bpf_htons(IP_MF))
+		ev->flags |= TP_F_QUOTE_MF;
+	rx->strong = !icmp_mode();
+
+	/* RFC 4884: length of the original datagram field in 32-bit words. */
+	rfc4884_len = icmp->un.reserved[1];
+	if (rfc4884_len) {
+		__u32 off = ip->ihl * 4 + sizeof(*icmp) + rfc4884_len * 4;
+		__u32 tot = bpf_ntohs(ip->tot_len);
+
+		if (tot > off) {
+			rx->ext = (__u8 *)(icmp + 1) + rfc4884_len * 4;
+			rx->ext_limit = tot - off;
+		}
+	}
+	return 1;
+
+unmatched:
+	STAT_INC(rx_unmatched_icmp);
+	return 0;
+}
+
+/* ICMPv6 Time Exceeded / Destination Unreachable quoting an IPv6 probe. */
+static __always_inline int rx_icmp6_err(struct rx *rx, struct ipv6hdr *ip6,
+					struct icmp6hdr *icmp6, void *end)
+{
+	struct ipv6hdr *q = (void *)(icmp6 + 1);
+	struct probe_match m;
+	struct l4words *l4;
+	__u8 rfc4884_len;
+
+	if ((void *)(q + 1) > end) {
+		STAT_INC(truncated);
+		return 0;
+	}
+	if (q->version != 6 || q->nexthdr != probe_l4proto(1))
+		goto unmatched;
+	l4 = (void *)(q + 1);
+	if ((void *)(l4 + 1) > end) {
+		STAT_INC(truncated);
+		return 0;
+	}
+	if (!probe_l4(l4, 1, 0, &m))
+		goto unmatched;
+
+	ev_init(rx, icmp6->icmp6_type == ICMPV6_TIME_EXCEED
+			    ? TP_KIND_TIME_EXCEEDED
+			    : TP_KIND_DEST_UNREACH,
+		1);
+	struct tp_event *ev = &rx->ev;
+	ev_set_match(ev, &m);
+	__builtin_memcpy(ev->responder, &ip6->saddr, 16);
+	__builtin_memcpy(ev->target, &q->daddr, 16);
+	__builtin_memcpy(ev->quoted_src, &q->saddr, 16);
+	ev->icmp_type = icmp6->icmp6_type;
+	ev->icmp_code = icmp6->icmp6_code;
+	ev->icmp_info = bpf_ntohl(icmp6->icmp6_dataun.un_data32[0]);
+	ev->reply_ttl = ip6->hop_limit;
+	ev->quoted_ttl = q->hop_limit;
+	ev->quoted_tos = (q->priority << 4) | (q->flow_lbl[0] >> 4);
+	ev->quoted_flow = ((__u32)(q->flow_lbl[0] & 0x0f) << 16) |
+			  ((__u32)q->flow_lbl[1] << 8) | q->flow_lbl[2];
+	ev->quoted_len = bpf_ntohs(q->payload_len);
+	ev->quoted_csum = m.csum;
+	rx->strong = !icmp_mode();
+
+	/* RFC 4884: length of the original datagram field in 64-bit words. */
+	rfc4884_len = icmp6->icmp6_dataun.un_data8[0];
+	if (rfc4884_len) {
+		__u32 off = sizeof(*icmp6) + rfc4884_len * 8;
+		__u32 plen = bpf_ntohs(ip6->payload_len);
+
+		if (plen > off) {
+			rx->ext = (__u8 *)(icmp6 + 1) + rfc4884_len * 8;
+			rx->ext_limit = plen - off;
+		}
+	}
+	return 1;
+
+unmatched:
+	STAT_INC(rx_unmatched_icmp);
+	return 0;
+}
+
+/*
+ * Echo reply: the request checksum is the reply checksum with the type word
+ * changed back (RFC 1624 incremental update): +0x0800 for ICMP (type 0 -> 8),
+ * -0x0100 for ICMPv6 (129 -> 128; the pseudo header is symmetric).
+ */
+static __always_inline int rx_echo(struct rx *rx, const struct l4words *l4,
+				   const __u8 *saddr, __be32 saddr4, __u8 ttl,
+				   int v6)
+{
+	__u16 csum = bpf_ntohs(l4->w[1]);
+	__u32 sum = (__u16)~csum;
+
+	sum += v6 ? 0xfeff : 0x0800;
+	sum = (sum & 0xffff) + (sum >> 16);
+	csum = (__u16)~sum;
+	if (!in_range(csum)) {
+		STAT_INC(rx_unmatched_icmp);
+		return 0;
+	}
+
+	ev_init(rx, TP_KIND_ECHO, v6);
+	struct tp_event *ev = &rx->ev;
+	if (v6)
+		__builtin_memcpy(ev->responder, saddr, 16);
+	else
+		set_v4mapped(ev->responder, saddr4);
+	__builtin_memcpy(ev->target, ev->responder, 16);
+	ev->sport = csum;
+	ev->dport = bpf_ntohs(l4->w[2]);
+	ev->id = bpf_ntohs(l4->w[3]);
+	ev->icmp_type = bpf_ntohs(l4->w[0]) >> 8;
+	ev->icmp_code = bpf_ntohs(l4->w[0]) & 0xff;
+	ev->reply_ttl = ttl;
+	return 1;
+}
+
+/* STUN answer (success or error) carrying our nonce. */
+static __always_inline int rx_stun(struct rx *rx, struct udphdr *udp,
+				   void *end, const __u8 *saddr, __be32 saddr4,
+				   __u8 ttl, int v6)
+{
+	struct stun_hdr *s = (void *)(udp + 1);
+	struct flow_val *fv;
+	__u16 dport;
+	__u32 tag;
+
+	if (cfg_nonce == 0 || udp->source != bpf_htons(cfg_dport))
+		return 0;
+	dport = bpf_ntohs(udp->dest);
+	if (!in_range(dport))
+		return 0;
+	if ((void *)(s + 1) > end) {
+		STAT_INC(truncated);
+		return 0;
+	}
+	if (s->cookie != bpf_htonl(STUN_MAGIC_COOKIE) ||
+	    s->nonce != bpf_htonl(cfg_nonce))
+		return 0;
+
+	ev_init(rx, TP_KIND_STUN, v6);
+	struct tp_event *ev = &rx->ev;
+	if (v6)
+		__builtin_memcpy(ev->responder, saddr, 16);
+	else
+		set_v4mapped(ev->responder, saddr4);
+	tag = bpf_ntohl(s->flowtag);
+	fv = bpf_map_lookup_elem(&flows, &tag);
+	if (fv) {
+		__builtin_memcpy(ev->target, fv->daddr, 16);
+		ev->sport = fv->sport;
+	} else {
+		ev->sport = dport;
+		ev->flags |= TP_F_NO_FLOW;
+		STAT_INC(stun_no_flow);
+	}
+	ev->dport = cfg_dport;
+	ev->id = bpf_ntohs(s->id);
+	ev->stun_type = bpf_ntohs(s->type);
+	ev->flowtag = tag;
+	ev->reply_ttl = ttl;
+	rx->strong = 1;
+	return 1;
+}
+
+/* TCP SYN-ACK or RST+ACK answering a SYN probe. */
+static __always_inline int rx_tcp(struct rx *rx, struct tcphdr *tcp, void *end,
+				  const __u8 *saddr, __be32 saddr4, __u8 ttl,
+				  int v6)
+{
+	__u16 dport;
+	__u8 flags;
+
+	if ((void *)(tcp + 1) > end)
+		return 0;
+	if (tcp->source != bpf_htons(cfg_dport))
+		return 0;
+	dport = bpf_ntohs(tcp->dest);
+	if (!in_range(dport))
+		return 0;
+	flags = ((__u8 *)tcp)[13];
+	if (!(flags & TCP_FLAG_ACK) || !(flags & (TCP_FLAG_SYN | TCP_FLAG_RST)))
+		return 0;
+
+	ev_init(rx, TP_KIND_TCP, v6);
+	struct tp_event *ev = &rx->ev;
+	if (v6)
+		__builtin_memcpy(ev->responder, saddr, 16);
+	else
+		set_v4mapped(ev->responder, saddr4);
+	__builtin_memcpy(ev->target, ev->responder, 16);
+	ev->sport = dport;
+	ev->dport = cfg_dport;
+	ev->id = (bpf_ntohl(tcp->ack_seq) - 1) >> 16;
+	ev->tcp_flags = flags;
+	ev->reply_ttl = ttl;
+	return 1;
+}
+
+static __always_inline int rx_ipv4(struct rx *rx, struct iphdr *ip, void *end)
+{
+	void *l4;
+
+	if ((void *)(ip + 1) > end)
+		return 0;
+	if (ip->version != 4 || ip->ihl < 5)
+		return 0;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return 0;
+	l4 = (void *)ip + ip->ihl * 4;
+
+	if (ip->protocol == IPPROTO_ICMP) {
+		struct icmphdr *icmp = l4;
+
+		if ((void *)(icmp + 1) > end)
+			return 0;
+		if (icmp->type == ICMP_TIME_EXCEEDED ||
+		    icmp->type == ICMP_DEST_UNREACH)
+			return rx_icmp4_err(rx, ip, icmp, end);
+		if (icmp->type == ICMP_ECHOREPLY && icmp->code == 0 &&
+		    icmp_mode())
+			return rx_echo(rx, l4, 0, ip->saddr, ip->ttl, 0);
+		return 0;
+	}
+	if (ip->protocol == IPPROTO_UDP && cfg_proto == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > end)
+			return 0;
+		return rx_stun(rx, udp, end, 0, ip->saddr, ip->ttl, 0);
+	}
+	if (ip->protocol == IPPROTO_TCP && cfg_proto == IPPROTO_TCP)
+		return rx_tcp(rx, l4, end, 0, ip->saddr, ip->ttl, 0);
+	return 0;
+}
+
+static __always_inline int rx_ipv6(struct rx *rx, struct ipv6hdr *ip6,
+				   void *end)
+{
+	void *l4 = (void *)(ip6 + 1);
+
+	if ((void *)(ip6 + 1) > end)
+		return 0;
+	if (ip6->version != 6)
+		return 0;
+
+	/* Extension headers before the transport header: not ours, pass. */
+	if (ip6->nexthdr == IPPROTO_ICMPV6) {
+		struct icmp6hdr *icmp6 = l4;
+
+		if ((void *)(icmp6 + 1) > end)
+			return 0;
+		if (icmp6->icmp6_type == ICMPV6_TIME_EXCEED ||
+		    icmp6->icmp6_type == ICMPV6_DEST_UNREACH)
+			return rx_icmp6_err(rx, ip6, icmp6, end);
+		if (icmp6->icmp6_type == ICMPV6_ECHO_REPLY &&
+		    icmp6->icmp6_code == 0 && icmp_mode())
+			return rx_echo(rx, l4, ip6->saddr.in6_u.u6_addr8, 0,
+				       ip6->hop_limit, 1);
+		return 0;
+	}
+	if (ip6->nexthdr == IPPROTO_UDP && cfg_proto == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > end)
+			return 0;
+		return rx_stun(rx, udp, end, ip6->saddr.in6_u.u6_addr8, 0,
+			       ip6->hop_limit, 1);
+	}
+	if (ip6->nexthdr == IPPROTO_TCP && cfg_proto == IPPROTO_TCP)
+		return rx_tcp(rx, l4, end, ip6->saddr.in6_u.u6_addr8, 0,
+			      ip6->hop_limit, 1);
+	return 0;
+}
+
+SEC("xdp")
+int xdp_rx(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct rx rx;
+	__be16 proto;
+	void *l3;
+	int ok;
+
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	proto = eth->h_proto;
+	l3 = eth + 1;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr *vlan = l3;
+
+		if ((void *)(vlan + 1) > end)
+			return XDP_PASS;
+		proto = vlan->h_vlan_encapsulated_proto;
+		l3 = vlan + 1;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP))
+		ok = rx_ipv4(&rx, l3, end);
+	else if (proto == bpf_htons(ETH_P_IPV6))
+		ok = rx_ipv6(&rx, l3, end);
+	else
+		return XDP_PASS;
+	if (!ok)
+		return XDP_PASS;
+	return finish(&rx, end);
+}

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * turnpath.h - structures shared between bpf/turnpath.c and Go (loader/).
+ *
+ * Go gets these through `bpf2go -type ...` (TurnpathProbeKey, TurnpathFlowVal,
+ * TurnpathTpEvent, TurnpathTpStats). The TP_* constants are mirrored by hand
+ * in loader/event.go; keep them in sync (loader tests check the sizes).
+ *
+ * All multi-byte integer fields are in HOST byte order. Addresses are 16-byte
+ * IPv6 in network order; IPv4 is stored IPv4-mapped (::ffff:a.b.c.d).
+ */
+#ifndef __TURNPATH_H
+#define __TURNPATH_H
+
+/* Key of the `sent` map (DESIGN.md "Kernel side"). 20 bytes, no padding. */
+struct probe_key {
+	__u8 daddr[16]; /* probe destination (target) */
+	__u16 sport;    /* UDP/TCP source port; ICMP echo: the request checksum */
+	__u16 id;       /* probe id: ttl | attempt<<8 */
+};
+
+/* Value of the `flows` map: flowtag -> (target, sport). 18 bytes. */
+struct flow_val {
+	__u8 daddr[16];
+	__u16 sport;
+};
+
+/* tp_event.kind */
+#define TP_KIND_TIME_EXCEEDED 1 /* ICMP 11 / ICMPv6 3 quoting a probe */
+#define TP_KIND_DEST_UNREACH 2  /* ICMP 3 / ICMPv6 1 quoting a probe */
+#define TP_KIND_ECHO 3          /* ICMP 0 / ICMPv6 129 answering an echo probe */
+#define TP_KIND_STUN 4          /* STUN/TURN answer carrying our nonce */
+#define TP_KIND_TCP 5           /* TCP SYN-ACK or RST answering a SYN probe */
+
+/* tp_event.flags */
+#define TP_F_NO_TX 0x01     /* no `sent` entry for the key: tx_ns == 0 */
+#define TP_F_EXT_TRUNC 0x02 /* more than TP_EXT_MAX extension bytes present */
+#define TP_F_NO_FLOW 0x04   /* STUN: flowtag not in `flows` (target zero) */
+#define TP_F_QUOTE_MF 0x08  /* quoted IPv4 header had MF set (first fragment) */
+
+#define TP_EXT_MAX 128
+
+/*
+ * One ring-buffer record per matched reply. 232 bytes, naturally aligned,
+ * explicit padding (no implicit holes).
+ */
+struct tp_event {
+	__u64 rx_ns;          /*   0 bpf_ktime_get_ns() when XDP saw the reply */
+	__u64 tx_ns;          /*   8 `sent` value for the key, 0 if none */
+	__u8 responder[16];   /*  16 outer source address of the reply */
+	__u8 target[16];      /*  32 probe destination = key.daddr */
+	__u8 quoted_src[16];  /*  48 quoted source address (ICMP errors), else 0 */
+	__u32 flowtag;        /*  64 STUN flowtag, else 0 */
+	__u32 icmp_info;      /*  68 ICMP header bytes 4..7 (MTU, RFC 4884 length) */
+	__u32 quoted_flow;    /*  72 quoted IPv6 flow label (20 bits), else 0 */
+	__u16 sport;          /*  76 key.sport (ICMP: request checksum) */
+	__u16 dport;          /*  78 probe dst port (ICMP: the echo identifier) */
+	__u16 id;             /*  80 key.id, the probe id */
+	__u16 quoted_ipid;    /*  82 quoted IPv4 ID, else 0 */
+	__u16 quoted_csum;    /*  84 quoted UDP/ICMP checksum, else 0 */
+	__u16 quoted_len;     /*  86 quoted IPv4 total length / IPv6 payload length */
+	__u16 stun_type;      /*  88 STUN message type (0x0101, 0x0111, 0x0113...) */
+	__u16 ext_len;        /*  90 valid bytes in ext[] */
+	__u8 kind;            /*  92 TP_KIND_* */
+	__u8 family;          /*  93 4 or 6 */
+	__u8 proto;           /*  94 probe protocol: 17, 6, 1 or 58 */
+	__u8 icmp_type;       /*  95 outer ICMP type (0 for STUN/TCP) */
+	__u8 icmp_code;       /*  96 outer ICMP code */
+	__u8 quoted_ttl;      /*  97 quoted TTL / hop limit (ICMP errors) */
+	__u8 reply_ttl;       /*  98 outer TTL / hop limit of the reply */
+	__u8 quoted_tos;      /*  99 quoted TOS / traffic class */
+	__u8 tcp_flags;       /* 100 TCP flags of a TCP answer */
+	__u8 flags;           /* 101 TP_F_* */
+	__u8 pad[2];          /* 102 */
+	__u8 ext[TP_EXT_MAX]; /* 104 RFC 4884 extension structure, from its header */
+};
+
+/* Per-CPU counters (`stats`, one entry). Go sums over CPUs. */
+struct tp_stats {
+	__u64 tx_seen;           /* TC: probes recorded in `sent` */
+	__u64 tx_update_err;     /* TC: `sent` update failed */
+	__u64 rx_matched;        /* XDP: replies matched and emitted */
+	__u64 rx_no_tx;          /* XDP: matched, but no `sent` entry */
+	__u64 rx_unmatched_icmp; /* XDP: ICMP errors / echo replies not ours */
+	__u64 ringbuf_drops;     /* XDP: bpf_ringbuf_output failed (ring full) */
+	__u64 truncated;         /* XDP: candidate reply cut short, passed */
+	__u64 stun_no_flow;      /* XDP: STUN answer with unknown flowtag */
+};
+
+#endif /* __TURNPATH_H */

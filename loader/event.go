@@ -1,0 +1,196 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// Kind says what kind of reply an Event is (TP_KIND_* in bpf/turnpath.h).
+type Kind uint8
+
+const (
+	KindTimeExceeded Kind = 1 // ICMP 11 / ICMPv6 3 quoting a probe
+	KindDestUnreach  Kind = 2 // ICMP 3 / ICMPv6 1 quoting a probe
+	KindEcho         Kind = 3 // echo reply to an ICMP echo probe
+	KindSTUN         Kind = 4 // STUN/TURN answer carrying our nonce
+	KindTCP          Kind = 5 // TCP SYN-ACK or RST answering a SYN probe
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindTimeExceeded:
+		return "time-exceeded"
+	case KindDestUnreach:
+		return "dest-unreach"
+	case KindEcho:
+		return "echo"
+	case KindSTUN:
+		return "stun"
+	case KindTCP:
+		return "tcp"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Event flag bits (TP_F_* in bpf/turnpath.h).
+const (
+	FlagNoTx     uint8 = 0x01 // no `sent` entry: TxNs is 0
+	FlagExtTrunc uint8 = 0x02 // the extension structure was longer than 128 bytes
+	FlagNoFlow   uint8 = 0x04 // STUN: flowtag unknown, Target is invalid
+	FlagQuoteMF  uint8 = 0x08 // the quoted IPv4 header had MF set
+)
+
+// ExtMax is the maximum number of RFC 4884 extension bytes in an Event.
+const ExtMax = 128
+
+// eventSize is sizeof(struct tp_event).
+const eventSize = int(unsafe.Sizeof(TurnpathTpEvent{}))
+
+// Event is one matched reply, decoded from struct tp_event.
+type Event struct {
+	Kind   Kind
+	Family uint8 // 4 or 6
+	Proto  uint8 // probe protocol: 17, 6, 1 (ICMP) or 58 (ICMPv6)
+
+	Responder netip.Addr // source of the reply (router, target or STUN server)
+	Target    netip.Addr // probe destination (invalid for STUN with FlagNoFlow)
+	QuotedSrc netip.Addr // quoted source address (ICMP errors; NAT detection), else invalid
+
+	SPort uint16 // key source port; ICMP echo: the request checksum
+	DPort uint16 // probe destination port; ICMP echo: the echo identifier
+	ID    uint16 // probe id
+
+	ICMPType, ICMPCode uint8
+	ICMPInfo           uint32 // ICMP header bytes 4..7 (next-hop MTU, RFC 4884 length, ...)
+
+	QuotedTTL       uint8  // TTL / hop limit in the quote (ICMP errors)
+	ReplyTTL        uint8  // TTL / hop limit of the reply itself
+	QuotedTOS       uint8  // quoted TOS / traffic class
+	QuotedIPID      uint16 // quoted IPv4 ID
+	QuotedCsum      uint16 // quoted UDP / ICMP checksum (0 for TCP)
+	QuotedLen       uint16 // quoted IPv4 total length / IPv6 payload length
+	QuotedFlowLabel uint32 // quoted IPv6 flow label
+
+	STUNType uint16 // STUN message type (KindSTUN)
+	FlowTag  uint32 // STUN flowtag (KindSTUN)
+	TCPFlags uint8  // TCP flags (KindTCP)
+
+	RxNs, TxNs uint64 // bpf_ktime_get_ns at XDP and at TC egress (0: unknown)
+	Flags      uint8  // Flag* bits
+
+	Ext []byte // RFC 4884 extension structure (header + objects), at most ExtMax bytes
+}
+
+// RTT is RxNs - TxNs, or 0 when the tx timestamp is unknown.
+func (e *Event) RTT() time.Duration {
+	if e.TxNs == 0 || e.RxNs < e.TxNs {
+		return 0
+	}
+	return time.Duration(e.RxNs - e.TxNs)
+}
+
+// Key is the `sent` key the event was matched with.
+func (e *Event) Key() ProbeKey {
+	return ProbeKey{Dst: e.Target, SPort: e.SPort, ID: e.ID}
+}
+
+func optAddr(b [16]byte) netip.Addr {
+	if b == ([16]byte{}) {
+		return netip.Addr{}
+	}
+	return addrFrom16(b)
+}
+
+// DecodeEvent decodes one ring-buffer record (struct tp_event, host byte order).
+func DecodeEvent(raw []byte) (Event, error) {
+	if len(raw) < eventSize {
+		return Event{}, fmt.Errorf("loader: short event: %d bytes, want %d", len(raw), eventSize)
+	}
+	var r TurnpathTpEvent
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r)), eventSize), raw)
+
+	e := Event{
+		Kind:            Kind(r.Kind),
+		Family:          r.Family,
+		Proto:           r.Proto,
+		Responder:       addrFrom16(r.Responder),
+		Target:          optAddr(r.Target),
+		QuotedSrc:       optAddr(r.QuotedSrc),
+		SPort:           r.Sport,
+		DPort:           r.Dport,
+		ID:              r.Id,
+		ICMPType:        r.IcmpType,
+		ICMPCode:        r.IcmpCode,
+		ICMPInfo:        r.IcmpInfo,
+		QuotedTTL:       r.QuotedTtl,
+		ReplyTTL:        r.ReplyTtl,
+		QuotedTOS:       r.QuotedTos,
+		QuotedIPID:      r.QuotedIpid,
+		QuotedCsum:      r.QuotedCsum,
+		QuotedLen:       r.QuotedLen,
+		QuotedFlowLabel: r.QuotedFlow,
+		STUNType:        r.StunType,
+		FlowTag:         r.Flowtag,
+		TCPFlags:        r.TcpFlags,
+		RxNs:            r.RxNs,
+		TxNs:            r.TxNs,
+		Flags:           r.Flags,
+	}
+	if n := int(r.ExtLen); n > 0 {
+		n = min(n, ExtMax)
+		e.Ext = append([]byte(nil), r.Ext[:n]...)
+	}
+	return e, nil
+}
+
+// ringReader is the part of *ringbuf.Reader EventReader uses.
+type ringReader interface {
+	ReadInto(*ringbuf.Record) error
+	SetDeadline(time.Time)
+	Close() error
+}
+
+// EventReader reads matched replies from the `events` ring buffer. Read and
+// Close may be called from different goroutines; Read itself is not meant to
+// be called concurrently.
+type EventReader struct {
+	rd  ringReader
+	rec ringbuf.Record
+}
+
+// ErrClosed is returned by EventReader.Read after Close.
+var ErrClosed = os.ErrClosed
+
+// Events opens a reader on the ring buffer. One reader per Objects.
+func (o *Objects) Events() (*EventReader, error) {
+	rd, err := ringbuf.NewReader(o.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("loader: open ring buffer: %w", err)
+	}
+	return &EventReader{rd: rd}, nil
+}
+
+// Read blocks until the next event, the deadline (os.ErrDeadlineExceeded) or
+// Close (ErrClosed).
+func (r *EventReader) Read() (Event, error) {
+	if err := r.rd.ReadInto(&r.rec); err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return Event{}, ErrClosed
+		}
+		return Event{}, err
+	}
+	return DecodeEvent(r.rec.RawSample)
+}
+
+// SetDeadline makes Read return os.ErrDeadlineExceeded once t has passed and
+// no event is pending; the zero time removes the deadline.
+func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
+
+// Close interrupts a blocked Read and releases the reader.
+func (r *EventReader) Close() error { return r.rd.Close() }

@@ -1,0 +1,211 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// Unprivileged tests: struct layout, decoding, config validation, errors.
+
+func TestStructLayout(t *testing.T) {
+	var e TurnpathTpEvent
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"sizeof(tp_event)", unsafe.Sizeof(e), 232},
+		{"responder", unsafe.Offsetof(e.Responder), 16},
+		{"flowtag", unsafe.Offsetof(e.Flowtag), 64},
+		{"sport", unsafe.Offsetof(e.Sport), 76},
+		{"ext_len", unsafe.Offsetof(e.ExtLen), 90},
+		{"kind", unsafe.Offsetof(e.Kind), 92},
+		{"flags", unsafe.Offsetof(e.Flags), 101},
+		{"ext", unsafe.Offsetof(e.Ext), 104},
+		{"sizeof(probe_key)", unsafe.Sizeof(TurnpathProbeKey{}), 20},
+		{"sizeof(flow_val)", unsafe.Sizeof(TurnpathFlowVal{}), 18},
+		{"sizeof(tp_stats)", unsafe.Sizeof(TurnpathTpStats{}), 64},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %d, want %d (bpf/turnpath.h)", c.name, c.got, c.want)
+		}
+	}
+	if len(e.Ext) != ExtMax {
+		t.Errorf("ext is %d bytes, ExtMax %d", len(e.Ext), ExtMax)
+	}
+}
+
+func rawEvent(r TurnpathTpEvent) []byte {
+	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&r)), unsafe.Sizeof(r))...)
+}
+
+func TestDecodeEvent(t *testing.T) {
+	r := TurnpathTpEvent{
+		RxNs: 2000, TxNs: 1500,
+		Responder: netip.MustParseAddr("203.0.113.9").As16(),
+		Target:    netip.MustParseAddr("2001:db8::7").As16(),
+		Sport:     40001, Dport: 3478, Id: 0x0105,
+		Kind: uint8(KindTimeExceeded), Family: 6, Proto: 17, IcmpType: 3,
+		QuotedTtl: 1, ReplyTtl: 250, Flags: FlagExtTrunc, ExtLen: 3,
+	}
+	copy(r.Ext[:], []byte{0x20, 0, 0xaa, 0xbb})
+	e, err := DecodeEvent(rawEvent(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Responder != netip.MustParseAddr("203.0.113.9") || !e.Responder.Is4() {
+		t.Errorf("responder %v (IPv4 must be unmapped)", e.Responder)
+	}
+	if e.Target != netip.MustParseAddr("2001:db8::7") || e.QuotedSrc.IsValid() {
+		t.Errorf("target %v quoted src %v", e.Target, e.QuotedSrc)
+	}
+	if e.Kind != KindTimeExceeded || e.Kind.String() != "time-exceeded" || e.SPort != 40001 || e.ID != 0x0105 ||
+		e.ReplyTTL != 250 || e.RTT() != 500 || string(e.Ext) != "\x20\x00\xaa" {
+		t.Errorf("decoded %+v", e)
+	}
+	if e.Key() != (ProbeKey{netip.MustParseAddr("2001:db8::7"), 40001, 0x0105}) {
+		t.Errorf("key %+v", e.Key())
+	}
+	if _, err := DecodeEvent(make([]byte, 100)); err == nil {
+		t.Error("short record decoded")
+	}
+	r.ExtLen = 999 // corrupt: clamped
+	if e, _ := DecodeEvent(rawEvent(r)); len(e.Ext) != ExtMax {
+		t.Errorf("ext %d bytes", len(e.Ext))
+	}
+}
+
+func TestProbeKeyRaw(t *testing.T) {
+	k := ProbeKey{Dst: netip.MustParseAddr("198.51.100.7"), SPort: 1, ID: 2}.raw()
+	want := [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 51, 14: 100, 15: 7}
+	if k.Daddr != want {
+		t.Errorf("daddr %x, want IPv4-mapped %x", k.Daddr, want)
+	}
+}
+
+type fakeRing struct {
+	recs     [][]byte
+	deadline time.Time
+	closed   bool
+}
+
+func (f *fakeRing) ReadInto(r *ringbuf.Record) error {
+	if f.closed {
+		return fmt.Errorf("ringbuffer: %w", os.ErrClosed)
+	}
+	if len(f.recs) == 0 {
+		return os.ErrDeadlineExceeded
+	}
+	r.RawSample, f.recs = f.recs[0], f.recs[1:]
+	return nil
+}
+func (f *fakeRing) SetDeadline(t time.Time) { f.deadline = t }
+func (f *fakeRing) Close() error            { f.closed = true; return nil }
+
+func TestEventReader(t *testing.T) {
+	fr := &fakeRing{recs: [][]byte{rawEvent(TurnpathTpEvent{Kind: uint8(KindSTUN), StunType: 0x0101})}}
+	rd := &EventReader{rd: fr}
+	rd.SetDeadline(time.Unix(1, 0))
+	if !fr.deadline.Equal(time.Unix(1, 0)) {
+		t.Error("deadline not passed on")
+	}
+	e, err := rd.Read()
+	if err != nil || e.Kind != KindSTUN || e.STUNType != 0x0101 {
+		t.Fatalf("%+v %v", e, err)
+	}
+	if _, err := rd.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("err %v", err)
+	}
+	rd.Close()
+	if _, err := rd.Read(); !errors.Is(err, ErrClosed) {
+		t.Errorf("after close: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := []Config{
+		{Proto: ProtoUDP, SportLo: 1, SportHi: 1, DPort: 3478},
+		{Proto: ProtoTCP, SportLo: 1000, SportHi: 2000, DPort: 443},
+		{Proto: ProtoICMP, SportLo: 1, SportHi: 65535},
+		{Proto: ProtoICMPv6, SportLo: 1, SportHi: 65535},
+	}
+	bad := []Config{
+		{},
+		{Proto: 47, SportLo: 1, SportHi: 2, DPort: 1},
+		{Proto: ProtoUDP, SportLo: 1, SportHi: 2},
+		{Proto: ProtoUDP, SportLo: 3, SportHi: 2, DPort: 1},
+		{Proto: ProtoICMP, SportLo: 0, SportHi: 2},
+	}
+	for _, c := range good {
+		if err := c.validate(); err != nil {
+			t.Errorf("%+v: %v", c, err)
+		}
+		if _, err := Spec(c); err != nil {
+			t.Errorf("Spec(%+v): %v", c, err)
+		}
+	}
+	for _, c := range bad {
+		if err := c.validate(); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}
+
+func TestSpecSetsVariables(t *testing.T) {
+	spec, err := Spec(Config{Proto: ProtoTCP, SportLo: 100, SportHi: 200, DPort: 443, Nonce: 0xdeadbeef, Drop: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		p, d   uint8
+		lo, hi uint16
+		n      uint32
+	)
+	for name, out := range map[string]any{"cfg_proto": &p, "cfg_drop": &d, "cfg_sport_lo": &lo, "cfg_sport_hi": &hi, "cfg_nonce": &n} {
+		if err := spec.Variables[name].Get(out); err != nil {
+			t.Fatal(name, err)
+		}
+		if !spec.Variables[name].Constant() {
+			t.Errorf("%s is not a constant", name)
+		}
+	}
+	if p != 6 || d != 1 || lo != 100 || hi != 200 || n != 0xdeadbeef {
+		t.Errorf("got %d %d %d %d %#x", p, d, lo, hi, n)
+	}
+	for name, ps := range spec.Programs {
+		if name == "xdp_rx" && ps.Type != ebpf.XDP || name != "xdp_rx" && ps.Type != ebpf.SchedCLS {
+			t.Errorf("%s: type %v", name, ps.Type)
+		}
+	}
+	if spec.Programs["tcx_egress"].AttachType != ebpf.AttachTCXEgress {
+		t.Errorf("tcx_egress attach type %v", spec.Programs["tcx_egress"].AttachType)
+	}
+}
+
+func TestVerifierErrorFormat(t *testing.T) {
+	ve := &ebpf.VerifierError{Cause: unix.EACCES, Log: []string{"0: (b7) r0 = 0", "R1 invalid mem access 'scalar'", "processed 2 insns"}}
+	err := error(&VerifierError{Err: ve, wrapped: fmt.Errorf("program xdp_rx: %w", ve)})
+	short := err.Error()
+	full := fmt.Sprintf("%+v", err)
+	if !strings.Contains(short, "xdp_rx") || strings.Contains(short, "\n") || strings.Contains(short, "processed 2 insns") {
+		t.Errorf("short: %q", short)
+	}
+	if !strings.Contains(full, "0: (b7) r0 = 0") || !strings.Contains(full, "processed 2 insns") {
+		t.Errorf("full: %q", full)
+	}
+	if !errors.Is(err, unix.EACCES) {
+		t.Error("cause not unwrapped")
+	}
+	if perm := wrapPerm("load", fmt.Errorf("x: %w", unix.EPERM)); !errors.Is(perm, ErrPermission) || !strings.Contains(perm.Error(), "CAP_BPF") {
+		t.Errorf("perm: %v", perm)
+	}
+}

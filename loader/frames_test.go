@@ -1,0 +1,187 @@
+package loader
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// Frame builders for the tests: plain encoding/binary, checksums computed
+// where they matter (ICMP echo), arbitrary where BPF does not look.
+
+var (
+	macA = []byte{0x02, 0, 0, 0, 0, 0x0a}
+	macB = []byte{0x02, 0, 0, 0, 0, 0x0b}
+)
+
+const (
+	etherIPv4 = 0x0800
+	etherIPv6 = 0x86dd
+	etherARP  = 0x0806
+)
+
+func eth(ethertype uint16, payload []byte) []byte {
+	b := make([]byte, 14, 14+len(payload))
+	copy(b[0:6], macB)
+	copy(b[6:12], macA)
+	binary.BigEndian.PutUint16(b[12:], ethertype)
+	return append(b, payload...)
+}
+
+func checksum(b []byte, sum uint32) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+type ip4opts struct {
+	id       uint16
+	ttl      uint8
+	tos      uint8
+	fragOff  uint16 // flags + offset, host order (0x2000 = MF, 0x4000 = DF)
+	options  []byte // multiple of 4
+	totalLen int    // override tot_len (0: computed)
+}
+
+func ipv4(src, dst netip.Addr, proto uint8, o ip4opts, payload []byte) []byte {
+	hl := 20 + len(o.options)
+	b := make([]byte, hl, hl+len(payload))
+	b[0] = 0x40 | byte(hl/4)
+	b[1] = o.tos
+	tl := hl + len(payload)
+	if o.totalLen != 0 {
+		tl = o.totalLen
+	}
+	binary.BigEndian.PutUint16(b[2:], uint16(tl))
+	binary.BigEndian.PutUint16(b[4:], o.id)
+	binary.BigEndian.PutUint16(b[6:], o.fragOff)
+	ttl := o.ttl
+	if ttl == 0 {
+		ttl = 64
+	}
+	b[8] = ttl
+	b[9] = proto
+	s4, d4 := src.As4(), dst.As4()
+	copy(b[12:16], s4[:])
+	copy(b[16:20], d4[:])
+	copy(b[20:], o.options)
+	binary.BigEndian.PutUint16(b[10:], checksum(b, 0))
+	return append(b, payload...)
+}
+
+func ipv6(src, dst netip.Addr, nh uint8, hlim uint8, flow uint32, payload []byte) []byte {
+	b := make([]byte, 40, 40+len(payload))
+	binary.BigEndian.PutUint32(b[0:], 6<<28|flow&0xfffff)
+	binary.BigEndian.PutUint16(b[4:], uint16(len(payload)))
+	b[6] = nh
+	b[7] = hlim
+	s, d := src.As16(), dst.As16()
+	copy(b[8:24], s[:])
+	copy(b[24:40], d[:])
+	return append(b, payload...)
+}
+
+// udp builds a UDP header + payload with the given checksum field value.
+func udp(sport, dport, csum uint16, payload []byte) []byte {
+	b := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint16(b[0:], sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint16(b[4:], uint16(8+len(payload)))
+	binary.BigEndian.PutUint16(b[6:], csum)
+	return append(b, payload...)
+}
+
+// tcp builds a 20-byte TCP header.
+func tcp(sport, dport uint16, seq, ack uint32, flags uint8) []byte {
+	b := make([]byte, 20)
+	binary.BigEndian.PutUint16(b[0:], sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint32(b[4:], seq)
+	binary.BigEndian.PutUint32(b[8:], ack)
+	b[12] = 5 << 4
+	b[13] = flags
+	binary.BigEndian.PutUint16(b[14:], 65535)
+	return b
+}
+
+// icmp builds an ICMPv4 message with a correct checksum.
+func icmp(typ, code uint8, rest [4]byte, body []byte) []byte {
+	b := make([]byte, 8, 8+len(body))
+	b[0], b[1] = typ, code
+	copy(b[4:8], rest[:])
+	b = append(b, body...)
+	binary.BigEndian.PutUint16(b[2:], checksum(b, 0))
+	return b
+}
+
+// icmp6 builds an ICMPv6 message with a correct checksum (pseudo header).
+func icmp6(src, dst netip.Addr, typ, code uint8, rest [4]byte, body []byte) []byte {
+	b := make([]byte, 8, 8+len(body))
+	b[0], b[1] = typ, code
+	copy(b[4:8], rest[:])
+	b = append(b, body...)
+	var ph []byte
+	s, d := src.As16(), dst.As16()
+	ph = append(ph, s[:]...)
+	ph = append(ph, d[:]...)
+	ph = binary.BigEndian.AppendUint32(ph, uint32(len(b)))
+	ph = append(ph, 0, 0, 0, 58)
+	var sum uint32
+	for i := 0; i < len(ph); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ph[i:]))
+	}
+	binary.BigEndian.PutUint16(b[2:], checksum(b, sum))
+	return b
+}
+
+func echoRest(id, seq uint16) [4]byte {
+	var r [4]byte
+	binary.BigEndian.PutUint16(r[0:], id)
+	binary.BigEndian.PutUint16(r[2:], seq)
+	return r
+}
+
+// stunAnswer builds a STUN message with turnpath's transaction id layout.
+func stunAnswer(typ uint16, nonce, flowtag uint32, id uint16, attrs []byte) []byte {
+	b := make([]byte, 20, 20+len(attrs))
+	binary.BigEndian.PutUint16(b[0:], typ)
+	binary.BigEndian.PutUint16(b[2:], uint16(len(attrs)))
+	binary.BigEndian.PutUint32(b[4:], 0x2112A442)
+	binary.BigEndian.PutUint32(b[8:], nonce)
+	binary.BigEndian.PutUint32(b[12:], flowtag)
+	binary.BigEndian.PutUint16(b[16:], id)
+	b[18], b[19] = 0xab, 0xcd // steering bytes
+	return append(b, attrs...)
+}
+
+// mplsExtension builds an RFC 4884 extension structure holding one RFC 4950
+// MPLS label stack object with the given label stack entries.
+func mplsExtension(labels ...uint32) []byte {
+	obj := make([]byte, 4, 4+4*len(labels))
+	binary.BigEndian.PutUint16(obj[0:], uint16(4+4*len(labels)))
+	obj[2], obj[3] = 1, 1 // class 1 (MPLS label stack), c-type 1 (incoming)
+	for i, l := range labels {
+		e := l<<12 | 1 // label, TC 0, TTL 1
+		if i == len(labels)-1 {
+			e |= 1 << 8 // bottom of stack
+		}
+		obj = binary.BigEndian.AppendUint32(obj, e)
+	}
+	ext := []byte{0x20, 0, 0, 0} // version 2
+	ext = append(ext, obj...)
+	binary.BigEndian.PutUint16(ext[2:], checksum(ext, 0))
+	return ext
+}
+
+func pad(b []byte, n int) []byte {
+	if len(b) >= n {
+		return b
+	}
+	return append(b, make([]byte, n-len(b))...)
+}

@@ -1,0 +1,278 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Probe protocols accepted in Config.Proto.
+const (
+	ProtoICMP   uint8 = unix.IPPROTO_ICMP   // ICMP echo probes (ICMPv6 on IPv6)
+	ProtoTCP    uint8 = unix.IPPROTO_TCP    // TCP SYN probes
+	ProtoUDP    uint8 = unix.IPPROTO_UDP    // UDP probes (including STUN/TURN payloads)
+	ProtoICMPv6 uint8 = unix.IPPROTO_ICMPV6 // same as ProtoICMP
+)
+
+// Config is what the BPF programs are specialised for; it is baked into the
+// programs as `volatile const` variables at load time.
+type Config struct {
+	// Proto is the probe protocol: ProtoUDP, ProtoTCP or ProtoICMP
+	// (ProtoICMPv6 is accepted as a synonym; both families are handled).
+	Proto uint8
+	// SportLo..SportHi is the probes' source port range (inclusive). For
+	// ICMP echo probes it is the range of the per-flow ICMP checksum.
+	SportLo, SportHi uint16
+	// DPort is the UDP/TCP destination port (ignored for ICMP).
+	DPort uint16
+	// Nonce is written big endian into STUN transaction id bytes 0..3.
+	// 0 disables STUN answer matching.
+	Nonce uint32
+	// Drop makes XDP drop replies it is certain are ours (see bpf/turnpath.c).
+	Drop bool
+}
+
+func (c Config) validate() error {
+	switch c.Proto {
+	case ProtoUDP, ProtoTCP:
+		if c.DPort == 0 {
+			return fmt.Errorf("loader: config: DPort must be set for protocol %d", c.Proto)
+		}
+	case ProtoICMP, ProtoICMPv6:
+	default:
+		return fmt.Errorf("loader: config: unsupported protocol %d (want 17, 6, 1 or 58)", c.Proto)
+	}
+	if c.SportLo == 0 || c.SportLo > c.SportHi {
+		return fmt.Errorf("loader: config: bad source port range %d-%d", c.SportLo, c.SportHi)
+	}
+	return nil
+}
+
+// Objects are the loaded BPF programs and maps for one Config.
+type Objects struct {
+	cfg  Config
+	objs TurnpathObjects
+}
+
+// VerifierError is returned by Load when the kernel's verifier rejects a
+// program. Error() is a one-line summary; format it with %+v for the full
+// verifier log.
+type VerifierError struct {
+	Err     *ebpf.VerifierError
+	wrapped error // the collection loader's error, naming the program
+}
+
+func (e *VerifierError) Error() string {
+	msg := e.Err.Error()
+	if e.wrapped != nil {
+		msg = e.wrapped.Error()
+	}
+	return "loader: BPF verifier rejected turnpath: " + msg
+}
+
+func (e *VerifierError) Unwrap() error { return e.Err }
+
+// Format implements fmt.Formatter: %+v prints the summary and then the
+// complete verifier log.
+func (e *VerifierError) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('+') {
+		fmt.Fprintf(f, "%s\n%+v", e.Error(), e.Err)
+		return
+	}
+	io.WriteString(f, e.Error())
+}
+
+// ErrPermission is wrapped by Load and Attach errors caused by missing
+// privileges.
+var ErrPermission = errors.New("permission denied: loading and attaching BPF needs root, or CAP_BPF + CAP_NET_ADMIN (+ CAP_PERFMON) on kernels >= 5.8, or CAP_SYS_ADMIN")
+
+func wrapPerm(what string, err error) error {
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("loader: %s: %w (%w)", what, ErrPermission, err)
+	}
+	return nil
+}
+
+// Spec returns the embedded CollectionSpec specialised for cfg (variables
+// set, nothing loaded), e.g. for inspection or custom loading.
+func Spec(cfg Config) (*ebpf.CollectionSpec, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	spec, err := LoadTurnpath()
+	if err != nil {
+		return nil, fmt.Errorf("loader: %w", err)
+	}
+	drop := uint8(0)
+	if cfg.Drop {
+		drop = 1
+	}
+	for name, val := range map[string]any{
+		TurnpathVarCfgProto:   cfg.Proto,
+		TurnpathVarCfgSportLo: cfg.SportLo,
+		TurnpathVarCfgSportHi: cfg.SportHi,
+		TurnpathVarCfgDport:   cfg.DPort,
+		TurnpathVarCfgNonce:   cfg.Nonce,
+		TurnpathVarCfgDrop:    drop,
+	} {
+		v, ok := spec.Variables[name]
+		if !ok {
+			return nil, fmt.Errorf("loader: BPF object has no variable %q", name)
+		}
+		if err := v.Set(val); err != nil {
+			return nil, fmt.Errorf("loader: set %s: %w", name, err)
+		}
+	}
+	return spec, nil
+}
+
+// Load specialises the embedded BPF objects for cfg and loads them into the
+// kernel. Nothing is attached yet.
+func Load(cfg Config) (*Objects, error) {
+	spec, err := Spec(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Only needed before kernel 5.11 (memcg accounting); harmless after.
+	_ = rlimit.RemoveMemlock()
+
+	o := &Objects{cfg: cfg}
+	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, &VerifierError{Err: ve, wrapped: err}
+		}
+		if perr := wrapPerm("load BPF objects", err); perr != nil {
+			return nil, perr
+		}
+		return nil, fmt.Errorf("loader: load BPF objects: %w", err)
+	}
+	return o, nil
+}
+
+// Config returns the configuration the objects were loaded with.
+func (o *Objects) Config() Config { return o.cfg }
+
+// Close releases the programs and maps. Attachments hold their own
+// references: close them first (or they keep the programs alive).
+func (o *Objects) Close() error {
+	return o.objs.Close()
+}
+
+// ProbeKey identifies one probe: the key of the `sent` map.
+type ProbeKey struct {
+	Dst   netip.Addr // probe destination (IPv4 or IPv6)
+	SPort uint16     // source port; ICMP echo: the request checksum
+	ID    uint16     // probe id (ttl | attempt<<8)
+}
+
+// addr16 is the kernel form of an address: IPv4 as ::ffff:a.b.c.d.
+func addr16(a netip.Addr) [16]byte {
+	return a.As16()
+}
+
+// addrFrom16 turns a kernel address back into a netip.Addr, unmapping IPv4.
+func addrFrom16(b [16]byte) netip.Addr {
+	return netip.AddrFrom16(b).Unmap()
+}
+
+func (k ProbeKey) raw() TurnpathProbeKey {
+	return TurnpathProbeKey{Daddr: addr16(k.Dst), Sport: k.SPort, Id: k.ID}
+}
+
+// SetFlow tells XDP which (destination, source port) a STUN flowtag stands for.
+func (o *Objects) SetFlow(tag uint32, daddr netip.Addr, sport uint16) error {
+	if !daddr.IsValid() {
+		return fmt.Errorf("loader: SetFlow: invalid address")
+	}
+	val := TurnpathFlowVal{Daddr: addr16(daddr), Sport: sport}
+	if err := o.objs.Flows.Put(tag, val); err != nil {
+		return fmt.Errorf("loader: SetFlow %d: %w", tag, err)
+	}
+	return nil
+}
+
+// DeleteFlow removes a flowtag set with SetFlow.
+func (o *Objects) DeleteFlow(tag uint32) error {
+	if err := o.objs.Flows.Delete(tag); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("loader: DeleteFlow %d: %w", tag, err)
+	}
+	return nil
+}
+
+// SentTimestamp returns the kernel tx timestamp (bpf_ktime_get_ns, i.e.
+// CLOCK_MONOTONIC ns) TC egress recorded for the probe, if any.
+func (o *Objects) SentTimestamp(key ProbeKey) (uint64, bool) {
+	var ts uint64
+	if err := o.objs.Sent.Lookup(key.raw(), &ts); err != nil {
+		return 0, false
+	}
+	return ts, true
+}
+
+// Stats are the BPF counters summed over all CPUs.
+type Stats struct {
+	TxSeen          uint64 // probes recorded by TC egress
+	TxUpdateErr     uint64 // `sent` updates that failed
+	RxMatched       uint64 // replies matched and emitted by XDP
+	RxNoTx          uint64 // matched replies without a `sent` entry
+	RxUnmatchedICMP uint64 // ICMP errors / echo replies that were not ours
+	RingbufDrops    uint64 // events lost because the ring buffer was full
+	Truncated       uint64 // candidate replies too short to parse
+	STUNNoFlow      uint64 // STUN answers with an unknown flowtag
+}
+
+// Stats reads and sums the per-CPU counters.
+func (o *Objects) Stats() (Stats, error) {
+	var per []TurnpathTpStats
+	if err := o.objs.Stats.Lookup(uint32(0), &per); err != nil {
+		return Stats{}, fmt.Errorf("loader: read stats: %w", err)
+	}
+	var s Stats
+	for _, c := range per {
+		s.TxSeen += c.TxSeen
+		s.TxUpdateErr += c.TxUpdateErr
+		s.RxMatched += c.RxMatched
+		s.RxNoTx += c.RxNoTx
+		s.RxUnmatchedICMP += c.RxUnmatchedIcmp
+		s.RingbufDrops += c.RingbufDrops
+		s.Truncated += c.Truncated
+		s.STUNNoFlow += c.StunNoFlow
+	}
+	return s, nil
+}
+
+// Verdicts returned by RunXDP and RunTCEgress.
+const (
+	XDPDrop     uint32 = 1
+	XDPPass     uint32 = 2
+	TCActUnspec uint32 = 0xffffffff // TC_ACT_UNSPEC == TCX_NEXT == -1: "no opinion", the packet goes on
+)
+
+// RunXDP runs the XDP program once on an Ethernet frame (BPF_PROG_TEST_RUN)
+// and returns its verdict (XDPPass or XDPDrop). Events go to the ring buffer
+// as for real traffic. For tests and benchmarks.
+func (o *Objects) RunXDP(frame []byte) (uint32, error) {
+	return o.objs.XdpRx.Run(&ebpf.RunOptions{Data: frame})
+}
+
+// RunTCEgress runs the TC egress program once on an Ethernet frame and returns
+// its verdict (always TCActUnspec). Probes are recorded in `sent`.
+func (o *Objects) RunTCEgress(frame []byte) (uint32, error) {
+	return o.objs.TcEgress.Run(&ebpf.RunOptions{Data: frame})
+}
+
+// KernelNow returns the clock bpf_ktime_get_ns uses (CLOCK_MONOTONIC), to
+// relate event timestamps to the present.
+func KernelNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Nano())
+}
