@@ -129,7 +129,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		} else {
 			attached = true
 			derr := detach()
-			st, detail := OK, fmt.Sprintf("attached to %s (%s egress, XDP) and detached", r.Interface, mode)
+			st, detail := OK, fmt.Sprintf("attached to %s (%s) and detached", r.Interface, mode)
 			if derr != nil {
 				st, detail = Warn, fmt.Sprintf("attached to %s (%s) but detach failed: %s", r.Interface, mode, oneLine(derr))
 			}

@@ -1,15 +1,42 @@
 package main
 
-// bpfDoctor adapts the loader to doctor.BPF. (Wired to package loader once it exists.)
-type bpfDoctor struct{}
+import (
+	"fmt"
+	"sync"
 
-func (bpfDoctor) Load() (func() error, error) { return nil, errNoLoader }
-func (bpfDoctor) Attach(int) (string, func() error, error) {
-	return "", nil, errNoLoader
+	"github.com/turnpath/turnpath/loader"
+)
+
+// bpfDoctor adapts the loader to doctor.BPF: load with a config that matches nothing real
+// (nonce 0, port range of one unused port), so attaching for a check disturbs no traffic.
+type bpfDoctor struct {
+	mu   sync.Mutex
+	objs *loader.Objects
 }
 
-var errNoLoader = errorString("bpf loader not built in")
+func (d *bpfDoctor) Load() (func() error, error) {
+	objs, err := loader.Load(loader.Config{Proto: loader.ProtoUDP, SportLo: 9, SportHi: 9, DPort: 9})
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.objs = objs
+	d.mu.Unlock()
+	return objs.Close, nil
+}
 
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+func (d *bpfDoctor) Attach(ifindex int) (string, func() error, error) {
+	d.mu.Lock()
+	objs := d.objs
+	d.mu.Unlock()
+	if objs == nil {
+		return "", nil, fmt.Errorf("attach: programs not loaded")
+	}
+	// A crashed run may have left legacy filters; remove them before judging the interface.
+	_ = loader.CleanupStale(ifindex)
+	a, err := objs.Attach(ifindex)
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("%s egress, XDP %s", a.TCMode(), a.XDPMode()), a.Close, nil
+}

@@ -28,7 +28,7 @@ func checkCommand() *cli.Command {
 			if format != "text" && format != "json" {
 				return usageError("check: unknown --format %q (text, json)", format)
 			}
-			r, err := doctor.Run(c.Context, doctor.Options{Target: c.Args().First(), BPF: bpfDoctor{}})
+			r, err := doctor.Run(c.Context, doctor.Options{Target: c.Args().First(), BPF: &bpfDoctor{}})
 			if err != nil {
 				return usageError("check: %w", err)
 			}
