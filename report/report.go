@@ -240,9 +240,13 @@ func How(r *trace.Reply) string {
 	switch r.Kind {
 	case trace.KindSTUN:
 		if r.STUN != nil && r.STUN.Class == "error" {
-			s := fmt.Sprintf("STUN error %d", r.STUN.ErrorCode)
-			if r.STUN.ErrorCode == 401 {
-				s += " (relay reached: it asks for credentials)"
+			s := "STUN error response (relay reached)"
+			switch r.STUN.ErrorCode {
+			case 0:
+			case 401:
+				s = "STUN error 401 (relay reached: it asks for credentials)"
+			default:
+				s = fmt.Sprintf("STUN error %d (relay reached)", r.STUN.ErrorCode)
 			}
 			return s + fromNote(r)
 		}

@@ -57,6 +57,7 @@ func newApp() *cli.App {
 		EnableBashCompletion: false,
 		Suggest:              true,
 		Commands: []*cli.Command{
+			traceCommand(),
 			checkCommand(),
 			labCommand(),
 			versionCommand(),

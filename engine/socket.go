@@ -1,0 +1,288 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/trace"
+	"golang.org/x/sys/unix"
+)
+
+// Socket is the plain-socket engine: the fallback where BPF cannot load, and the yardstick
+// the eBPF engine is measured against.
+type Socket struct {
+	cfg     Config
+	ix      *index
+	sender  *probe.Sender
+	files   []*os.File
+	mu      sync.Mutex // guards matcher
+	matcher *probe.Matcher
+	replies chan trace.Reply
+	errs    chan error
+	done    chan struct{}
+	wg      sync.WaitGroup
+	closeMu sync.Once
+}
+
+// NewSocket opens the raw sockets and starts the receivers.
+func NewSocket(cfg Config) (*Socket, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	v4, v6 := cfg.families()
+	s := &Socket{cfg: cfg, ix: newIndex(cfg.Flows), matcher: probe.NewMatcher(cfg.Nonce, cfg.Timeout),
+		replies: make(chan trace.Reply, 4096), errs: make(chan error, 4), done: make(chan struct{})}
+	for i, f := range cfg.Flows {
+		s.matcher.AddFlow(tagOf(i), f)
+	}
+	var err error
+	if s.sender, err = probe.NewSender(v4, v6); err != nil {
+		return nil, err
+	}
+	// Receivers are opened before the first probe leaves, so no early answer is lost.
+	if v4 {
+		if err := s.openICMP(unix.AF_INET, unix.IPPROTO_ICMP); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if v6 {
+		if err := s.openICMP(unix.AF_INET6, unix.IPPROTO_ICMPV6); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if cfg.Flows[0].Proto == probe.ProtoUDP {
+		if err := s.openUDP(); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if len(cfg.Ifindexes) > 0 {
+		if err := probe.WatchLinks(cfg.Ifindexes, s.errs, s.done); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Socket) Name() string                { return "socket" }
+func (s *Socket) Replies() <-chan trace.Reply { return s.replies }
+func (s *Socket) Errors() <-chan error        { return s.errs }
+
+// Send builds, registers and sends one probe.
+func (s *Socket) Send(p trace.Probe) error {
+	f := s.cfg.Flows[p.Target]
+	id, err := probe.MakeID(p.TTL, p.Attempt)
+	if err != nil {
+		return err
+	}
+	pr := probe.Probe{Flow: f, Tag: tagOf(p.Target), ID: id, TTL: p.TTL, SentNS: time.Now().UnixNano()}
+	if f.Proto == probe.ProtoUDP {
+		pr.Checksum = uint16(id)
+	}
+	s.mu.Lock()
+	err = s.matcher.Add(pr)
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("register probe: %w", err)
+	}
+	return s.sender.Send(f, id, p.TTL, tagOf(p.Target), s.cfg.Nonce, s.cfg.Payload)
+}
+
+// Close stops the receivers and closes every socket.
+func (s *Socket) Close() error {
+	var errs []error
+	s.closeMu.Do(func() {
+		close(s.done)
+		for _, f := range s.files {
+			errs = append(errs, f.Close())
+		}
+		if s.sender != nil {
+			errs = append(errs, s.sender.Close())
+		}
+		s.wg.Wait()
+	})
+	return errors.Join(errs...)
+}
+
+func (s *Socket) openICMP(family, proto int) error {
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return privErr("open raw ICMP socket", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("enable receive timestamps: %w", err)
+	}
+	if family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("enable hop limit: %w", err)
+		}
+	}
+	f, err := probe.RawFile(fd, "icmp")
+	if err != nil {
+		return err
+	}
+	s.files = append(s.files, f)
+	s.wg.Add(1)
+	go s.recvLoop(f, family, true)
+	return nil
+}
+
+// openUDP binds the probes' source ports: the relay's answers arrive there, and a bound
+// socket keeps the kernel from answering them with port unreachable.
+func (s *Socket) openUDP() error {
+	seen := map[netip.AddrPort]bool{}
+	for _, fl := range s.cfg.Flows {
+		ap := netip.AddrPortFrom(fl.Src.Unmap(), fl.SPort)
+		if seen[ap] {
+			continue
+		}
+		seen[ap] = true
+		family := unix.AF_INET6
+		var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+		if ap.Addr().Is4() {
+			family = unix.AF_INET
+			sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+		}
+		fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open UDP socket: %w", err)
+		}
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		if err := unix.Bind(fd, sa); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("bind UDP %s: %w (another program uses this source port? try --sport)", ap, err)
+		}
+		f, err := probe.RawFile(fd, "udp")
+		if err != nil {
+			return err
+		}
+		s.files = append(s.files, f)
+		s.wg.Add(1)
+		go s.recvLoop(f, family, false)
+	}
+	return nil
+}
+
+func (s *Socket) recvLoop(f *os.File, family int, icmp bool) {
+	defer s.wg.Done()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 65536)
+	oob := make([]byte, 512)
+	for {
+		var n, oobn int
+		var from unix.Sockaddr
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, oobn, _, from, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+			return rerr != unix.EAGAIN
+		})
+		if err != nil || rerr != nil {
+			select {
+			case <-s.done:
+				return
+			default:
+			}
+			if err != nil {
+				return // closed
+			}
+			continue
+		}
+		rxNS, hopLimit := parseCmsgs(oob[:oobn])
+		if rxNS == 0 {
+			rxNS = time.Now().UnixNano()
+		}
+		src := probe.AddrFromSockaddr(from)
+		var r probe.Reply
+		switch {
+		case !icmp:
+			r, err = probe.ParseSTUNAnswer(src, buf[:n], s.cfg.Nonce)
+		case family == unix.AF_INET:
+			r, err = probe.ParseICMPv4(buf[:n])
+		default:
+			r, err = probe.ParseICMPv6(src.Addr(), hopLimit, buf[:n])
+		}
+		if err != nil {
+			continue // not a reply to us: someone else's ICMP, a stale answer
+		}
+		s.mu.Lock()
+		m, err := s.matcher.Match(&r, rxNS)
+		s.mu.Unlock()
+		if err != nil {
+			continue
+		}
+		rep, ok := s.convert(&r, &m)
+		if !ok {
+			continue
+		}
+		select {
+		case s.replies <- rep:
+		case <-s.done:
+			return
+		}
+	}
+}
+
+func (s *Socket) convert(r *probe.Reply, m *probe.MatchResult) (trace.Reply, bool) {
+	kind, ok := kindOf(r.Kind)
+	if !ok {
+		return trace.Reply{}, false
+	}
+	t, ok := s.ix.lookup(m.Probe.Flow.Dst, m.Probe.Flow.SPort)
+	if !ok {
+		return trace.Reply{}, false
+	}
+	rep := trace.Reply{
+		Probe: toTraceProbe(t, m.Probe.ID), Kind: kind, From: r.Responder.Unmap(),
+		RTT: time.Duration(m.RTTNS), ICMPType: r.ICMPType, ICMPCode: r.ICMPCode,
+		ReplyTTL: r.ReplyTTL, QuotedTTL: r.QuotedTTL, NAT: natNote(m.Flags, r.Quoted.Src),
+		MPLS: mplsOf(r.ExtRaw), Received: time.Now(),
+	}
+	if kind == trace.KindSTUN {
+		rep.STUN = stunInfo(&r.STUN)
+	}
+	return rep, true
+}
+
+// parseCmsgs extracts SCM_TIMESTAMPNS (CLOCK_REALTIME ns) and IPV6_HOPLIMIT.
+func parseCmsgs(oob []byte) (rxNS int64, hopLimit int) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0, 0
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16:
+			sec := int64(binary.NativeEndian.Uint64(m.Data[0:8]))
+			nsec := int64(binary.NativeEndian.Uint64(m.Data[8:16]))
+			rxNS = sec*1e9 + nsec
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_HOPLIMIT && len(m.Data) >= 4:
+			hopLimit = int(binary.NativeEndian.Uint32(m.Data[0:4]))
+		}
+	}
+	return rxNS, hopLimit
+}
+
+func privErr(what string, err error) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("%s: %w (needs root or CAP_NET_RAW)", what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

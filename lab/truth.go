@@ -1,0 +1,413 @@
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// The ground truth is computed from the topology's derived routing tables by walking
+// every ECMP branch, never by probing, so a prober's results can be checked against it.
+
+// Responder is what answers a probe at one TTL on one path.
+type Responder struct {
+	Node string `json:"node"`
+	// Addr is the source address of the router's Time Exceeded (see
+	// Topology.ErrorSource), or the target address itself at the destination. Zero for
+	// silent routers.
+	Addr netip.Addr `json:"addr,omitzero"`
+	// Silent routers forward but never answer.
+	Silent bool `json:"silent,omitempty"`
+	// Destination marks the target node (the probe was delivered).
+	Destination bool `json:"destination,omitempty"`
+}
+
+// Label is the address, or the node name for a silent router.
+func (r Responder) Label() string {
+	if r.Silent || !r.Addr.IsValid() {
+		return r.Node
+	}
+	return r.Addr.String()
+}
+
+func (r Responder) String() string {
+	switch {
+	case r.Silent:
+		return r.Node + " (silent)"
+	case r.Destination:
+		return r.Node + " " + r.Addr.String() + " (destination)"
+	}
+	return r.Node + " " + r.Addr.String()
+}
+
+// Path is one way to a target: element i answers at TTL i+1; the last element is the
+// destination.
+type Path []Responder
+
+// Nodes returns the node names along the path.
+func (p Path) Nodes() []string {
+	out := make([]string, len(p))
+	for i, r := range p {
+		out[i] = r.Node
+	}
+	return out
+}
+
+// Hop is the set of possible responders at one TTL.
+type Hop struct {
+	TTL        int         `json:"ttl"`
+	Responders []Responder `json:"responders"`
+}
+
+// HopLink is an edge between consecutive hops, by Responder.Label.
+type HopLink struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// TargetTruth is the ground truth for one target address.
+type TargetTruth struct {
+	target   netip.Addr
+	group    Group
+	port     int
+	stunFrom netip.Addr
+	// unreachFrom: sources of ICMP errors (port unreachable) from the target node.
+	unreachFrom []netip.Addr
+	paths       []Path
+}
+
+// Addr is the target address.
+func (tt *TargetTruth) Addr() netip.Addr { return tt.target }
+
+// Family is the target's address family.
+func (tt *TargetTruth) Family() Family { return FamilyOf(tt.target) }
+
+// Group is the name of the target's group.
+func (tt *TargetTruth) Group() string { return tt.group.Name }
+
+// Mode is how the target's coturn listens.
+func (tt *TargetTruth) Mode() GroupMode { return tt.group.Mode }
+
+// Node is the target node's name.
+func (tt *TargetTruth) Node() string { return tt.group.Node }
+
+// STUNReplyFrom is the source address of coturn's answers: the target node's link
+// address for a wildcard group, the probed address for a bound group.
+func (tt *TargetTruth) STUNReplyFrom() netip.Addr { return tt.stunFrom }
+
+// UnreachableFrom is the source of ICMP errors from the destination itself (port
+// unreachable for a closed port): the probed address, except for IPv6 targets of a
+// wildcard (AnyIP) group, where Linux answers from the target node's input interface.
+// Echo replies always come from the probed address.
+func (tt *TargetTruth) UnreachableFrom() []netip.Addr { return slices.Clone(tt.unreachFrom) }
+
+// Paths returns every path to the target (one per combination of ECMP branches).
+func (tt *TargetTruth) Paths() []Path {
+	out := make([]Path, len(tt.paths))
+	for i, p := range tt.paths {
+		out[i] = slices.Clone(p)
+	}
+	return out
+}
+
+// ReachedAt returns the distinct TTLs at which the destination is reached, ascending.
+func (tt *TargetTruth) ReachedAt() []int {
+	var out []int
+	for _, p := range tt.paths {
+		if !slices.Contains(out, len(p)) {
+			out = append(out, len(p))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// MaxTTL is the TTL that reaches the destination on every path.
+func (tt *TargetTruth) MaxTTL() int { return slices.Max(tt.ReachedAt()) }
+
+// HopsAt returns who may answer a probe sent with ttl: the union over all paths. A TTL
+// beyond a path's length reaches the destination, so it yields the destination.
+func (tt *TargetTruth) HopsAt(ttl int) []Responder {
+	var out []Responder
+	if ttl < 1 {
+		return nil
+	}
+	for _, p := range tt.paths {
+		r := p[len(p)-1]
+		if ttl <= len(p) {
+			r = p[ttl-1]
+		}
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b Responder) int {
+		if c := strings.Compare(a.Node, b.Node); c != 0 {
+			return c
+		}
+		return a.Addr.Compare(b.Addr)
+	})
+	return out
+}
+
+// AddrsAt returns the addresses that may answer at ttl (silent routers have none).
+func (tt *TargetTruth) AddrsAt(ttl int) []netip.Addr {
+	var out []netip.Addr
+	for _, r := range tt.HopsAt(ttl) {
+		if !r.Silent && r.Addr.IsValid() {
+			out = append(out, r.Addr)
+		}
+	}
+	return out
+}
+
+// Hops returns HopsAt for TTL 1..MaxTTL.
+func (tt *TargetTruth) Hops() []Hop {
+	var out []Hop
+	for ttl := 1; ttl <= tt.MaxTTL(); ttl++ {
+		out = append(out, Hop{TTL: ttl, Responders: tt.HopsAt(ttl)})
+	}
+	return out
+}
+
+// Links returns the edges between consecutive hops over all paths, in the order the
+// paths first use them (so roughly by TTL).
+func (tt *TargetTruth) Links() []HopLink {
+	var out []HopLink
+	for _, p := range tt.paths {
+		for i := 0; i+1 < len(p); i++ {
+			l := HopLink{From: p[i].Label(), To: p[i+1].Label()}
+			if !slices.Contains(out, l) {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
+}
+
+// WriteText writes a short human-readable hop table.
+func (tt *TargetTruth) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "%s (%s, group %s on %s, STUN answers from %s, reached at TTL %v)\n",
+		tt.Addr(), tt.Family(), tt.Group(), tt.Node(), tt.STUNReplyFrom(), tt.ReachedAt())
+	for _, h := range tt.Hops() {
+		rs := make([]string, len(h.Responders))
+		for i, r := range h.Responders {
+			rs[i] = r.String()
+		}
+		fmt.Fprintf(w, "  %2d  %s\n", h.TTL, strings.Join(rs, " | "))
+	}
+}
+
+type targetTruthJSON struct {
+	Target        netip.Addr   `json:"target"`
+	Family        string       `json:"family"`
+	Group         string       `json:"group"`
+	Mode          GroupMode    `json:"mode"`
+	Node          string       `json:"node"`
+	Port          int          `json:"port"`
+	STUNReplyFrom netip.Addr   `json:"stun_reply_from"`
+	UnreachFrom   []netip.Addr `json:"unreachable_from"`
+	ReachedAt     []int        `json:"reached_at"`
+	Hops          []Hop        `json:"hops"`
+	Links         []HopLink    `json:"links"`
+	Paths         []Path       `json:"paths"`
+}
+
+// MarshalJSON writes the target's truth (see `turnpath lab truth --help`).
+func (tt *TargetTruth) MarshalJSON() ([]byte, error) {
+	return json.Marshal(targetTruthJSON{
+		Target: tt.target, Family: tt.Family().String(), Group: tt.group.Name, Mode: tt.group.Mode,
+		Node: tt.group.Node, Port: tt.port, STUNReplyFrom: tt.stunFrom, UnreachFrom: tt.unreachFrom, ReachedAt: tt.ReachedAt(),
+		Hops: tt.Hops(), Links: tt.Links(), Paths: tt.paths,
+	})
+}
+
+// Truth is the ground truth for every target of a topology.
+type Truth struct {
+	topo    *Topology
+	targets []*TargetTruth
+	index   map[netip.Addr]*TargetTruth
+}
+
+// NewTruth derives the ground truth from topo's routing tables.
+func NewTruth(topo *Topology) (*Truth, error) {
+	tr := &Truth{topo: topo, index: map[netip.Addr]*TargetTruth{}}
+	tb := topo.tables()
+	for _, g := range topo.Groups {
+		for _, addr := range g.Targets() {
+			tt, err := tb.targetTruth(g, addr)
+			if err != nil {
+				return nil, fmt.Errorf("derive truth for %v: %w", addr, err)
+			}
+			tr.targets = append(tr.targets, tt)
+			tr.index[addr] = tt
+		}
+	}
+	return tr, nil
+}
+
+// defaultTruth is computed on first use, not at init: every turnpath command imports
+// this package.
+var defaultTruth = sync.OnceValue(func() *Truth {
+	tr, err := NewTruth(DefaultTopology())
+	if err != nil {
+		panic(err) // the default topology is covered by unit tests
+	}
+	return tr
+})
+
+// DefaultTruth is the ground truth of DefaultTopology. It is the same for every prefix:
+// every lab uses the same addresses in its own namespaces.
+func DefaultTruth() *Truth { return defaultTruth() }
+
+// TargetTruth returns the truth for one target address.
+func (tr *Truth) TargetTruth(addr netip.Addr) (*TargetTruth, bool) {
+	tt, ok := tr.index[addr.Unmap()]
+	return tt, ok
+}
+
+// Targets returns every target address (groups in order, IPv4 before IPv6).
+func (tr *Truth) Targets() []netip.Addr {
+	out := make([]netip.Addr, len(tr.targets))
+	for i, tt := range tr.targets {
+		out[i] = tt.target
+	}
+	return out
+}
+
+// All returns the truth of every target, in Targets order.
+func (tr *Truth) All() []*TargetTruth { return slices.Clone(tr.targets) }
+
+// Topology returns the topology the truth was derived from.
+func (tr *Truth) Topology() *Topology { return tr.topo }
+
+type truthJSON struct {
+	Domain  string                `json:"domain"`
+	Client  map[string]netip.Addr `json:"client"`
+	Targets []*TargetTruth        `json:"targets"`
+}
+
+// MarshalJSON writes {"domain", "client": {"ipv4","ipv6"}, "targets": [...]}.
+func (tr *Truth) MarshalJSON() ([]byte, error) {
+	return json.Marshal(truthJSON{
+		Domain: tr.topo.Domain,
+		Client: map[string]netip.Addr{
+			IPv4.String(): tr.topo.ClientAddr(IPv4),
+			IPv6.String(): tr.topo.ClientAddr(IPv6),
+		},
+		Targets: tr.targets,
+	})
+}
+
+// targetTruth walks every branch from the client to addr.
+func (tb *tables) targetTruth(g Group, addr netip.Addr) (*TargetTruth, error) {
+	t := tb.t
+	f := FamilyOf(addr)
+	tt := &TargetTruth{target: addr, group: g, port: t.Port}
+	if g.Mode == ModeBound {
+		tt.stunFrom = addr
+	} else {
+		ifs := tb.replyIfaces(g.Node, f)
+		if len(ifs) != 1 {
+			return nil, fmt.Errorf("target node %s has %d routes back to the client, want 1", g.Node, len(ifs))
+		}
+		tt.stunFrom = ifs[0].Addr(f)
+	}
+	var walk func(node, prev string, path Path) error
+	walk = func(node, prev string, path Path) error {
+		if len(path) > 64 {
+			return fmt.Errorf("routing loop: %v", path.Nodes())
+		}
+		r, ok := tb.lookup(node, addr)
+		if !ok {
+			return fmt.Errorf("%s has no route", node)
+		}
+		n, _ := t.Node(node)
+		if r.Local {
+			if node != g.Node {
+				return fmt.Errorf("delivered locally at %s, not at %s", node, g.Node)
+			}
+			tt.paths = append(tt.paths, append(slices.Clone(path), Responder{Node: node, Addr: addr, Destination: true}))
+			src, err := tb.destErrorSource(g, addr, prev)
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(tt.unreachFrom, src) {
+				tt.unreachFrom = append(tt.unreachFrom, src)
+			}
+			return nil
+		}
+		if node != t.Client() {
+			if n.Kind != KindRouter {
+				return fmt.Errorf("%s would have to forward it but is a %s", node, n.Kind)
+			}
+			resp := Responder{Node: node, Silent: n.Silent}
+			if !n.Silent {
+				src, err := tb.errorSource(node, prev, f)
+				if err != nil {
+					return err
+				}
+				resp.Addr = src
+			}
+			path = append(slices.Clip(path), resp) // Clip: siblings must not share a backing array
+		}
+		if len(r.Via) == 0 {
+			return fmt.Errorf("%s: route %v has no next hop", node, r.Dst)
+		}
+		for _, h := range r.Via {
+			if err := walk(h.Node, node, path); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(t.Client(), "", nil); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(tt.unreachFrom, netip.Addr.Compare)
+	return tt, nil
+}
+
+// ErrorSource is the source address of the ICMP errors (Time Exceeded) that router
+// node sends for a packet it received from neighbour prev, as Linux picks it with
+// default sysctls (verified by TestLabIntegration):
+//
+//   - IPv4 (icmp_send): no source is given to the route lookup back to the sender, so
+//     it is the address of the interface the route back to the client uses — the same
+//     address whichever branch the probe came in on (icmp_errors_use_inbound_ifaddr=0).
+//   - IPv6 (icmp6_send): without a preferred source on that route, the kernel selects
+//     the source on the *input* interface, so it is the router's address on the link
+//     from prev, and differs per incoming branch.
+func (t *Topology) ErrorSource(node, prev string, f Family) (netip.Addr, error) {
+	return t.tables().errorSource(node, prev, f)
+}
+
+func (tb *tables) errorSource(node, prev string, f Family) (netip.Addr, error) {
+	if f == IPv6 {
+		i, ok := tb.ifaceTo(node, prev)
+		if !ok {
+			return netip.Addr{}, fmt.Errorf("%s has no link to %s", node, prev)
+		}
+		return i.Addr6.Addr(), nil
+	}
+	ifs := tb.replyIfaces(node, f)
+	if len(ifs) != 1 {
+		return netip.Addr{}, fmt.Errorf("%s has %d routes back to the client, want 1", node, len(ifs))
+	}
+	return ifs[0].Addr(f), nil
+}
+
+// destErrorSource is the source of ICMP errors (port unreachable) from the target node.
+// A local destination answers from the probed address, except IPv6 AnyIP: the kernel
+// only uses the destination as source if it is a configured address (ipv6_chk_addr),
+// which a "local" route's addresses are not, so it falls back to the input interface.
+func (tb *tables) destErrorSource(g Group, addr netip.Addr, prev string) (netip.Addr, error) {
+	if FamilyOf(addr) == IPv6 && g.Mode == ModeWildcard {
+		return tb.errorSource(g.Node, prev, IPv6)
+	}
+	return addr, nil
+}
