@@ -12,13 +12,23 @@
  *   UDP over IPv4      UDP source port    IP ID
  *   UDP over IPv6      UDP source port    UDP checksum
  *   TCP SYN (no ACK)   TCP source port    seq >> 16
- *   ICMP echo request  ICMP checksum      ICMP sequence number
+ *   ICMP echo request  flow base F        ICMP sequence number
  *
- * ICMP echo: DESIGN.md makes the echo *checksum* constant per flow (the ICMP
- * identifier is chosen per probe to achieve that), so the checksum is the flow
- * id and plays the role of the source port: Go picks it from the sport range.
- * The identifier is reported as `dport`. cfg_proto 1 and 58 both mean "ICMP
- * echo probes" (ICMP on IPv4, ICMPv6 on IPv6).
+ * ICMP echo (DESIGN.md "ICMP echo, bit by bit"): type 8 / 128, code 0,
+ * identifier I at bytes 4-5, sequence = probe id at bytes 6-7. Go picks the
+ * flow's base F from the sport range and sets I = F - id (F >= id) else
+ * F - id - 1 (mod 2^16), so that the ones' complement sum
+ *
+ *   s = (u32)I + seq; if (s > 0xffff) s -= 0xffff;   (s == F)
+ *
+ * gives F back. An echo request (TC egress), echo reply (XDP) or the echo
+ * request quoted in an ICMP error (XDP) is a probe iff s is in the sport range
+ * and seq is a valid probe id ((seq & 0xff) != 0 && (seq >> 8) != 0xff); the
+ * key is {daddr, sport = s, id = seq}. F plays the role of the source port
+ * (event sport); the identifier is reported as `dport`. The checksum is not
+ * looked at (it is constant per flow, which is the point of the scheme, but
+ * depends on the echo data). cfg_proto 1 and 58 both mean "ICMP echo probes"
+ * (ICMP on IPv4, ICMPv6 on IPv6).
  *
  * For a probe it writes sent[{daddr, sport, id}] = bpf_ktime_get_ns().
  * IPv4 destinations are stored IPv4-mapped. Non-first IPv4 fragments and IPv6
@@ -34,9 +44,10 @@
  *      byte 5 x 4 / ICMPv6 byte 4 x 8) is non-zero, up to 128 bytes of the
  *      extension structure that follows the original datagram field
  *      (bounded by the IP length, copied in 32-bit units).
- *  (b) ICMP echo reply (0) / ICMPv6 echo reply (129): the request checksum is
- *      recomputed from the reply checksum (only the type byte differs) and
- *      must be in the sport range; key.id = sequence.
+ *  (b) ICMP echo reply (0) / ICMPv6 echo reply (129), code 0: identifier and
+ *      sequence are echoed unchanged, so the same rule as for the request
+ *      applies: s = identifier +' sequence in the sport range, valid id;
+ *      key = {reply source, s, sequence}.
  *  (c) STUN answers: UDP from cfg_dport to a port in the sport range, magic
  *      cookie 0x2112A442 at offset 4, transaction id bytes 0..3 == cfg_nonce
  *      (big endian; cfg_nonce 0 disables this). Bytes 4..7 are the flowtag,
@@ -187,6 +198,29 @@ static __always_inline void set_v4mapped(__u8 *dst, __be32 addr)
 	__builtin_memcpy(dst + 12, &addr, 4);
 }
 
+/* A probe id as Go makes it: ttl | attempt << 8, ttl != 0, attempt != 255. */
+static __always_inline int id_valid(__u16 id)
+{
+	return (id & 0xff) != 0 && (id >> 8) != 0xff;
+}
+
+/*
+ * ICMP echo identification (request, reply or quoted request): the flow base
+ * F = ident +' seq (ones' complement sum, end-around carry). Returns 1 and
+ * sets *base when F is in the sport range and seq is a valid probe id.
+ */
+static __always_inline int echo_base(__u16 ident, __u16 seq, __u16 *base)
+{
+	__u32 s = (__u32)ident + seq;
+
+	if (s > 0xffff)
+		s -= 0xffff;
+	if (s < cfg_sport_lo || s > cfg_sport_hi || !id_valid(seq))
+		return 0;
+	*base = s;
+	return 1;
+}
+
 /*
  * Is this transport header (the first 8 bytes, as sent or as quoted) a probe?
  * ipid is the IPv4 ID (unused on IPv6). Fills m on success.
@@ -201,11 +235,13 @@ static __always_inline int probe_l4(const struct l4words *l4, int v6,
 
 	if (icmp_mode()) {
 		/* type/code, checksum, identifier, sequence */
+		__u16 base;
+
 		if (w0 != (v6 ? (ICMPV6_ECHO_REQUEST << 8) : (ICMP_ECHO << 8)))
 			return 0;
-		if (!in_range(w1))
+		if (!echo_base(w2, w3, &base))
 			return 0;
-		m->sport = w1;
+		m->sport = base;
 		m->dport = w2;
 		m->id = w3;
 		m->csum = w1;
@@ -536,21 +572,18 @@ unmatched:
 }
 
 /*
- * Echo reply: the request checksum is the reply checksum with the type word
- * changed back (RFC 1624 incremental update): +0x0800 for ICMP (type 0 -> 8),
- * -0x0100 for ICMPv6 (129 -> 128; the pseudo header is symmetric).
+ * Echo reply: identifier and sequence are those of the request, so the flow
+ * base is recovered exactly as at TC egress (echo_base).
  */
 static __always_inline int rx_echo(struct rx *rx, const struct l4words *l4,
 				   const __u8 *saddr, __be32 saddr4, __u8 ttl,
 				   int v6)
 {
-	__u16 csum = bpf_ntohs(l4->w[1]);
-	__u32 sum = (__u16)~csum;
+	__u16 ident = bpf_ntohs(l4->w[2]);
+	__u16 seq = bpf_ntohs(l4->w[3]);
+	__u16 base;
 
-	sum += v6 ? 0xfeff : 0x0800;
-	sum = (sum & 0xffff) + (sum >> 16);
-	csum = (__u16)~sum;
-	if (!in_range(csum)) {
+	if (!echo_base(ident, seq, &base)) {
 		STAT_INC(rx_unmatched_icmp);
 		return 0;
 	}
@@ -562,9 +595,9 @@ static __always_inline int rx_echo(struct rx *rx, const struct l4words *l4,
 	else
 		set_v4mapped(ev->responder, saddr4);
 	__builtin_memcpy(ev->target, ev->responder, 16);
-	ev->sport = csum;
-	ev->dport = bpf_ntohs(l4->w[2]);
-	ev->id = bpf_ntohs(l4->w[3]);
+	ev->sport = base;
+	ev->dport = ident;
+	ev->id = seq;
 	ev->icmp_type = bpf_ntohs(l4->w[0]) >> 8;
 	ev->icmp_code = bpf_ntohs(l4->w[0]) & 0xff;
 	ev->reply_ttl = ttl;

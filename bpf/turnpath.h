@@ -15,7 +15,7 @@
 /* Key of the `sent` map (DESIGN.md "Kernel side"). 20 bytes, no padding. */
 struct probe_key {
 	__u8 daddr[16]; /* probe destination (target) */
-	__u16 sport;    /* UDP/TCP source port; ICMP echo: the request checksum */
+	__u16 sport;    /* UDP/TCP source port; ICMP echo: flow base ident +' seq */
 	__u16 id;       /* probe id: ttl | attempt<<8 */
 };
 
@@ -53,7 +53,7 @@ struct tp_event {
 	__u32 flowtag;        /*  64 STUN flowtag, else 0 */
 	__u32 icmp_info;      /*  68 ICMP header bytes 4..7 (MTU, RFC 4884 length) */
 	__u32 quoted_flow;    /*  72 quoted IPv6 flow label (20 bits), else 0 */
-	__u16 sport;          /*  76 key.sport (ICMP: request checksum) */
+	__u16 sport;          /*  76 key.sport (ICMP echo: flow base F) */
 	__u16 dport;          /*  78 probe dst port (ICMP: the echo identifier) */
 	__u16 id;             /*  80 key.id, the probe id */
 	__u16 quoted_ipid;    /*  82 quoted IPv4 ID, else 0 */

@@ -50,15 +50,29 @@ func NewSocket(cfg Config) (*Socket, error) {
 	}
 	// Receivers are opened before the first probe leaves, so no early answer is lost.
 	if v4 {
-		if err := s.openICMP(unix.AF_INET, unix.IPPROTO_ICMP); err != nil {
+		if err := s.openRaw(unix.AF_INET, unix.IPPROTO_ICMP, kindICMP); err != nil {
 			s.Close()
 			return nil, err
 		}
 	}
 	if v6 {
-		if err := s.openICMP(unix.AF_INET6, unix.IPPROTO_ICMPV6); err != nil {
+		if err := s.openRaw(unix.AF_INET6, unix.IPPROTO_ICMPV6, kindICMP); err != nil {
 			s.Close()
 			return nil, err
+		}
+	}
+	if cfg.Flows[0].Proto == probe.ProtoTCP {
+		// Raw TCP sockets see a copy of every TCP segment: the SYN-ACKs and RSTs of targets.
+		for _, fam := range []struct {
+			on     bool
+			family int
+		}{{v4, unix.AF_INET}, {v6, unix.AF_INET6}} {
+			if fam.on {
+				if err := s.openRaw(fam.family, unix.IPPROTO_TCP, kindTCP); err != nil {
+					s.Close()
+					return nil, err
+				}
+			}
 		}
 	}
 	if cfg.Flows[0].Proto == probe.ProtoUDP {
@@ -116,10 +130,19 @@ func (s *Socket) Close() error {
 	return errors.Join(errs...)
 }
 
-func (s *Socket) openICMP(family, proto int) error {
+// What a receive socket carries.
+type sockKind int
+
+const (
+	kindICMP sockKind = iota
+	kindTCP
+	kindUDP
+)
+
+func (s *Socket) openRaw(family, proto int, kind sockKind) error {
 	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
-		return privErr("open raw ICMP socket", err)
+		return privErr("open raw socket", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		unix.Close(fd)
@@ -131,13 +154,13 @@ func (s *Socket) openICMP(family, proto int) error {
 			return fmt.Errorf("enable hop limit: %w", err)
 		}
 	}
-	f, err := probe.RawFile(fd, "icmp")
+	f, err := probe.RawFile(fd, "raw")
 	if err != nil {
 		return err
 	}
 	s.files = append(s.files, f)
 	s.wg.Add(1)
-	go s.recvLoop(f, family, true)
+	go s.recvLoop(f, family, kind)
 	return nil
 }
 
@@ -173,12 +196,12 @@ func (s *Socket) openUDP() error {
 		}
 		s.files = append(s.files, f)
 		s.wg.Add(1)
-		go s.recvLoop(f, family, false)
+		go s.recvLoop(f, family, kindUDP)
 	}
 	return nil
 }
 
-func (s *Socket) recvLoop(f *os.File, family int, icmp bool) {
+func (s *Socket) recvLoop(f *os.File, family int, kind sockKind) {
 	defer s.wg.Done()
 	rc, err := f.SyscallConn()
 	if err != nil {
@@ -212,8 +235,12 @@ func (s *Socket) recvLoop(f *os.File, family int, icmp bool) {
 		src := probe.AddrFromSockaddr(from)
 		var r probe.Reply
 		switch {
-		case !icmp:
+		case kind == kindUDP:
 			r, err = probe.ParseSTUNAnswer(src, buf[:n], s.cfg.Nonce)
+		case kind == kindTCP && family == unix.AF_INET:
+			r, err = probe.ParseTCPv4(buf[:n])
+		case kind == kindTCP:
+			r, err = probe.ParseTCPv6(src.Addr(), hopLimit, buf[:n])
 		case family == unix.AF_INET:
 			r, err = probe.ParseICMPv4(buf[:n])
 		default:

@@ -62,7 +62,7 @@ type Event struct {
 	Target    netip.Addr // probe destination (invalid for STUN with FlagNoFlow)
 	QuotedSrc netip.Addr // quoted source address (ICMP errors; NAT detection), else invalid
 
-	SPort uint16 // key source port; ICMP echo: the request checksum
+	SPort uint16 // key source port; ICMP echo: the flow base F = identifier +' seq
 	DPort uint16 // probe destination port; ICMP echo: the echo identifier
 	ID    uint16 // probe id
 

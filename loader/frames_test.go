@@ -3,10 +3,15 @@ package loader
 import (
 	"encoding/binary"
 	"net/netip"
+	"testing"
+
+	"github.com/turnpath/turnpath/probe"
 )
 
 // Frame builders for the tests: plain encoding/binary, checksums computed
-// where they matter (ICMP echo), arbitrary where BPF does not look.
+// where they matter (ICMP echo), arbitrary where BPF does not look. Probes
+// whose encoding is part of the Go <-> kernel contract (ICMP echo; the
+// builder tests) are made by the real builder, probe.Builder.
 
 var (
 	macA = []byte{0x02, 0, 0, 0, 0, 0x0a}
@@ -138,6 +143,65 @@ func icmp6(src, dst netip.Addr, typ, code uint8, rest [4]byte, body []byte) []by
 	}
 	binary.BigEndian.PutUint16(b[2:], checksum(b, sum))
 	return b
+}
+
+// buildProbe builds the IP packet of probe id of flow f exactly as turnpath
+// sends it (probe.Builder.Build). payload is a probe.ParsePayload spec.
+func buildProbe(t testing.TB, f probe.Flow, id uint16, ttl uint8, tag probe.FlowTag, nonce uint32, payload string) []byte {
+	t.Helper()
+	p, err := probe.ParsePayload(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b probe.Builder
+	pkt, err := b.Build(make([]byte, 0, 128), f, probe.ID(id), ttl, tag, nonce, p)
+	if err != nil {
+		t.Fatalf("build %v id %#04x: %v", f, id, err)
+	}
+	return pkt
+}
+
+// icmpFlow is an ICMP echo flow with base F from local4/local6 to dst.
+func icmpFlow(dst netip.Addr, base uint16) probe.Flow {
+	src := local4
+	if dst.Is6() {
+		src = local6
+	}
+	return probe.Flow{Src: src, Dst: dst, Proto: probe.ProtoICMP, SPort: base}
+}
+
+// echoIdent is the identifier DESIGN.md prescribes for base F and probe id:
+// F - id if F >= id, else F - id - 1 (mod 2^16), so that ident +' id == F.
+func echoIdent(base, id uint16) uint16 {
+	if base >= id {
+		return base - id
+	}
+	return base - id - 1
+}
+
+// l4Of returns the transport part of an IP packet made by ipv4/ipv6 or
+// probe.Builder (no IPv6 extension headers).
+func l4Of(pkt []byte) []byte {
+	if pkt[0]>>4 == 6 {
+		return pkt[40:]
+	}
+	return pkt[int(pkt[0]&0xf)*4:]
+}
+
+// echoReplyOf is the echo reply a target sends for an echo request IP packet:
+// addresses swapped, type 0 / 129, identifier, sequence and data echoed,
+// checksum recomputed.
+func echoReplyOf(req []byte, ttl uint8) []byte {
+	l4 := l4Of(req)
+	rest := [4]byte(l4[4:8])
+	if req[0]>>4 == 6 {
+		src := netip.AddrFrom16([16]byte(req[8:24]))
+		dst := netip.AddrFrom16([16]byte(req[24:40]))
+		return ipv6(dst, src, 58, ttl, 0, icmp6(dst, src, 129, 0, rest, l4[8:]))
+	}
+	src := netip.AddrFrom4([4]byte(req[12:16]))
+	dst := netip.AddrFrom4([4]byte(req[16:20]))
+	return ipv4(dst, src, 1, ip4opts{ttl: ttl}, icmp(0, 0, rest, l4[8:]))
 }
 
 func echoRest(id, seq uint16) [4]byte {

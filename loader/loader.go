@@ -26,7 +26,9 @@ type Config struct {
 	// (ProtoICMPv6 is accepted as a synonym; both families are handled).
 	Proto uint8
 	// SportLo..SportHi is the probes' source port range (inclusive). For
-	// ICMP echo probes it is the range of the per-flow ICMP checksum.
+	// ICMP echo probes it is the range of the flow bases F (probe.Flow.SPort):
+	// a packet is a probe iff identifier +' sequence (ones' complement sum)
+	// is in the range and the sequence is a valid probe id.
 	SportLo, SportHi uint16
 	// DPort is the UDP/TCP destination port (ignored for ICMP).
 	DPort uint16
@@ -167,7 +169,7 @@ func (o *Objects) Close() error {
 // ProbeKey identifies one probe: the key of the `sent` map.
 type ProbeKey struct {
 	Dst   netip.Addr // probe destination (IPv4 or IPv6)
-	SPort uint16     // source port; ICMP echo: the request checksum
+	SPort uint16     // source port; ICMP echo: the flow base F = identifier +' seq
 	ID    uint16     // probe id (ttl | attempt<<8)
 }
 

@@ -78,9 +78,9 @@ func privErr(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// rawFile wraps a non-blocking socket so reads go through the Go netpoller and Close
+// RawFile wraps a non-blocking socket so reads go through the Go netpoller and Close
 // unblocks a pending read (a plain blocking recvmsg would not return on close).
-func rawFile(fd int, name string) (*os.File, error) {
+func RawFile(fd int, name string) (*os.File, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("set %s non-blocking: %w", name, err)

@@ -94,7 +94,6 @@ type run struct {
 	reached  []bool // per target
 	extra    []bool // per target: attempts 1..q-1 queued
 	start    time.Time
-	end      []time.Time
 	maxRTT   time.Duration
 	answered int
 }
@@ -114,7 +113,7 @@ func Run(ctx context.Context, eng Engine, n int, opt Options) ([]Result, error) 
 	r := &run{
 		opt: opt, eng: eng, n: n,
 		sent: map[key]time.Time{}, replies: map[key]*Reply{},
-		dest: make([]int, n), reached: make([]bool, n), extra: make([]bool, n), end: make([]time.Time, n),
+		dest: make([]int, n), reached: make([]bool, n), extra: make([]bool, n),
 		start: time.Now(),
 	}
 	for ttl := opt.FirstTTL; ttl <= opt.MaxTTL; ttl++ {
@@ -214,7 +213,6 @@ func (r *run) record(rep *Reply) {
 	if final && (r.dest[p.Target] == 0 || ttl < r.dest[p.Target]) {
 		r.dest[p.Target] = ttl
 		r.reached[p.Target] = rep.Reached()
-		r.end[p.Target] = time.Now()
 		r.queueExtra(p.Target)
 	}
 	r.progress()
@@ -299,10 +297,7 @@ func (r *run) results() []Result {
 	now := time.Now()
 	out := make([]Result, r.n)
 	for t := range out {
-		res := Result{Target: t, Reached: r.reached[t], DestTTL: r.dest[t], Start: r.start, End: r.end[t]}
-		if res.End.IsZero() {
-			res.End = now
-		}
+		res := Result{Target: t, Reached: r.reached[t], DestTTL: r.dest[t], Start: r.start, End: now}
 		last := r.dest[t]
 		if last == 0 { // unreached: show up to the last TTL that answered
 			for k, rep := range r.replies {
