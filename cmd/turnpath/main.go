@@ -49,7 +49,7 @@ func runtimeError(err error) error {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "turnpath",
 		Usage:                "flow-stable, parallel path prober for STUN/TURN relays (UDP 3478)",
 		Version:              version,
@@ -70,6 +70,18 @@ func newApp() *cli.App {
 			fmt.Fprintf(c.App.ErrWriter, "turnpath: unknown command %q (see turnpath --help)\n", name)
 			os.Exit(exitUsage)
 		},
+	}
+	setUsageErrors(app.Commands)
+	return app
+}
+
+// setUsageErrors makes a bad flag on any (sub)command exit 2, like one on the app.
+func setUsageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+			return &exitError{code: exitUsage, err: err}
+		}
+		setUsageErrors(c.Subcommands)
 	}
 }
 

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Black-box tests: build the binary once, run it like a user (or cron) would.
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "turnpath-cli")
+	if err != nil {
+		panic(err)
+	}
+	binPath = filepath.Join(dir, "turnpath")
+	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	os.Chmod(dir, 0o755)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func run(t *testing.T, timeout time.Duration, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return result{code, so.String(), se.String()}
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		t.Fatalf("%v: hung for %v", args, timeout)
+	}
+	return result{}
+}
+
+func tp(args ...string) []string { return append([]string{binPath}, args...) }
+
+// oneLine asserts a single-line error naming what is wrong, and no panic.
+func oneLine(t *testing.T, r result, want string) {
+	t.Helper()
+	if strings.Contains(r.stderr, "panic") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+		t.Errorf("want one error line, got:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr %q does not mention %q", r.stderr, want)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"trace"}, "no target"},
+		{[]string{"trace", "--max-ttl", "0", "198.18.0.1"}, "max TTL 0"},
+		{[]string{"trace", "--max-ttl", "256", "198.18.0.1"}, "max TTL 256"},
+		{[]string{"trace", "--payload", "hex:zz", "198.18.0.1"}, "invalid hex payload"},
+		{[]string{"trace", "--proto", "sctp", "198.18.0.1"}, "unknown --proto"},
+		{[]string{"trace", "--format", "xml", "198.18.0.1"}, "unknown --format"},
+		{[]string{"trace", "--engine", "dpdk", "198.18.0.1"}, "unknown --engine"},
+		{[]string{"trace", "-q", "0", "198.18.0.1"}, "queries 0"},
+		{[]string{"trace", "no-such-host.invalid"}, "unknown host"},
+		{[]string{"trace", "-f", "/nonexistent/targets.txt"}, "target file"},
+		{[]string{"trace", "--bogus"}, "bogus"},
+		{[]string{"check", "--format", "xml"}, "unknown --format"},
+		{[]string{"lab", "up", "--profile", "lightning"}, "lightning"},
+		{[]string{"nonsense"}, "unknown command"},
+	} {
+		r := run(t, 20*time.Second, tp(tc.args...)...)
+		if r.code != 2 {
+			t.Errorf("%v: exit %d, want 2 (stderr %q)", tc.args, r.code, r.stderr)
+			continue
+		}
+		oneLine(t, r, tc.want)
+	}
+}
+
+func TestMalformedTargetFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "targets.txt")
+	os.WriteFile(f, []byte("198.19.1.1\n198.19.1.2 198.19.1.3\n"), 0o644)
+	r := run(t, 10*time.Second, tp("trace", "-f", f)...)
+	if r.code != 2 {
+		t.Fatalf("exit %d, want 2", r.code)
+	}
+	oneLine(t, r, "targets.txt:2")
+}
+
+func TestVersion(t *testing.T) {
+	r := run(t, 10*time.Second, tp("version")...)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "turnpath ") {
+		t.Errorf("version: %d %q", r.code, r.stdout)
+	}
+}
+
+func needRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+}
+
+// asNobody runs the binary without any privilege.
+func asNobody(args ...string) []string {
+	return append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", binPath}, args...)
+}
+
+func TestNoPrivileges(t *testing.T) {
+	needRoot(t) // to drop them
+	ns := bareNetns(t)
+	r := run(t, 10*time.Second, append([]string{"ip", "netns", "exec", ns}, asNobody("trace", "198.18.250.2")...)...)
+	if r.code != 3 {
+		t.Fatalf("trace as nobody: exit %d (%s)", r.code, r.stderr)
+	}
+	oneLine(t, r, "CAP_NET_RAW")
+	r = run(t, 10*time.Second, asNobody("lab", "up", "--prefix", "tpnobody")...)
+	if r.code != 3 {
+		t.Fatalf("lab up as nobody: exit %d", r.code)
+	}
+	oneLine(t, r, "needs root")
+}
+
+// bareNetns makes a namespace with one IPv4-only veth pair and no IPv6 route: nothing in
+// it can leave.
+func bareNetns(t *testing.T) string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	ns := "tpc" + hex.EncodeToString(b)
+	for _, c := range [][]string{
+		{"ip", "netns", "add", ns},
+		{"ip", "-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb"},
+		{"ip", "-n", ns, "addr", "add", "198.18.250.1/24", "dev", "va"},
+		{"ip", "-n", ns, "link", "set", "va", "up"},
+		{"ip", "-n", ns, "link", "set", "vb", "up"},
+		{"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	return ns
+}
+
+func TestNoRoute(t *testing.T) {
+	needRoot(t)
+	ns := bareNetns(t)
+	for target, want := range map[string]string{"198.18.77.1": "no route", "fd51::1": "IPv6"} {
+		r := run(t, 10*time.Second, "ip", "netns", "exec", ns, binPath, "trace", target)
+		if r.code != 3 {
+			t.Errorf("%s: exit %d (%s)", target, r.code, r.stderr)
+		}
+		oneLine(t, r, want)
+	}
+}
+
+// TestLabTraceCLI runs the real thing in a lab: the text and JSON output, exit 0, and the
+// error paths that need a live network: an interface that disappears mid-run and Ctrl-C,
+// both leaving no BPF program behind.
+func TestLabTraceCLI(t *testing.T) {
+	needRoot(t)
+	b := make([]byte, 3)
+	rand.Read(b)
+	prefix := "tpc" + hex.EncodeToString(b)
+	if r := run(t, 60*time.Second, tp("lab", "up", "--prefix", prefix)...); r.code != 0 {
+		t.Fatalf("lab up: %d %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { run(t, 60*time.Second, tp("lab", "down", "--prefix", prefix)...) })
+	client := prefix + "-client"
+	inLab := func(args ...string) []string { return append([]string{"ip", "netns", "exec", client, binPath}, args...) }
+
+	r := run(t, 30*time.Second, inLab("trace", "198.19.1.1")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "STUN success") || !strings.Contains(r.stdout, "lab.turnpath.test") {
+		t.Fatalf("trace: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r.stderr != "" {
+		t.Errorf("not a TTY: want nothing on stderr, got %q", r.stderr)
+	}
+	r = run(t, 30*time.Second, inLab("trace", "-n", "--format", "json", "198.19.1.1", "fd51:1:2::5")...)
+	if r.code != 0 || !strings.Contains(r.stdout, `"schema": "turnpath.trace/v1"`) {
+		t.Fatalf("json: exit %d\n%s", r.code, r.stdout)
+	}
+
+	// Long run: 256 targets at 20 probes/s. Take the interface away under it.
+	f := filepath.Join(t.TempDir(), "targets.txt")
+	var lines []string
+	for i := 0; i < 256; i++ {
+		lines = append(lines, fmt.Sprintf("198.19.1.%d", i))
+	}
+	os.WriteFile(f, []byte(strings.Join(lines, "\n")), 0o644)
+
+	for _, stop := range []string{"sigint", "kill9", "link-gone"} {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", client, binPath}, "trace", "-n", "--rate", "20", "-f", f)...)
+		var se bytes.Buffer
+		cmd.Stderr = &se
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		if progs := turnpathProgs(t); progs == 0 {
+			t.Errorf("%s: no turnpath BPF program loaded during the run", stop)
+		}
+		start := time.Now()
+		switch stop {
+		case "sigint":
+			cmd.Process.Signal(syscall.SIGINT)
+		case "kill9":
+			// ip netns exec execs turnpath, so this is turnpath's PID. bpf_links die with it.
+			cmd.Process.Signal(syscall.SIGKILL)
+		default:
+			exec.Command("ip", "-n", client, "link", "del", "l1-r1").Run()
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("%s: trace did not stop", stop)
+		}
+		if code := cmd.ProcessState.ExitCode(); stop != "kill9" && code != 3 {
+			t.Errorf("%s: exit %d, want 3 (%s)", stop, code, se.String())
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Errorf("%s: took %v to stop", stop, el)
+		}
+		if stop == "link-gone" && !strings.Contains(se.String(), "disappeared") && !strings.Contains(se.String(), "went down") {
+			t.Errorf("link gone: stderr %q", se.String())
+		}
+		// The kernel frees programs after an RCU grace period: give it a moment.
+		n := turnpathProgs(t)
+		for i := 0; n != 0 && i < 20; i++ {
+			time.Sleep(100 * time.Millisecond)
+			n = turnpathProgs(t)
+		}
+		if n != 0 {
+			t.Errorf("%s: %d turnpath BPF programs still loaded", stop, n)
+		}
+	}
+}
+
+// turnpathProgs counts loaded BPF programs with turnpath's names.
+func turnpathProgs(t *testing.T) int {
+	out, err := exec.Command("bpftool", "prog", "show").CombinedOutput()
+	if err != nil {
+		t.Skipf("bpftool: %v", err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "name tc_egress") || strings.Contains(l, "name tcx_egress") || strings.Contains(l, "name xdp_rx") {
+			n++
+		}
+	}
+	return n
+}
