@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/turnpath/turnpath/probe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -267,6 +268,76 @@ func TestAttach(t *testing.T) {
 	}
 }
 
+// sendRaw sends a complete IPv4 packet from namespace ns (IPPROTO_RAW).
+func sendRaw(t *testing.T, ns netns.NsHandle, dst netip.Addr, pkt []byte) {
+	t.Helper()
+	err := inNetns(ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst.As4()})
+	})
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+// waitSent waits for TC egress to record key and returns its timestamp.
+func waitSent(t *testing.T, o *Objects, key ProbeKey) uint64 {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if ts, ok := o.SentTimestamp(key); ok {
+			return ts
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("probe %+v sent through the veth was not recorded by TC egress", key)
+		}
+	}
+}
+
+// TestICMPEchoThroughVeth sends an echo probe made by probe.Builder from A;
+// B's kernel answers it like any host would (identifier, sequence and data
+// echoed) and XDP on A matches the reply to the `sent` entry TC egress made.
+func TestICMPEchoThroughVeth(t *testing.T) {
+	p := setupVeth(t)
+	o := loadT(t, Config{Proto: ProtoICMP, SportLo: sportLo, SportHi: sportHi, Drop: true})
+	rd := eventsT(t, o)
+	att := p.attach(t, o, AttachOptions{})
+	t.Logf("tc mode %s, xdp mode %q", att.TCMode(), att.XDPMode())
+
+	const base, id = 40007, 0x0b03 // ttl 3, attempt 11
+	f := probe.Flow{Src: p.addrA, Dst: p.addrB, Proto: probe.ProtoICMP, SPort: base}
+	req := buildProbe(t, f, id, 3, 5, nonceT, "hex:c0ffee")
+	key := ProbeKey{Dst: p.addrB, SPort: base, ID: id}
+	sendRaw(t, p.nsA, p.addrB, req)
+	tx := waitSent(t, o, key)
+
+	rd.SetDeadline(time.Now().Add(3 * time.Second))
+	for {
+		e, err := rd.Read()
+		if err != nil {
+			t.Fatalf("no event for B's echo reply: %v", err)
+		}
+		if e.Kind != KindEcho {
+			continue
+		}
+		want(t, "key", e.Key(), key)
+		want(t, "dport (identifier)", e.DPort, echoIdent(base, id))
+		want(t, "responder", e.Responder, p.addrB)
+		want(t, "tx", e.TxNs, tx)
+		if e.RTT() <= 0 {
+			t.Errorf("rtt %v", e.RTT())
+		}
+		t.Logf("echo round trip: rtt %v", e.RTT())
+		break
+	}
+	if st, _ := o.Stats(); st.TxSeen != 1 || st.RxMatched != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
 // sendThroughVeth sends a real UDP probe from A (raw socket, IP ID = probe
 // id), checks TC egress recorded it, then has B send back an ICMP Time
 // Exceeded quoting it and waits for the XDP event.
@@ -276,35 +347,11 @@ func sendThroughVeth(t *testing.T, p *vethPair, o *Objects, rd *EventReader) {
 	probe := ipv4(p.addrA, p.addrB, 17, ip4opts{id: id, ttl: 5, fragOff: 0x4000}, udp(40033, dportT, id, make([]byte, 24)))
 	key := ProbeKey{Dst: p.addrB, SPort: 40033, ID: id}
 
-	sendRaw := func(ns netns.NsHandle, dst netip.Addr, pkt []byte) {
-		t.Helper()
-		err := inNetns(ns, func() error {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst.As4()})
-		})
-		if err != nil {
-			t.Fatalf("send: %v", err)
-		}
-	}
-
-	sendRaw(p.nsA, p.addrB, probe)
-	var tx uint64
-	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if ts, ok := o.SentTimestamp(key); ok {
-			tx = ts
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("probe sent through the veth was not recorded by TC egress")
-		}
-	}
+	sendRaw(t, p.nsA, p.addrB, probe)
+	tx := waitSent(t, o, key)
 
 	te := ipv4(p.addrB, p.addrA, 1, ip4opts{ttl: 64}, icmp(11, 0, [4]byte{}, probe))
-	sendRaw(p.nsB, p.addrA, te)
+	sendRaw(t, p.nsB, p.addrA, te)
 	rd.SetDeadline(time.Now().Add(3 * time.Second))
 	for {
 		e, err := rd.Read()

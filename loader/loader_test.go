@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/turnpath/turnpath/probe"
 )
 
 // BPF_PROG_TEST_RUN tests on crafted frames. They need root (or CAP_BPF +
@@ -162,7 +163,7 @@ func TestTCEgress(t *testing.T) {
 		"sport above range":  eth(etherIPv4, ipv4(local4, target4, 17, ip4opts{id: 9}, udp(sportHi+1, dportT, 9, nil))),
 		"other dport":        eth(etherIPv4, ipv4(local4, target4, 17, ip4opts{id: 9}, udp(40001, 53, 9, nil))),
 		"tcp":                eth(etherIPv4, ipv4(local4, target4, 6, ip4opts{id: 9}, tcp(40001, dportT, 9<<16, 0, 0x02))),
-		"icmp echo":          eth(etherIPv4, ipv4(local4, target4, 1, ip4opts{id: 9}, icmp(8, 0, echoRest(1, 9), nil))),
+		"icmp echo":          eth(etherIPv4, buildProbe(t, icmpFlow(target4, 40001), 9, 3, 7, nonceT, "none")),
 		"non-first fragment": eth(etherIPv4, ipv4(local4, target4, 17, ip4opts{id: 9, fragOff: 0x0010}, udp(40001, dportT, 9, nil))),
 		"ipv6 ext header":    eth(etherIPv6, ipv6(local6, target6, 0, 64, 0, append([]byte{17, 0, 1, 4, 0, 0, 0, 0}, udp(40001, dportT, 9, nil)...))),
 		"truncated udp":      eth(etherIPv4, ipv4(local4, target4, 17, ip4opts{id: 9}, udp(40001, dportT, 9, nil)))[:14+20+6],
@@ -181,23 +182,86 @@ func TestTCEgress(t *testing.T) {
 	}
 }
 
-func TestTCEgressICMPAndTCP(t *testing.T) {
-	// ICMP echo: the request checksum is the flow id (sport), seq the id.
-	req4 := icmp(8, 0, echoRest(0x1234, 0x0102), []byte("turnpath"))
-	cs4 := binary.BigEndian.Uint16(req4[2:])
-	req6 := icmp6(local6, target6, 128, 0, echoRest(0x4321, 0x0203), []byte("turnpath"))
-	cs6 := binary.BigEndian.Uint16(req6[2:])
-	oi := loadT(t, Config{Proto: ProtoICMP, SportLo: min(cs4, cs6), SportHi: max(cs4, cs6)})
-	runTC(t, oi, eth(etherIPv4, ipv4(local4, target4, 1, ip4opts{id: 0x0102, ttl: 2}, req4)))
-	runTC(t, oi, eth(etherIPv6, ipv6(local6, target6, 58, 3, 0, req6)))
-	if _, ok := oi.SentTimestamp(ProbeKey{target4, cs4, 0x0102}); !ok {
-		t.Error("ICMP echo v4 probe not recorded")
+// etherOf is the ethertype for an IP packet.
+func etherOf(pkt []byte) uint16 {
+	if pkt[0]>>4 == 6 {
+		return etherIPv6
 	}
-	if _, ok := oi.SentTimestamp(ProbeKey{target6, cs6, 0x0203}); !ok {
-		t.Error("ICMPv6 echo probe not recorded")
-	}
+	return etherIPv4
+}
 
-	// TCP: SYN only; id = seq >> 16.
+// TestTCEgressICMP: echo requests made by probe.Builder (DESIGN.md "ICMP
+// echo, bit by bit") are recorded under {dst, F, seq}, the key Go derives
+// from the packet (probe.ProbeFromPacket: Flow.SPort = ident +' seq, ID = seq).
+func TestTCEgressICMP(t *testing.T) {
+	o := loadT(t, Config{Proto: ProtoICMP, SportLo: sportLo, SportHi: sportHi})
+	probes := []struct {
+		name    string
+		dst     netip.Addr
+		base    uint16 // F
+		id      uint16
+		payload string
+	}{
+		{"v4", target4, 40001, 0x0105, "none"},
+		{"v6", target6, 40002, 0x0203, "none"},
+		{"v4 base < id (end-around carry)", target4, sportLo, 0xa001, "none"},
+		{"v6 base < id, attempt 254", target6, sportHi, 0xfe07, "none"},
+		{"v4 hex payload", target4, 40010, 0x0307, "hex:deadbeef01"},
+		{"v6 hex payload", target6, 40011, 0x0308, "hex:0102030405"},
+	}
+	before := KernelNow()
+	for _, p := range probes {
+		t.Run(p.name, func(t *testing.T) {
+			pkt := buildProbe(t, icmpFlow(p.dst, p.base), p.id, 3, 7, nonceT, p.payload)
+			l4 := l4Of(pkt)
+			want(t, "identifier", binary.BigEndian.Uint16(l4[4:]), echoIdent(p.base, p.id))
+			want(t, "seq", binary.BigEndian.Uint16(l4[6:]), p.id)
+			key := ProbeKey{p.dst, p.base, p.id}
+			gp, err := probe.ProbeFromPacket(pkt, 7, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want(t, "Go key", ProbeKey{gp.Flow.Dst, gp.Flow.SPort, uint16(gp.ID)}, key)
+
+			runTC(t, o, eth(etherOf(pkt), pkt))
+			ts, ok := o.SentTimestamp(key)
+			if !ok {
+				t.Fatalf("no sent entry for %+v", key)
+			}
+			if ts < before || ts > KernelNow() {
+				t.Errorf("timestamp %d not in [%d, now]", ts, before)
+			}
+		})
+	}
+	n := stats(t, o).TxSeen
+	want(t, "TxSeen", n, uint64(len(probes)))
+
+	// Not probes: nothing recorded.
+	const base, id = 40001, 0x0105
+	data := make([]byte, 8)
+	notProbes := map[string][]byte{
+		"base below range":     eth(etherIPv4, buildProbe(t, icmpFlow(target4, sportLo-1), id, 3, 7, nonceT, "none")),
+		"base above range v6":  eth(etherIPv6, buildProbe(t, icmpFlow(target6, sportHi+1), id, 3, 7, nonceT, "none")),
+		"id with ttl byte 0":   eth(etherIPv4, ipv4(local4, target4, 1, ip4opts{id: 0x0100}, icmp(8, 0, echoRest(echoIdent(base, 0x0100), 0x0100), data))),
+		"id with attempt 255":  eth(etherIPv4, ipv4(local4, target4, 1, ip4opts{id: 0xff05}, icmp(8, 0, echoRest(echoIdent(base, 0xff05), 0xff05), data))),
+		"v6 id with ttl 0":     eth(etherIPv6, ipv6(local6, target6, 58, 3, 0, icmp6(local6, target6, 128, 0, echoRest(echoIdent(base, 0x0200), 0x0200), data))),
+		"echo reply going out": eth(etherIPv4, ipv4(local4, target4, 1, ip4opts{id: id}, icmp(0, 0, echoRest(echoIdent(base, id), id), data))),
+		"code 1":               eth(etherIPv4, ipv4(local4, target4, 1, ip4opts{id: id}, icmp(8, 1, echoRest(echoIdent(base, id), id), data))),
+		"icmpv4 over ipv6":     eth(etherIPv6, ipv6(local6, target6, 1, 3, 0, icmp(8, 0, echoRest(echoIdent(base, id), id), data))),
+		"udp":                  eth(etherIPv4, udpPacket4(target4, base, id, 3)),
+		"truncated echo":       eth(etherIPv4, buildProbe(t, icmpFlow(target4, base), 0x0106, 3, 7, nonceT, "none"))[:14+20+7],
+	}
+	for name, f := range notProbes {
+		runTC(t, o, f)
+		if got := stats(t, o).TxSeen; got != n {
+			t.Errorf("%s: recorded as a probe", name)
+			n = got
+		}
+	}
+}
+
+func TestTCEgressTCP(t *testing.T) {
+	// SYN only; id = seq >> 16.
 	ot := loadT(t, Config{Proto: ProtoTCP, SportLo: sportLo, SportHi: sportHi, DPort: 443})
 	runTC(t, ot, eth(etherIPv4, ipv4(local4, target4, 6, ip4opts{id: 0x0301, ttl: 1}, tcp(40010, 443, 0x0301<<16, 0, 0x02))))
 	runTC(t, ot, eth(etherIPv4, ipv4(local4, target4, 6, ip4opts{id: 1}, tcp(40011, 443, 0x0302<<16, 5, 0x14)))) // RST+ACK: not a probe
@@ -573,7 +637,7 @@ func TestXDPUDP(t *testing.T) {
 		},
 		{
 			name:    "echo reply in UDP mode",
-			frame:   eth(etherIPv4, ipv4(target4, local4, 1, ip4opts{ttl: 60}, icmp(0, 0, echoRest(1, 2), nil))),
+			frame:   eth(etherIPv4, echoReplyOf(buildProbe(t, icmpFlow(target4, 40001), 0x0102, 9, 7, nonceT, "none"), 60)),
 			verdict: XDPPass,
 		},
 		{
@@ -630,90 +694,236 @@ func TestXDPNoDrop(t *testing.T) {
 	})
 }
 
-func TestXDPICMPEcho(t *testing.T) {
-	payload := []byte("turnpath-echo!")
-	req4 := icmp(8, 0, echoRest(0x1234, 0x0102), payload)
-	rep4 := icmp(0, 0, echoRest(0x1234, 0x0102), payload)
-	cs4 := binary.BigEndian.Uint16(req4[2:])
-	req6 := icmp6(local6, target6, 128, 0, echoRest(0x4321, 0x0203), payload)
-	rep6 := icmp6(target6, local6, 129, 0, echoRest(0x4321, 0x0203), payload)
-	cs6 := binary.BigEndian.Uint16(req6[2:])
-	lo, hi := min(cs4, cs6), max(cs4, cs6)
-	// An echo of someone else: an identifier whose request checksum is
-	// outside the range.
-	otherID := uint16(0x1235)
-	for ; ; otherID += 0x1000 {
-		c := binary.BigEndian.Uint16(icmp(8, 0, echoRest(otherID, 0x0102), payload)[2:])
-		if c < lo || c > hi {
-			break
-		}
+// goReply parses a reply IP packet (ICMP or ICMPv6) with the Go parser.
+func goReply(t *testing.T, pkt []byte) probe.Reply {
+	t.Helper()
+	var r probe.Reply
+	var err error
+	if pkt[0]>>4 == 6 {
+		r, err = probe.ParseICMPv6(netip.AddrFrom16([16]byte(pkt[8:24])), int(pkt[7]), pkt[40:])
+	} else {
+		r, err = probe.ParseICMPv4(pkt)
 	}
-	o := loadT(t, Config{Proto: ProtoICMP, SportLo: lo, SportHi: hi, Drop: true})
-	probe4 := ipv4(local4, target4, 1, ip4opts{id: 0x0102, ttl: 1}, req4)
+	if err != nil {
+		t.Fatalf("Go parser: %v", err)
+	}
+	return r
+}
+
+// sameAsGo checks that the kernel's event names the probe the Go reply
+// parser names: base F (Quoted.SPort), id, identifier, probe destination.
+func sameAsGo(t *testing.T, e Event, reply []byte) {
+	t.Helper()
+	r := goReply(t, reply)
+	want(t, "sport vs Go", e.SPort, r.Quoted.SPort)
+	want(t, "id vs Go", e.ID, uint16(r.ID))
+	want(t, "identifier vs Go", e.DPort, r.ICMPIdent)
+	want(t, "target vs Go", e.Target, r.Quoted.Dst)
+}
+
+func TestXDPICMPEcho(t *testing.T) {
+	o := loadT(t, Config{Proto: ProtoICMP, SportLo: sportLo, SportHi: sportHi, Drop: true})
+
+	// Probes as sent (Go builder) and as a router quotes them (TTL 1).
+	sent := func(dst netip.Addr, base, id uint16, payload string) []byte {
+		return buildProbe(t, icmpFlow(dst, base), id, 9, 7, nonceT, payload)
+	}
+	quoted := func(dst netip.Addr, base, id uint16, payload string) []byte {
+		return buildProbe(t, icmpFlow(dst, base), id, 1, 7, nonceT, payload)
+	}
+	req4 := sent(target4, 40001, 0x0102, "hex:7475726e70617468")
+	req6 := sent(target6, 40002, 0x0203, "none")
+	wrap4 := sent(target4, sportLo, 0xa001, "none") // F < id
+	other := sent(stunAlt4, 40004, 0x0105, "none")  // never seeded
+	rep4, rep6, repWrap := echoReplyOf(req4, 55), echoReplyOf(req6, 55), echoReplyOf(wrap4, 55)
+	te4 := timeExceeded4(router4, quoted(target4, 40001, 0x0102, "hex:7475726e70617468"))
+	te6 := timeExceeded6(router6, quoted(target6, 40002, 0x0203, "none")[:48])
+	teWrap := timeExceeded4(router4, quoted(target4, sportLo, 0xa001, "none")[:28])
+	unreach := eth(etherIPv4, ipv4(router4, local4, 1, ip4opts{ttl: 250}, icmp(3, 13, [4]byte{}, quoted(target4, 40005, 0x0302, "none"))))
+	cs4 := binary.BigEndian.Uint16(l4Of(req4)[2:])
+	data := make([]byte, 8)
+	echo := func(typ uint8, base, seq uint16) []byte {
+		return icmp(typ, 0, echoRest(echoIdent(base, seq), seq), data)
+	}
 
 	runXDPCases(t, o, []xdpCase{
 		{
 			name:    "echo reply v4 with sent entry",
-			seed:    [][]byte{eth(etherIPv4, ipv4(local4, target4, 1, ip4opts{id: 0x0102, ttl: 9}, req4))},
-			frame:   eth(etherIPv4, ipv4(target4, local4, 1, ip4opts{ttl: 55}, rep4)),
+			seed:    [][]byte{eth(etherIPv4, req4)},
+			frame:   eth(etherIPv4, rep4),
 			verdict: XDPDrop, events: 1,
 			check: func(t *testing.T, evs []Event) {
 				e := evs[0]
 				want(t, "kind", e.Kind, KindEcho)
+				want(t, "family", e.Family, 4)
 				want(t, "proto", e.Proto, 1)
-				want(t, "sport (request checksum)", e.SPort, cs4)
-				want(t, "dport (identifier)", e.DPort, 0x1234)
+				want(t, "sport (base F)", e.SPort, 40001)
+				want(t, "dport (identifier)", e.DPort, echoIdent(40001, 0x0102))
 				want(t, "id", e.ID, 0x0102)
 				want(t, "responder", e.Responder, target4)
 				want(t, "target", e.Target, target4)
+				want(t, "icmp type", e.ICMPType, 0)
 				want(t, "reply ttl", e.ReplyTTL, 55)
-				if e.TxNs == 0 {
-					t.Error("no tx")
+				want(t, "flags", e.Flags, 0)
+				want(t, "key", e.Key(), ProbeKey{target4, 40001, 0x0102})
+				if e.TxNs == 0 || e.RxNs < e.TxNs {
+					t.Errorf("tx %d rx %d", e.TxNs, e.RxNs)
 				}
+				sameAsGo(t, e, rep4)
 			},
+			stats: func(t *testing.T, d Stats) { want(t, "matched", d.RxMatched, 1) },
 		},
 		{
 			name:    "echo reply v6 with sent entry",
-			seed:    [][]byte{eth(etherIPv6, ipv6(local6, target6, 58, 9, 0, req6))},
-			frame:   eth(etherIPv6, ipv6(target6, local6, 58, 55, 0, rep6)),
+			seed:    [][]byte{eth(etherIPv6, req6)},
+			frame:   eth(etherIPv6, rep6),
 			verdict: XDPDrop, events: 1,
 			check: func(t *testing.T, evs []Event) {
 				e := evs[0]
+				want(t, "family", e.Family, 6)
 				want(t, "proto", e.Proto, 58)
-				want(t, "sport (request checksum)", e.SPort, cs6)
+				want(t, "sport (base F)", e.SPort, 40002)
+				want(t, "dport (identifier)", e.DPort, echoIdent(40002, 0x0203))
 				want(t, "id", e.ID, 0x0203)
 				want(t, "icmp type", e.ICMPType, 129)
+				want(t, "responder", e.Responder, target6)
+				want(t, "key", e.Key(), ProbeKey{target6, 40002, 0x0203})
+				if e.TxNs == 0 {
+					t.Error("no tx")
+				}
+				sameAsGo(t, e, rep6)
+			},
+		},
+		{
+			name:    "echo reply, base < id (end-around carry)",
+			seed:    [][]byte{eth(etherIPv4, wrap4)},
+			frame:   eth(etherIPv4, repWrap),
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				e := evs[0]
+				want(t, "key", e.Key(), ProbeKey{target4, sportLo, 0xa001})
+				want(t, "dport (identifier)", e.DPort, echoIdent(sportLo, 0xa001))
+				if e.TxNs == 0 {
+					t.Error("no tx")
+				}
+				sameAsGo(t, e, repWrap)
 			},
 		},
 		{
 			name:    "echo reply without sent entry is reported but passed",
-			frame:   eth(etherIPv4, ipv4(stunAlt4, local4, 1, ip4opts{ttl: 55}, rep4)),
+			frame:   eth(etherIPv4, echoReplyOf(other, 55)),
 			verdict: XDPPass, events: 1,
-			check: func(t *testing.T, evs []Event) { want(t, "flags", evs[0].Flags, FlagNoTx) },
+			check: func(t *testing.T, evs []Event) {
+				want(t, "flags", evs[0].Flags, FlagNoTx)
+				want(t, "key", evs[0].Key(), ProbeKey{stunAlt4, 40004, 0x0105})
+			},
+			stats: func(t *testing.T, d Stats) { want(t, "no tx", d.RxNoTx, 1) },
 		},
 		{
-			name:    "someone else's echo reply",
-			frame:   eth(etherIPv4, ipv4(target4, local4, 1, ip4opts{ttl: 55}, icmp(0, 0, echoRest(otherID, 0x0102), payload))),
+			name:    "someone else's echo reply (base out of range)",
+			frame:   eth(etherIPv4, ipv4(target4, local4, 1, ip4opts{ttl: 55}, icmp(0, 0, echoRest(0x1234, 1), data))),
+			verdict: XDPPass,
+			stats:   func(t *testing.T, d Stats) { want(t, "unmatched", d.RxUnmatchedICMP, 1) },
+		},
+		{
+			name:    "echo reply with base in range, ttl byte 0",
+			frame:   eth(etherIPv4, ipv4(target4, local4, 1, ip4opts{ttl: 55}, echo(0, 40001, 0x0300))),
+			verdict: XDPPass,
+			stats:   func(t *testing.T, d Stats) { want(t, "unmatched", d.RxUnmatchedICMP, 1) },
+		},
+		{
+			name:    "echo reply v6 with base in range, attempt 255",
+			frame:   eth(etherIPv6, ipv6(target6, local6, 58, 55, 0, icmp6(target6, local6, 129, 0, echoRest(echoIdent(40001, 0xff02), 0xff02), data))),
+			verdict: XDPPass,
+			stats:   func(t *testing.T, d Stats) { want(t, "unmatched", d.RxUnmatchedICMP, 1) },
+		},
+		{
+			name:    "echo request to us (someone pings us)",
+			frame:   eth(etherIPv4, ipv4(target4, local4, 1, ip4opts{ttl: 55}, echo(8, 40001, 0x0102))),
 			verdict: XDPPass,
 		},
 		{
-			name:    "time exceeded quoting an echo probe",
-			frame:   timeExceeded4(router4, probe4),
+			name:    "time exceeded v4 quoting an echo probe",
+			seed:    [][]byte{eth(etherIPv4, req4)},
+			frame:   te4,
 			verdict: XDPDrop, events: 1,
 			check: func(t *testing.T, evs []Event) {
-				want(t, "sport", evs[0].SPort, cs4)
-				want(t, "id", evs[0].ID, 0x0102)
-				want(t, "quoted csum", evs[0].QuotedCsum, cs4)
+				e := evs[0]
+				want(t, "kind", e.Kind, KindTimeExceeded)
+				want(t, "proto", e.Proto, 1)
+				want(t, "sport (base F)", e.SPort, 40001)
+				want(t, "dport (identifier)", e.DPort, echoIdent(40001, 0x0102))
+				want(t, "id", e.ID, 0x0102)
+				want(t, "responder", e.Responder, router4)
+				want(t, "target", e.Target, target4)
+				want(t, "quoted src", e.QuotedSrc, local4)
+				want(t, "quoted ttl", e.QuotedTTL, 1)
+				want(t, "quoted ipid", e.QuotedIPID, 0x0102)
+				want(t, "quoted csum (request checksum)", e.QuotedCsum, cs4)
+				want(t, "key", e.Key(), ProbeKey{target4, 40001, 0x0102})
+				if e.TxNs == 0 {
+					t.Error("no tx")
+				}
+				sameAsGo(t, e, te4[14:])
 			},
 		},
 		{
 			name:    "time exceeded v6 quoting an echo probe (8 bytes)",
-			frame:   timeExceeded6(router6, ipv6(local6, target6, 58, 1, 0, req6)[:48]),
-			verdict: XDPDrop, events: 1, // the sent entry was seeded by the v6 echo case
+			seed:    [][]byte{eth(etherIPv6, req6)},
+			frame:   te6,
+			verdict: XDPDrop, events: 1,
 			check: func(t *testing.T, evs []Event) {
-				want(t, "sport", evs[0].SPort, cs6)
-				want(t, "id", evs[0].ID, 0x0203)
+				e := evs[0]
+				want(t, "kind", e.Kind, KindTimeExceeded)
+				want(t, "proto", e.Proto, 58)
+				want(t, "sport (base F)", e.SPort, 40002)
+				want(t, "dport (identifier)", e.DPort, echoIdent(40002, 0x0203))
+				want(t, "id", e.ID, 0x0203)
+				want(t, "target", e.Target, target6)
+				if e.TxNs == 0 {
+					t.Error("no tx")
+				}
+				sameAsGo(t, e, te6[14:])
 			},
+		},
+		{
+			name:    "time exceeded quoting a base < id echo (8 bytes)",
+			seed:    [][]byte{eth(etherIPv4, wrap4)},
+			frame:   teWrap,
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				want(t, "key", evs[0].Key(), ProbeKey{target4, sportLo, 0xa001})
+				sameAsGo(t, evs[0], teWrap[14:])
+			},
+		},
+		{
+			name:    "unreachable quoting an echo without sent entry: reported, passed",
+			frame:   unreach,
+			verdict: XDPPass, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				want(t, "kind", evs[0].Kind, KindDestUnreach)
+				want(t, "code", evs[0].ICMPCode, 13)
+				want(t, "key", evs[0].Key(), ProbeKey{target4, 40005, 0x0302})
+				want(t, "flags", evs[0].Flags, FlagNoTx)
+			},
+		},
+		{
+			name:    "time exceeded quoting an echo outside the range",
+			frame:   timeExceeded4(router4, quoted(target4, sportHi+1, 0x0102, "none")),
+			verdict: XDPPass,
+			stats:   func(t *testing.T, d Stats) { want(t, "unmatched", d.RxUnmatchedICMP, 1) },
+		},
+		{
+			name:    "time exceeded quoting an echo with an invalid id",
+			frame:   timeExceeded4(router4, ipv4(local4, target4, 1, ip4opts{ttl: 1, id: 0x0200}, echo(8, 40001, 0x0200))),
+			verdict: XDPPass,
+			stats:   func(t *testing.T, d Stats) { want(t, "unmatched", d.RxUnmatchedICMP, 1) },
+		},
+		{
+			name:    "time exceeded quoting an echo reply",
+			frame:   timeExceeded4(router4, ipv4(local4, target4, 1, ip4opts{ttl: 1, id: 0x0102}, echo(0, 40001, 0x0102))),
+			verdict: XDPPass,
+			stats:   func(t *testing.T, d Stats) { want(t, "unmatched", d.RxUnmatchedICMP, 1) },
 		},
 	})
 }

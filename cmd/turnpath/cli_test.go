@@ -200,7 +200,9 @@ func TestLabTraceCLI(t *testing.T) {
 	}
 	t.Cleanup(func() { run(t, 60*time.Second, tp("lab", "down", "--prefix", prefix)...) })
 	client := prefix + "-client"
-	inLab := func(args ...string) []string { return append([]string{"ip", "netns", "exec", client, binPath}, args...) }
+	inLab := func(args ...string) []string {
+		return append([]string{"ip", "netns", "exec", client, binPath}, args...)
+	}
 
 	r := run(t, 30*time.Second, inLab("trace", "198.19.1.1")...)
 	if r.code != 0 || !strings.Contains(r.stdout, "STUN success") || !strings.Contains(r.stdout, "lab.turnpath.test") {
