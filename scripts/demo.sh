@@ -11,8 +11,7 @@ run() { printf '\n$ %s\n' "$*"; "$@"; }
 
 run "$bin" lab up --profile fast --prefix "$prefix"
 run "$bin" lab exec --prefix "$prefix" -- "$bin" check "$target"
-if "$bin" trace --help >/dev/null 2>&1; then
-  run "$bin" lab exec --prefix "$prefix" -- "$bin" trace "$target"
-fi
+run "$bin" lab exec --prefix "$prefix" -- "$bin" trace "$target"
+run "$bin" lab exec --prefix "$prefix" -- "$bin" trace --payload turn --engine socket fd51:1:2::5
 run "$bin" lab down --prefix "$prefix"
 trap - EXIT
