@@ -53,7 +53,13 @@
  *      (big endian; cfg_nonce 0 disables this). Bytes 4..7 are the flowtag,
  *      resolved through `flows` to (target, sport); bytes 8..9 are the probe
  *      id. The responder may be any address (e.g. another address of the
- *      server).
+ *      server). The STUN message, from its header, is copied into the
+ *      event's ext[] like an RFC 4884 extension (below): at most 128 bytes,
+ *      bounded by the UDP length and the frame end, in 32-bit units (a
+ *      trailing 1..3 bytes - never part of a well-formed STUN message,
+ *      whose length is a multiple of 4 - are dropped); TP_F_EXT_TRUNC when
+ *      the UDP payload is longer than 128 bytes (Go then parses only the
+ *      attributes that are complete in ext[]).
  *  (d) TCP SYN-ACK or RST(+ACK) from cfg_dport to a port in the sport range:
  *      key.id = (ack - 1) >> 16.
  * For a match it looks up `sent` (tx_ns, or 0 and TP_F_NO_TX when absent: the
@@ -355,8 +361,8 @@ int tcx_egress(struct __sk_buff *skb)
 /* Match state carried from the parsers to finish(). */
 struct rx {
 	struct tp_event ev;
-	__u8 *ext;       /* start of an RFC 4884 extension structure, or NULL */
-	__u32 ext_limit; /* bytes of it inside the IP packet (tot_len) */
+	__u8 *ext;       /* RFC 4884 extension structure / STUN message, or NULL */
+	__u32 ext_limit; /* bytes of it inside the IP packet / UDP datagram */
 	int strong;      /* certain match: may be dropped without a `sent` entry */
 };
 
@@ -380,8 +386,9 @@ static __always_inline void ev_set_match(struct tp_event *ev,
 }
 
 /*
- * Copy the extension structure into ev->ext: at most TP_EXT_MAX bytes, up to
- * the end of the IP packet (`limit` bytes) and of the frame, in 8-byte words
+ * Copy the extension structure (ICMP errors) or the STUN message (STUN
+ * answers) into ev->ext: at most TP_EXT_MAX bytes, up to the end of the IP
+ * packet / UDP datagram (`limit` bytes) and of the frame, in 8-byte words
  * plus one 4-byte word (RFC 4884 extension headers and objects are multiples
  * of 32 bits; a stray trailing 1..3 bytes are not copied). Bounded loop;
  * every access is checked against data_end.
@@ -611,7 +618,7 @@ static __always_inline int rx_stun(struct rx *rx, struct udphdr *udp,
 {
 	struct stun_hdr *s = (void *)(udp + 1);
 	struct flow_val *fv;
-	__u16 dport;
+	__u16 dport, ulen;
 	__u32 tag;
 
 	if (cfg_nonce == 0 || udp->source != bpf_htons(cfg_dport))
@@ -649,6 +656,19 @@ static __always_inline int rx_stun(struct rx *rx, struct udphdr *udp,
 	ev->flowtag = tag;
 	ev->reply_ttl = ttl;
 	rx->strong = 1;
+
+	/*
+	 * The STUN message itself (from its header, UDP length - 8 bytes) goes
+	 * into ext[] for Go to parse (ERROR-CODE, XOR-MAPPED-ADDRESS): same
+	 * copy as an RFC 4884 extension. STUN messages are multiples of 4
+	 * bytes, so nothing of a well-formed message is lost to the 32-bit
+	 * units; longer than TP_EXT_MAX: TP_F_EXT_TRUNC.
+	 */
+	ulen = bpf_ntohs(udp->len);
+	if (ulen > sizeof(*udp)) {
+		rx->ext = (__u8 *)s;
+		rx->ext_limit = ulen - sizeof(*udp);
+	}
 	return 1;
 }
 

@@ -34,7 +34,7 @@ struct flow_val {
 
 /* tp_event.flags */
 #define TP_F_NO_TX 0x01     /* no `sent` entry for the key: tx_ns == 0 */
-#define TP_F_EXT_TRUNC 0x02 /* more than TP_EXT_MAX extension bytes present */
+#define TP_F_EXT_TRUNC 0x02 /* more than TP_EXT_MAX ext bytes (extension / STUN) */
 #define TP_F_NO_FLOW 0x04   /* STUN: flowtag not in `flows` (target zero) */
 #define TP_F_QUOTE_MF 0x08  /* quoted IPv4 header had MF set (first fragment) */
 
@@ -72,7 +72,9 @@ struct tp_event {
 	__u8 tcp_flags;       /* 100 TCP flags of a TCP answer */
 	__u8 flags;           /* 101 TP_F_* */
 	__u8 pad[2];          /* 102 */
-	__u8 ext[TP_EXT_MAX]; /* 104 RFC 4884 extension structure, from its header */
+	__u8 ext[TP_EXT_MAX]; /* 104 RFC 4884 extension structure, from its header
+			       *     (ICMP errors), or the first bytes of the STUN
+			       *     message, from its header (TP_KIND_STUN) */
 };
 
 /* Per-CPU counters (`stats`, one entry). Go sums over CPUs. */
