@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/turnpath/turnpath/probe"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,12 +105,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		r.Target = dst.String()
-		idx, name, err := routeInterface(dst)
+		rt, err := probe.Lookup(dst)
 		if err != nil {
 			return nil, err
 		}
-		ifindex, r.Interface = idx, name
-		r.add(Item{Name: "route", Status: OK, Detail: fmt.Sprintf("%s via %s", dst, name)})
+		ifindex, r.Interface = rt.Ifindex, rt.Ifname
+		r.add(Item{Name: "route", Status: OK, Detail: fmt.Sprintf("%s via %s", dst, rt.Ifname)})
 	}
 
 	loaded, attached, why := false, false, ""

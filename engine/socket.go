@@ -142,7 +142,7 @@ const (
 func (s *Socket) openRaw(family, proto int, kind sockKind) error {
 	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
-		return privErr("open raw socket", err)
+		return probe.PrivErr("open raw socket", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		unix.Close(fd)
@@ -305,11 +305,4 @@ func parseCmsgs(oob []byte) (rxNS int64, hopLimit int) {
 		}
 	}
 	return rxNS, hopLimit
-}
-
-func privErr(what string, err error) error {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("%s: %w (needs root or CAP_NET_RAW)", what, err)
-	}
-	return fmt.Errorf("%s: %w", what, err)
 }

@@ -24,13 +24,13 @@ func NewSender(v4, v6 bool) (*Sender, error) {
 	var err error
 	if v4 {
 		if s.fd4, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
-			return nil, privErr("open raw IPv4 socket", err)
+			return nil, PrivErr("open raw IPv4 socket", err)
 		}
 	}
 	if v6 {
 		if s.fd6, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
 			s.Close()
-			return nil, privErr("open raw IPv6 socket", err)
+			return nil, PrivErr("open raw IPv6 socket", err)
 		}
 	}
 	return s, nil
@@ -70,8 +70,8 @@ func (s *Sender) Close() error {
 	return errors.Join(errs...)
 }
 
-// privErr turns EPERM into a message that names the missing capability.
-func privErr(what string, err error) error {
+// PrivErr turns EPERM into a message that names the missing capability.
+func PrivErr(what string, err error) error {
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
 		return fmt.Errorf("%s: %w (needs root or CAP_NET_RAW: setcap cap_net_raw+ep turnpath)", what, err)
 	}
