@@ -249,3 +249,31 @@ func pad(b []byte, n int) []byte {
 	}
 	return append(b, make([]byte, n-len(b))...)
 }
+
+// stunAttr builds one STUN attribute (type, length, value, zero padding to 4).
+func stunAttr(typ uint16, val []byte) []byte {
+	b := make([]byte, 4, 4+len(val)+3)
+	binary.BigEndian.PutUint16(b[0:], typ)
+	binary.BigEndian.PutUint16(b[2:], uint16(len(val)))
+	b = append(b, val...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// xorMapped4 is an IPv4 XOR-MAPPED-ADDRESS attribute (RFC 5389 §15.2).
+func xorMapped4(ap netip.AddrPort) []byte {
+	v := make([]byte, 8)
+	v[1] = 0x01 // family IPv4
+	binary.BigEndian.PutUint16(v[2:], ap.Port()^0x2112)
+	a := ap.Addr().As4()
+	binary.BigEndian.PutUint32(v[4:], binary.BigEndian.Uint32(a[:])^0x2112A442)
+	return stunAttr(0x0020, v)
+}
+
+// errorCode is an ERROR-CODE attribute (RFC 5389 §15.6).
+func errorCode(code int, reason string) []byte {
+	v := []byte{0, 0, byte(code / 100), byte(code % 100)}
+	return stunAttr(0x0009, append(v, reason...))
+}

@@ -335,8 +335,45 @@ func want[T comparable](t *testing.T, what string, got, want T) {
 	}
 }
 
+// stunFromExt parses an event's ext (KindSTUN) as the eBPF engine does.
+func stunFromExt(e Event) (probe.Reply, error) {
+	return probe.ParseSTUNAnswer(netip.AddrPortFrom(e.Responder, e.DPort), e.Ext, nonceT)
+}
+
+func parseSTUNExt(t *testing.T, e Event) probe.Reply {
+	t.Helper()
+	r, err := stunFromExt(e)
+	if err != nil {
+		t.Fatalf("ParseSTUNAnswer(ext %x): %v", e.Ext, err)
+	}
+	return r
+}
+
+// mappedT is the XOR-MAPPED-ADDRESS of the crafted STUN answers (a NAT).
+var mappedT = netip.MustParseAddrPort("203.0.113.50:61000")
+
 func TestXDPUDP(t *testing.T) {
 	o := loadT(t, udpConfig(true))
+
+	// STUN answers whose message bytes must show up in Event.Ext.
+	stunBinding := stunAnswer(0x0101, nonceT, 11, 0x0102, append(xorMapped4(mappedT), stunAttr(0x8022, []byte("test"))...))
+	stunAlloc401 := stunAnswer(0x0113, nonceT, 12, 0x0203, bytes.Join([][]byte{
+		errorCode(401, "Unauthorized"),
+		stunAttr(0x0015, []byte("0123456789abcdef")), // NONCE
+		stunAttr(0x0014, []byte("turnpath.test")),    // REALM
+	}, nil))
+	stunBinding6 := stunAnswer(0x0101, nonceT, 13, 0x0304, xorMapped4(mappedT))
+	stunBig := stunAnswer(0x0101, nonceT, 14, 0x0102, append(xorMapped4(mappedT), stunAttr(0x8022, bytes.Repeat([]byte{'s'}, 150))...))
+	// UDP length claims the whole 401 answer, the frame holds 28 bytes of it.
+	stunCut := eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57, totalLen: 20 + 8 + len(stunAlloc401)},
+		udp(dportT, 40035, 0, stunAlloc401[:28])))
+	binary.BigEndian.PutUint16(stunCut[14+20+4:], uint16(8+len(stunAlloc401)))
+	binary.BigEndian.PutUint16(stunCut[14+20+20+12:], 16) // flowtag 16
+	// UDP length 16: 8 bytes of STUN message, the rest of the frame is not.
+	stunShortLen := eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57}, udp(dportT, 40035, 0, stunAnswer(0x0101, nonceT, 16, 0x0102, nil))))
+	binary.BigEndian.PutUint16(stunShortLen[14+20+4:], 16)
+	stunZeroLen := append([]byte{}, stunShortLen...)
+	binary.BigEndian.PutUint16(stunZeroLen[14+20+4:], 0)
 
 	probe := udpPacket4(target4, 40001, 0x0105, 1)
 	probeEth := eth(etherIPv4, udpPacket4(target4, 40001, 0x0105, 5)) // as sent: TTL 5
@@ -581,6 +618,133 @@ func TestXDPUDP(t *testing.T) {
 			frame:   eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57}, udp(dportT, 40020, 0, stunAnswer(0x0101, nonceT, 7, 0x0102, nil)[:12]))),
 			verdict: XDPPass,
 			stats:   func(t *testing.T, d Stats) { want(t, "truncated", d.Truncated, 1) },
+		},
+		{
+			name:    "STUN Binding success: ext holds the message with XOR-MAPPED-ADDRESS",
+			flows:   map[uint32]ProbeKey{11: {Dst: target4, SPort: 40030}},
+			frame:   eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57}, udp(dportT, 40030, 0, stunBinding))),
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				e := evs[0]
+				want(t, "kind", e.Kind, KindSTUN)
+				want(t, "ext len", len(e.Ext), len(stunBinding))
+				want(t, "ext trunc", e.Flags&FlagExtTrunc, 0)
+				if !bytes.Equal(e.Ext, stunBinding) {
+					t.Errorf("ext = %x, want %x", e.Ext, stunBinding)
+				}
+				r := parseSTUNExt(t, e)
+				want(t, "mapped", r.STUN.Mapped, mappedT)
+				want(t, "class", r.STUN.Class, classSuccess)
+			},
+		},
+		{
+			name:    "STUN Allocate 401: ext holds the message with ERROR-CODE",
+			flows:   map[uint32]ProbeKey{12: {Dst: target4, SPort: 40031}},
+			frame:   eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57}, udp(dportT, 40031, 0, stunAlloc401))),
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				e := evs[0]
+				want(t, "stun type", e.STUNType, 0x0113)
+				want(t, "ext len", len(e.Ext), len(stunAlloc401))
+				want(t, "ext trunc", e.Flags&FlagExtTrunc, 0)
+				if !bytes.Equal(e.Ext, stunAlloc401) {
+					t.Errorf("ext = %x, want %x", e.Ext, stunAlloc401)
+				}
+				r := parseSTUNExt(t, e)
+				want(t, "error code", r.STUN.ErrorCode, 401)
+				want(t, "class", r.STUN.Class, classError)
+			},
+		},
+		{
+			name:    "STUN answer v6: ext holds the message",
+			flows:   map[uint32]ProbeKey{13: {Dst: target6, SPort: 40032}},
+			frame:   eth(etherIPv6, ipv6(target6, local6, 17, 57, 0, udp(dportT, 40032, 0, stunBinding6))),
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				if !bytes.Equal(evs[0].Ext, stunBinding6) {
+					t.Errorf("ext = %x, want %x", evs[0].Ext, stunBinding6)
+				}
+			},
+		},
+		{
+			name:    "STUN answer longer than 128 bytes: first 128 bytes, truncated flag",
+			flows:   map[uint32]ProbeKey{14: {Dst: target4, SPort: 40033}},
+			frame:   eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57}, udp(dportT, 40033, 0, stunBig))),
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				e := evs[0]
+				want(t, "ext len", len(e.Ext), ExtMax)
+				want(t, "ext trunc", e.Flags&FlagExtTrunc, FlagExtTrunc)
+				if !bytes.Equal(e.Ext, stunBig[:ExtMax]) {
+					t.Errorf("ext = %x, want %x", e.Ext, stunBig[:ExtMax])
+				}
+			},
+		},
+		{
+			name:    "STUN answer of exactly 128 bytes is not truncated",
+			flows:   map[uint32]ProbeKey{15: {Dst: target4, SPort: 40034}},
+			frame:   eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57}, udp(dportT, 40034, 0, stunBig[:ExtMax]))),
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				want(t, "ext len", len(evs[0].Ext), ExtMax)
+				want(t, "ext trunc", evs[0].Flags&FlagExtTrunc, 0)
+			},
+		},
+		{
+			name:    "STUN header only: 20 bytes of ext",
+			flows:   map[uint32]ProbeKey{16: {Dst: target4, SPort: 40035}},
+			frame:   eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57}, udp(dportT, 40035, 0, stunAnswer(0x0101, nonceT, 16, 0x0102, nil)))),
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				if w := stunAnswer(0x0101, nonceT, 16, 0x0102, nil); !bytes.Equal(evs[0].Ext, w) {
+					t.Errorf("ext = %x, want %x", evs[0].Ext, w)
+				}
+			},
+		},
+		{
+			name:    "STUN answer with 1..3 trailing bytes: they are dropped",
+			flows:   map[uint32]ProbeKey{16: {Dst: target4, SPort: 40035}},
+			frame:   eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57}, udp(dportT, 40035, 0, append(append([]byte{}, stunBinding...), 1, 2, 3)))),
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				if !bytes.Equal(evs[0].Ext, stunBinding) {
+					t.Errorf("ext = %x, want %x", evs[0].Ext, stunBinding)
+				}
+			},
+		},
+		{
+			name:    "STUN answer cut by the frame end (UDP length beyond it)",
+			flows:   map[uint32]ProbeKey{16: {Dst: target4, SPort: 40035}},
+			frame:   stunCut,
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				e := evs[0]
+				want(t, "ext len", len(e.Ext), 28)
+				if !bytes.Equal(e.Ext, stunAlloc401[:28]) {
+					t.Errorf("ext = %x, want %x", e.Ext, stunAlloc401[:28])
+				}
+				if _, err := stunFromExt(e); err == nil {
+					t.Error("ParseSTUNAnswer accepted a cut message")
+				}
+			},
+		},
+		{
+			name:    "STUN answer with a UDP length shorter than the header",
+			flows:   map[uint32]ProbeKey{16: {Dst: target4, SPort: 40035}},
+			frame:   stunShortLen,
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				want(t, "ext len", len(evs[0].Ext), 8)
+			},
+		},
+		{
+			name:    "STUN answer with UDP length 0: no ext",
+			flows:   map[uint32]ProbeKey{16: {Dst: target4, SPort: 40035}},
+			frame:   stunZeroLen,
+			verdict: XDPDrop, events: 1,
+			check: func(t *testing.T, evs []Event) {
+				want(t, "ext len", len(evs[0].Ext), 0)
+			},
 		},
 		{
 			name:    "time exceeded quoting another port",

@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 
 	"github.com/turnpath/turnpath/doctor"
+	"github.com/turnpath/turnpath/probe"
 	"github.com/urfave/cli/v2"
 )
 
@@ -29,6 +31,9 @@ func checkCommand() *cli.Command {
 				return usageError("check: unknown --format %q (text, json)", format)
 			}
 			r, err := doctor.Run(c.Context, doctor.Options{Target: c.Args().First(), BPF: &bpfDoctor{}})
+			if errors.Is(err, probe.ErrNoRoute) {
+				return runtimeError(fmt.Errorf("check: %w", err)) // same code as trace
+			}
 			if err != nil {
 				return usageError("check: %w", err)
 			}
