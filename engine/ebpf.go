@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -157,19 +159,31 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	}
 	tp := toTraceProbe(t, id)
 	rep := trace.Reply{Probe: tp, From: ev.Responder, ICMPType: ev.ICMPType, ICMPCode: ev.ICMPCode,
-		ReplyTTL: ev.ReplyTTL, QuotedTTL: ev.QuotedTTL, MPLS: mplsOf(ev.Ext), Received: time.Now()}
+		ReplyTTL: ev.ReplyTTL, QuotedTTL: ev.QuotedTTL, Received: time.Now()}
+	f := e.cfg.Flows[t]
+	var fl probe.Flags
 	switch ev.Kind {
 	case loader.KindTimeExceeded:
 		rep.Kind = trace.KindTimeExceeded
+		rep.MPLS = mplsOf(ev.Ext)
 	case loader.KindDestUnreach:
 		rep.Kind = trace.KindUnreachable
+		rep.MPLS = mplsOf(ev.Ext)
 	case loader.KindEcho:
 		rep.Kind = trace.KindEcho
 	case loader.KindSTUN:
 		rep.Kind = trace.KindSTUN
-		rep.STUN = &trace.STUNInfo{Class: "success"}
-		if ev.STUNType&0x0110 == 0x0110 {
-			rep.STUN.Class = "error"
+		if s, ok := e.stunOf(ev); ok {
+			rep.STUN = stunInfo(s)
+			if m := s.Mapped; m.IsValid() && (m.Addr().Unmap() != f.Src.Unmap() || m.Port() != f.SPort) {
+				fl |= probe.FlagNATMapped
+			}
+		} else {
+			// Not parseable (too short): the class from the message type alone.
+			rep.STUN = &trace.STUNInfo{Class: "success"}
+			if ev.STUNType&0x0110 == 0x0110 {
+				rep.STUN.Class = "error"
+			}
 		}
 	case loader.KindTCP:
 		rep.Kind = trace.KindTCP
@@ -186,8 +200,6 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 			rep.RTT = time.Duration(ev.RxNs - sent)
 		}
 	}
-	f := e.cfg.Flows[t]
-	var fl probe.Flags
 	if ev.QuotedSrc.IsValid() && ev.QuotedSrc != f.Src.Unmap() {
 		fl |= probe.FlagNATSrc
 	}
@@ -196,4 +208,50 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	}
 	rep.NAT = natNote(fl, ev.QuotedSrc)
 	return rep, true
+}
+
+// stunOf parses the STUN answer the XDP program copied into ev.Ext (at most loader.ExtMax
+// bytes: see loader.Event.Ext) like the socket engine parses the whole datagram. A message
+// longer than what was copied (FlagExtTrunc, or cut by the frame) would fail the declared
+// length check: it is parsed up to its last attribute that is complete in ev.Ext, so
+// ERROR-CODE and XOR-MAPPED-ADDRESS, which servers put first, are still reported.
+func (e *EBPF) stunOf(ev *loader.Event) (*probe.STUNInfo, bool) {
+	msg := stunPrefix(ev.Ext)
+	if msg == nil {
+		return nil, false
+	}
+	r, err := probe.ParseSTUNAnswer(netip.AddrPortFrom(ev.Responder, ev.DPort), msg, e.cfg.Nonce)
+	if err != nil {
+		return nil, false
+	}
+	return &r.STUN, true
+}
+
+// stunHeaderLen is the size of the STUN header (RFC 5389 §6).
+const stunHeaderLen = 20
+
+// stunPrefix returns b when it holds the whole STUN message its header declares, else a
+// copy cut after the last attribute complete in b with the header's length adjusted, or
+// nil when b is shorter than a STUN header.
+func stunPrefix(b []byte) []byte {
+	if len(b) < stunHeaderLen {
+		return nil
+	}
+	declared := int(binary.BigEndian.Uint16(b[2:]))
+	if stunHeaderLen+declared <= len(b) {
+		return b
+	}
+	n := 0 // attribute bytes complete in b
+	for attrs := b[stunHeaderLen:]; len(attrs) >= 4; {
+		l := 4 + int(binary.BigEndian.Uint16(attrs[2:]))
+		l += (4 - l%4) % 4
+		if l > len(attrs) || n+l > declared {
+			break
+		}
+		n += l
+		attrs = attrs[l:]
+	}
+	out := append([]byte(nil), b[:stunHeaderLen+n]...)
+	binary.BigEndian.PutUint16(out[2:], uint16(n))
+	return out
 }

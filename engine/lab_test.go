@@ -98,7 +98,7 @@ func pathKey(r trace.Result) string {
 // checkTruth asserts that the trace reached the relay and that its hops are exactly one of
 // the lab's true paths: right responder at every TTL, the silent router silent, every probe
 // of a hop answered by the same router (a fixed flow never moves).
-func checkTruth(t *testing.T, l *lab.Lab, kind string, dst netip.Addr, r trace.Result) {
+func checkTruth(t *testing.T, l *lab.Lab, kind string, dst netip.Addr, sport uint16, r trace.Result) {
 	t.Helper()
 	tt, ok := l.Truth().TargetTruth(dst)
 	if !ok {
@@ -126,9 +126,17 @@ func checkTruth(t *testing.T, l *lab.Lab, kind string, dst netip.Addr, r trace.R
 	if match == nil {
 		t.Fatalf("%s %s: hops %s match no true path", kind, dst, pathKey(r))
 	}
+	fam := lab.IPv4
+	if !dst.Is4() {
+		fam = lab.IPv6
+	}
 	for _, rep := range r.Hops[r.DestTTL-1].Replies {
 		if rep == nil || rep.Kind != trace.KindSTUN || rep.From != tt.STUNReplyFrom() || rep.STUN == nil || rep.STUN.Class != "success" {
 			t.Fatalf("%s %s: destination answer %+v, want STUN success from %s", kind, dst, rep, tt.STUNReplyFrom())
+		}
+		// No NAT in the lab: the relay sees our own source address and port.
+		if want := netip.AddrPortFrom(l.ClientAddr(fam), sport); rep.STUN.Mapped != want || rep.NAT != "" {
+			t.Errorf("%s %s: mapped %v (nat %q), want %v", kind, dst, rep.STUN.Mapped, rep.NAT, want)
 		}
 	}
 	for _, h := range r.Hops {
@@ -170,7 +178,7 @@ func TestTraceFastLab(t *testing.T) {
 		res := map[string]string{}
 		for _, kind := range []string{"ebpf", "socket"} {
 			r, key := traceOnce(t, l, kind, dst, 50000)
-			checkTruth(t, l, kind, dst, r)
+			checkTruth(t, l, kind, dst, 50000, r)
 			res[kind] = key
 		}
 		if res["ebpf"] != res["socket"] {
@@ -189,7 +197,7 @@ func TestTraceFastLab(t *testing.T) {
 	paths := map[string]bool{}
 	for sp := uint16(40000); sp < 40012; sp++ {
 		r, key := traceOnce(t, l, "ebpf", dst, sp)
-		checkTruth(t, l, "ebpf", dst, r)
+		checkTruth(t, l, "ebpf", dst, sp, r)
 		paths[key] = true
 	}
 	if len(paths) < 2 {
@@ -204,7 +212,7 @@ func TestTraceRealisticLab(t *testing.T) {
 	for _, dst := range []netip.Addr{netip.MustParseAddr("198.19.1.20"), netip.MustParseAddr("fd51:1:1::20")} {
 		for _, kind := range []string{"ebpf", "socket"} {
 			r, _ := traceOnce(t, l, kind, dst, 50000)
-			checkTruth(t, l, kind, dst, r)
+			checkTruth(t, l, kind, dst, 50000, r)
 		}
 	}
 }

@@ -41,12 +41,12 @@ func (k Kind) String() string {
 // Event flag bits (TP_F_* in bpf/turnpath.h).
 const (
 	FlagNoTx     uint8 = 0x01 // no `sent` entry: TxNs is 0
-	FlagExtTrunc uint8 = 0x02 // the extension structure was longer than 128 bytes
+	FlagExtTrunc uint8 = 0x02 // the extension structure / STUN answer was longer than 128 bytes
 	FlagNoFlow   uint8 = 0x04 // STUN: flowtag unknown, Target is invalid
 	FlagQuoteMF  uint8 = 0x08 // the quoted IPv4 header had MF set
 )
 
-// ExtMax is the maximum number of RFC 4884 extension bytes in an Event.
+// ExtMax is the maximum number of RFC 4884 extension / STUN answer bytes in an Event.
 const ExtMax = 128
 
 // eventSize is sizeof(struct tp_event).
@@ -84,7 +84,11 @@ type Event struct {
 	RxNs, TxNs uint64 // bpf_ktime_get_ns at XDP and at TC egress (0: unknown)
 	Flags      uint8  // Flag* bits
 
-	Ext []byte // RFC 4884 extension structure (header + objects), at most ExtMax bytes
+	// Ext is the RFC 4884 extension (ICMP errors: header + objects) or the first bytes of
+	// the STUN answer (KindSTUN: the message from its header, bounded by the UDP length),
+	// at most ExtMax bytes, copied in 32-bit units (a trailing 1..3 bytes are dropped; a
+	// well-formed STUN message is a multiple of 4 bytes). FlagExtTrunc: there was more.
+	Ext []byte
 }
 
 // RTT is RxNs - TxNs, or 0 when the tx timestamp is unknown.

@@ -352,6 +352,12 @@ func parseSTUNExt(t *testing.T, e Event) probe.Reply {
 // mappedT is the XOR-MAPPED-ADDRESS of the crafted STUN answers (a NAT).
 var mappedT = netip.MustParseAddrPort("203.0.113.50:61000")
 
+// The STUN classes (package probe is shadowed in TestXDPUDP).
+const (
+	classSuccess = probe.STUNSuccess
+	classError   = probe.STUNError
+)
+
 func TestXDPUDP(t *testing.T) {
 	o := loadT(t, udpConfig(true))
 
@@ -366,9 +372,8 @@ func TestXDPUDP(t *testing.T) {
 	stunBig := stunAnswer(0x0101, nonceT, 14, 0x0102, append(xorMapped4(mappedT), stunAttr(0x8022, bytes.Repeat([]byte{'s'}, 150))...))
 	// UDP length claims the whole 401 answer, the frame holds 28 bytes of it.
 	stunCut := eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57, totalLen: 20 + 8 + len(stunAlloc401)},
-		udp(dportT, 40035, 0, stunAlloc401[:28])))
+		udp(dportT, 40031, 0, stunAlloc401[:28])))
 	binary.BigEndian.PutUint16(stunCut[14+20+4:], uint16(8+len(stunAlloc401)))
-	binary.BigEndian.PutUint16(stunCut[14+20+20+12:], 16) // flowtag 16
 	// UDP length 16: 8 bytes of STUN message, the rest of the frame is not.
 	stunShortLen := eth(etherIPv4, ipv4(target4, local4, 17, ip4opts{ttl: 57}, udp(dportT, 40035, 0, stunAnswer(0x0101, nonceT, 16, 0x0102, nil))))
 	binary.BigEndian.PutUint16(stunShortLen[14+20+4:], 16)
@@ -714,7 +719,7 @@ func TestXDPUDP(t *testing.T) {
 		},
 		{
 			name:    "STUN answer cut by the frame end (UDP length beyond it)",
-			flows:   map[uint32]ProbeKey{16: {Dst: target4, SPort: 40035}},
+			flows:   map[uint32]ProbeKey{12: {Dst: target4, SPort: 40031}},
 			frame:   stunCut,
 			verdict: XDPDrop, events: 1,
 			check: func(t *testing.T, evs []Event) {

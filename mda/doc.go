@@ -1,0 +1,2 @@
+// Package mda is the Multipath Detection Algorithm.
+package mda
