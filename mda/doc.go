@@ -1,2 +1,94 @@
-// Package mda is the Multipath Detection Algorithm.
+// Package mda discovers every path toward a target through per-flow load balancers: the
+// Multipath Detection Algorithm (Augustin, Friedman, Teixeira, "Multipath tracing with
+// Paris traceroute"; Veitch et al., "Failure control in multipath route tracing") in its
+// MDA-Lite form (Vermeulen et al., "Multilevel MDA-Lite Paris traceroute", IMC 2018).
+//
+// It is pure: it thinks in (flow, TTL) probes sent in parallel batches through a Prober,
+// and in the answering interfaces. A flow is a fixed 5-tuple whose source port is the flow
+// id (Options.FlowBase + i), so per-flow ECMP keeps it on one path. The real Prober maps
+// batches onto trace.Engine; package mda/sim is a simulated network (ECMP hashing, silent
+// routers, loss, ICMP rate limiting, a virtual clock) for tests and benchmarks.
+//
+// # Vertices
+//
+// A vertex is an interface address, whatever the TTL it shows at: with branches of unequal
+// length the same router answers at several TTLs (the lab's r6 at 6 and 7), and every rule
+// below counts a vertex's flows over all of them. A silent hop is a vertex too, keyed by
+// the last answering interface before it and its depth after it ("*198.18.13.2+1"), so the
+// same silent router reached by branches of unequal length is one vertex.
+//
+// # Stopping rule
+//
+// Having seen k next hops of a vertex through n flows, the hypothesis "there is a
+// (k+1)-th" is rejected once n >= n_k (StoppingPoints): 6, 11, 16, 21, 27... at 95%.
+// Unanswered probes never count.
+//
+// # MDA-Lite, and where it escalates
+//
+// Every TTL of the path is explored in the same batches ("layers" t -> t+1):
+//
+//   - a layer whose near end is a single vertex (every flow goes through it): its next
+//     hops are the vertices at t+1, so any flow probed at t+1 alone is a sample (no need to
+//     know it at t); n_k flows with k the vertices seen at t+1;
+//   - a layer with several vertices at t: flows onward must be known at t. The hop as a
+//     whole gets the stopping rule (MDA-Lite's uniformity assumption), every vertex gets
+//     one flow onward at every TTL (edge discovery) and two when both ends have several
+//     vertices (the meshing test), every vertex at t+1 gets one flow measured at t too
+//     (edge discovery backwards, which also exposes a vertex missed at t);
+//   - escalation: a vertex seen to split (two or more next hops, where the layer has
+//     several vertices) gets the per-vertex rule of full MDA, with node control: more
+//     flows at t, preferably through its predecessors, until n_k of them went through it.
+//     Graph.FullTTLs lists where. Options.Full applies the per-vertex rule everywhere
+//     (classic MDA, as scamper's tracelb), for comparison and for networks known to
+//     balance non-uniformly.
+//
+// The first batch probes n_1 flows at the first TTL and one flow at each of the next
+// Options.Window TTLs; every batch then asks for what the rules lack at every TTL at once,
+// and looks Window TTLs past the deepest answer until the destination answers.
+//
+// # Unanswered probes
+//
+// An unanswered probe is re-sent at once (Options.Retries), one flow per predecessor
+// vertex at a time. What it means then depends on the other flows from the same vertex:
+//
+//   - none of them was ever answered, and nothing answers at that TTL: a silent router
+//     (an anonymous vertex, and all such flows from that vertex are silent at once);
+//   - nothing from that vertex answers, but other routers answer at the TTL: maybe a
+//     rate-limited router, so the probe goes on trial: re-sent alone after a pause of
+//     Options.RateLimitBackoff during which nothing else is sent (a Linux router then has
+//     a token for it, whatever TTL it shows at), twice; unanswered, the router is silent;
+//   - the vertex's next hop answers other flows (at this TTL or another): rate limiting
+//     or loss. The probe is re-sent after exponential back-offs (1x, 2x, 4x, 8x
+//     RateLimitBackoff...), while its TTL gets no new probes (they would take the budget
+//     the router is refilling); after two back-offs it goes on trial as above, so a
+//     silent router beside answering ones in an ECMP group is still found; after
+//     Options.RateLimitRetries back-offs it is given up, counted nowhere.
+//
+// So missing answers never end the enumeration early: the rules ask for other flows.
+//
+// # Sharing between targets (RunMany)
+//
+// RunMany explores the targets one after the other and keeps, for every vertex whose next
+// hops a finished exploration established, that set. For the next target, the layers from
+// the prober outward are taken from that knowledge as long as what n_1 flows of the new
+// target show agrees with it (every vertex and link seen is a known one, and every vertex
+// at the near end has known next hops); from the first layer where they differ (a new
+// vertex or link, the new target's destination, a vertex without known next hops),
+// exploration goes on as for Run. A prefix that agrees costs n_1 flows per TTL instead of
+// the stopping rule's n_k; Graph.SharedTTLs lists the TTLs taken, and the graph holds the
+// known vertices and links there (Shared). A vertex whose next hops differ between two
+// targets (routes per destination) is never shared again. The assumption is doubletree's:
+// a router's ECMP set is the same for the targets sharing the prefix; a target routed over
+// a strict subset of a known set cannot be told apart with n_1 flows.
+//
+// # Limits
+//
+//   - MDA-Lite assumes uniform, memoryless load balancing where it does not escalate: a
+//     vertex with a hidden second next hop in a converging layer (nested diamonds) is found
+//     with less than the stated confidence.
+//   - The confidence is per vertex (per hypothesis test), as in the papers and scamper: a
+//     path with several load balancers misses one of them more often than 1 - c.
+//   - Per-packet load balancing and route changes during the run are not detected.
+//   - Two silent routers after the same answering interface at the same depth are one
+//     anonymous vertex.
 package mda

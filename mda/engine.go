@@ -1,0 +1,661 @@
+package mda
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// hstate is the state of one (flow, TTL) probe.
+type hstate uint8
+
+const (
+	stUnprobed hstate = iota
+	stWaiting         // sent, unanswered; may be re-sent
+	stAnswered
+	stSilent // unanswered and consistent with a silent router (provisional)
+	stLost   // unanswered though its router answers: given up, counted nowhere
+)
+
+type hop struct {
+	st       hstate
+	dest     bool
+	want     bool // wanted by this planning pass
+	keyed    bool // key is valid (answered, or silent with a known predecessor)
+	bpend    bool // readyAt is a back-off
+	weak     bool // on trial: re-sent alone after a pause, to tell silence from rate limiting
+	trials   int  // trial sends
+	hold     bool // not to be re-sent until what it means is known
+	blocker  *hop // what it waits for, when held
+	addr     netip.Addr
+	key      vkey
+	rtt      time.Duration
+	nat      string
+	tries    int // sends
+	sentIn   int // round of the last send
+	ansIn    int // round of the answer
+	backoffs int // sends after a back-off
+	last     time.Time
+	readyAt  time.Time
+}
+
+type flow struct {
+	id   uint16
+	hops []hop // by TTL
+	dmin int   // smallest TTL answered by the destination; 0 = none yet
+}
+
+// vkey identifies a vertex of the graph: an interface (addr), or an anonymous hop keyed by
+// the last answering interface before it (prev; invalid = the prober) and its depth after
+// it. The zero vkey is the prober itself.
+type vkey struct {
+	addr  netip.Addr
+	prev  netip.Addr
+	depth uint8
+}
+
+var srcKey = vkey{}
+
+func (k vkey) anon() bool { return !k.addr.IsValid() && k.depth > 0 }
+
+// after returns the key of a silent hop that follows k.
+func (k vkey) after() vkey {
+	switch {
+	case k.addr.IsValid():
+		return vkey{prev: k.addr, depth: 1}
+	case k.depth == 0:
+		return vkey{depth: 1}
+	case k.depth == 255:
+		return k
+	}
+	return vkey{prev: k.prev, depth: k.depth + 1}
+}
+
+func (k vkey) id() string {
+	if k.addr.IsValid() {
+		return k.addr.String()
+	}
+	if k.depth == 0 {
+		return "prober"
+	}
+	return AnonID(k.prev, int(k.depth))
+}
+
+// layer is what is known at one TTL in one planning pass.
+type layer struct {
+	verts     map[vkey][]int // vertex -> flows (indices, ascending) keyed there
+	order     []vkey         // verts' keys, sorted
+	dests     map[vkey]bool  // vertices that answered as the destination
+	ansPreds  map[vkey]bool  // predecessors of the flows answered here
+	ansUnk    []*flow        // answered flows whose predecessor is not known (yet)
+	unsettled int            // flows sent here whose vertex is not known (or given up)
+	answered  int            // flows answered here
+	ansSince  map[vkey]int   // predecessor -> last round a flow from it was answered here
+	rep       map[vkey]*flow // the flow re-sent for each predecessor of unanswered ones
+	single    bool           // exactly one vertex, not the destination, and no flow ended before
+	one       vkey           // that vertex
+	resolved  int
+}
+
+func (ly *layer) alive() []vkey {
+	var out []vkey
+	for _, k := range ly.order {
+		if !ly.dests[k] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// run explores toward one target.
+type run struct {
+	o      Options
+	p      Prober
+	target int
+	nk     func(k int) int
+	flows  []*flow
+	layers []layer
+	known  *knowledge // shared across targets (RunMany); nil for Run
+
+	sent, answered, rounds int
+	truncated              string
+	full                   map[int]bool   // TTLs escalated to per-interface MDA
+	shared                 map[int][]vkey // TTL -> expected vertices taken from knowledge
+	sharedL                map[int]bool   // layers (near-end TTL) taken from knowledge
+	minDmin                int
+	agg                    map[vkey]*vertexAgg
+	seenAt                 map[vkey][]int // TTLs of each vertex in the last pass
+	silentAfter            map[vkey]bool  // vertices followed by a silent hop, last pass
+}
+
+func newRun(p Prober, target int, o Options, known *knowledge) *run {
+	conf := o.Confidence
+	r := &run{o: o, p: p, target: target, known: known,
+		full: map[int]bool{}, seenAt: map[vkey][]int{}, silentAfter: map[vkey]bool{}, shared: map[int][]vkey{}, sharedL: map[int]bool{}}
+	r.layers = make([]layer, o.MaxTTL+2)
+	table := stoppingTable(conf, 16)
+	r.nk = func(k int) int {
+		if k < 1 {
+			k = 1
+		}
+		if k > len(table) {
+			table = stoppingTable(conf, max(k, 2*len(table)))
+		}
+		return table[k-1]
+	}
+	return r
+}
+
+func (r *run) now() time.Time {
+	if r.o.Now != nil {
+		return r.o.Now()
+	}
+	return time.Now()
+}
+
+func (r *run) sleep(ctx context.Context, d time.Duration) error {
+	if r.o.Sleep != nil {
+		return r.o.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *run) newFlow() (*flow, bool) {
+	if len(r.flows) >= r.o.MaxFlows {
+		r.truncated = "max-flows"
+		return nil, false
+	}
+	f := &flow{id: r.o.FlowBase + uint16(len(r.flows)), hops: make([]hop, r.o.MaxTTL+2)}
+	r.flows = append(r.flows, f)
+	return f, true
+}
+
+func (r *run) beyond(f *flow, t int) bool { return f.dmin > 0 && t > f.dmin }
+
+// keyAt returns the vertex of flow f at TTL t: measured, or inferred when every flow passes
+// a single vertex at t.
+func (r *run) keyAt(f *flow, t int) (vkey, bool) {
+	if t < r.o.FirstTTL {
+		return srcKey, true
+	}
+	if r.beyond(f, t) {
+		return vkey{}, false
+	}
+	h := &f.hops[t]
+	if h.keyed {
+		return h.key, true
+	}
+	if r.layers[t].single {
+		return r.layers[t].one, true
+	}
+	return vkey{}, false
+}
+
+// answersAfter reports whether a vertex was seen (in the last pass) followed by an
+// answering one.
+func (r *run) answersAfter(u vkey) bool {
+	if a := r.agg[u]; a != nil {
+		for v := range a.succ {
+			if !v.anon() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (r *run) truncatedNow() bool { return r.truncated != "" }
+
+func (r *run) backoff(n int) time.Duration {
+	return r.o.RateLimitBackoff << min(n, 3)
+}
+
+// explore runs rounds until the stopping rules are met everywhere.
+func (r *run) explore(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		now := r.now()
+		r.plan()
+		reqs, wait := r.batch(now)
+		if len(reqs) == 0 && wait <= 0 && !r.truncatedNow() {
+			// Once more: a pass sees what the one before learnt (e.g. a vertex's next
+			// hops at another TTL) and may want more.
+			r.plan()
+			reqs, wait = r.batch(now)
+		}
+		if len(reqs) == 0 {
+			if wait <= 0 {
+				return nil
+			}
+			if err := r.sleep(ctx, wait); err != nil {
+				return err
+			}
+			continue
+		}
+		answers, err := r.p.Probe(ctx, reqs)
+		if err != nil {
+			return err
+		}
+		r.rounds++
+		r.apply(answers)
+	}
+}
+
+// batch collects the wanted probes that can go now. With none, wait is how long until a
+// backed-off one can (0: nothing left to do).
+func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
+	var next time.Time
+	var again []Request
+	// A probe on trial (see classify) goes alone, after a pause during which nothing
+	// is sent: a rate-limited router then has budget for it, whatever TTL it shows at.
+	var trial *hop
+	var trialReq Request
+	for _, f := range r.flows {
+		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
+			h := &f.hops[t]
+			if !h.want || !h.weak || !h.bpend || h.st != stWaiting || h.hold || r.beyond(f, t) {
+				continue
+			}
+			switch {
+			case h.readyAt.After(now):
+				if next.IsZero() || h.readyAt.Before(next) {
+					next = h.readyAt
+				}
+			case trial == nil:
+				trial, trialReq = h, Request{Target: r.target, Flow: f.id, TTL: uint8(t)}
+			default:
+				h.readyAt = now.Add(r.o.RateLimitBackoff) // the next one, after its own pause
+			}
+		}
+	}
+	if trial != nil || !next.IsZero() {
+		if trial == nil {
+			return nil, max(next.Sub(now), time.Millisecond)
+		}
+		if r.sent >= r.o.MaxProbes {
+			r.truncated = "max-probes"
+			return nil, 0
+		}
+		r.send(trial, now)
+		r.sent++
+		return []Request{trialReq}, 0
+	}
+	// A TTL with probes backing off gets no new ones meanwhile: they would take the
+	// ICMP budget the router is refilling.
+	paused := make([]bool, r.o.MaxTTL+2)
+	for _, f := range r.flows {
+		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
+			if h := &f.hops[t]; h.bpend && h.st == stWaiting && !r.beyond(f, t) {
+				paused[t] = true
+			}
+		}
+	}
+	for _, f := range r.flows {
+		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
+			h := &f.hops[t]
+			if !h.want || r.beyond(f, t) {
+				continue
+			}
+			switch h.st {
+			case stUnprobed:
+				if paused[t] {
+					continue
+				}
+			case stWaiting:
+				if h.hold {
+					continue
+				}
+				if !h.readyAt.IsZero() && h.readyAt.After(now) {
+					if next.IsZero() || h.readyAt.Before(next) {
+						next = h.readyAt
+					}
+					continue
+				}
+			default:
+				continue
+			}
+			if r.sent+len(reqs)+len(again) >= r.o.MaxProbes {
+				r.truncated = "max-probes"
+				break
+			}
+			resend := h.bpend
+			r.send(h, now)
+			q := Request{Target: r.target, Flow: f.id, TTL: uint8(t)}
+			if resend {
+				again = append(again, q)
+			} else {
+				reqs = append(reqs, q)
+			}
+		}
+	}
+	// Re-sends after a back-off first: a rate-limited router answers the first probes
+	// that reach it.
+	reqs = append(again, reqs...)
+	r.sent += len(reqs)
+	if len(reqs) == 0 && !next.IsZero() {
+		wait = max(next.Sub(now), time.Millisecond)
+	}
+	return reqs, wait
+}
+
+// send records that a probe goes now.
+func (r *run) send(h *hop, now time.Time) {
+	if h.bpend {
+		h.backoffs++
+		h.bpend = false
+		if h.weak {
+			h.trials++
+		}
+	}
+	h.st = stWaiting
+	h.tries++
+	h.sentIn = r.rounds
+	h.last = now
+	h.readyAt = time.Time{}
+}
+
+func (r *run) apply(answers []Answer) {
+	for _, a := range answers {
+		if !a.From.IsValid() || a.Target != r.target {
+			continue
+		}
+		i := int(a.Flow) - int(r.o.FlowBase)
+		t := int(a.TTL)
+		if i < 0 || i >= len(r.flows) || t < r.o.FirstTTL || t > r.o.MaxTTL {
+			continue
+		}
+		f := r.flows[i]
+		h := &f.hops[t]
+		if h.st == stAnswered || h.st == stUnprobed {
+			continue
+		}
+		r.answered++
+		h.st, h.addr, h.dest, h.rtt, h.nat = stAnswered, a.From, a.Dest, a.RTT, a.NAT
+		h.ansIn = r.rounds
+		h.bpend, h.readyAt = false, time.Time{}
+		if a.Dest && (f.dmin == 0 || t < f.dmin) {
+			f.dmin = t
+		}
+	}
+}
+
+// plan classifies the unanswered probes, rebuilds the layers and marks the probes the
+// stopping rules want.
+func (r *run) plan() {
+	o := &r.o
+	if r.layers == nil {
+		r.layers = make([]layer, o.MaxTTL+2)
+	}
+	r.minDmin = 0
+	for _, f := range r.flows {
+		if f.dmin > 0 && (r.minDmin == 0 || f.dmin < r.minDmin) {
+			r.minDmin = f.dmin
+		}
+		for t := range f.hops {
+			f.hops[t].want = false
+			f.hops[t].keyed = false
+		}
+	}
+	knownSilent := map[vkey]bool{} // predecessors followed by a silent hop
+	for k := range r.silentAfter {
+		knownSilent[k] = true
+	}
+	for t := o.FirstTTL; t <= o.MaxTTL; t++ {
+		ly := &r.layers[t]
+		*ly = layer{verts: map[vkey][]int{}, dests: map[vkey]bool{}, ansPreds: map[vkey]bool{}, rep: map[vkey]*flow{}, ansSince: map[vkey]int{}}
+		for _, f := range r.flows {
+			h := &f.hops[t]
+			if h.st != stAnswered || r.beyond(f, t) {
+				continue
+			}
+			h.key, h.keyed = vkey{addr: h.addr}, true
+			ly.answered++
+			if pk, ok := r.keyAt(f, t-1); ok {
+				ly.ansPreds[pk] = true
+				ly.ansSince[pk] = max(ly.ansSince[pk], h.ansIn)
+			} else if f.hops[t-1].st != stLost {
+				ly.ansUnk = append(ly.ansUnk, f)
+			}
+		}
+		// Silent hops already called: what follows their predecessor is silent.
+		for _, f := range r.flows {
+			h := &f.hops[t]
+			if h.st != stSilent || r.beyond(f, t) {
+				continue
+			}
+			if pk, ok := r.keyAt(f, t-1); ok && !ly.ansPreds[pk] && len(ly.ansUnk) == 0 {
+				knownSilent[pk] = true
+			}
+		}
+		for _, f := range r.flows {
+			h := &f.hops[t]
+			if (h.st != stWaiting && h.st != stSilent) || r.beyond(f, t) {
+				continue
+			}
+			r.classify(f, t, ly, knownSilent)
+			if h.st == stSilent {
+				if pk, ok := r.keyAt(f, t-1); ok {
+					h.key, h.keyed = pk.after(), true
+				}
+			}
+		}
+		for i, f := range r.flows {
+			h := &f.hops[t]
+			if (h.st == stLost || (h.st != stUnprobed && !h.keyed)) && !r.beyond(f, t) {
+				ly.unsettled++
+			}
+			if !h.keyed {
+				continue
+			}
+			ly.verts[h.key] = append(ly.verts[h.key], i)
+			ly.resolved++
+			if h.st == stAnswered && h.dest && f.dmin == t {
+				ly.dests[h.key] = true
+			}
+		}
+		for k := range ly.verts {
+			ly.order = append(ly.order, k)
+		}
+		slices.SortFunc(ly.order, cmpKey)
+		if len(ly.order) == 1 && !ly.dests[ly.order[0]] && ly.unsettled == 0 && (r.minDmin == 0 || r.minDmin >= t) {
+			ly.single, ly.one = true, ly.order[0]
+			// Not if a vertex one hop before is known (at another TTL) to lead elsewhere
+			// too: its flows here were just not probed.
+			// Nor if the vertex shows at other TTLs: the flows that reach it there are
+			// elsewhere at this one.
+			for _, t2 := range r.seenAt[ly.one] {
+				ly.single = ly.single && t2 == t
+			}
+			if t > o.FirstTTL {
+				for _, u := range r.layers[t-1].alive() {
+					if a := r.agg[u]; a != nil {
+						for v := range a.succ {
+							ly.single = ly.single && v == ly.one
+						}
+					}
+				}
+			}
+		}
+	}
+	clear(r.silentAfter)
+	for k := range knownSilent {
+		if !r.answersAfter(k) {
+			r.silentAfter[k] = true
+		}
+	}
+	clear(r.seenAt)
+	for t := o.FirstTTL; t <= o.MaxTTL; t++ {
+		for _, k := range r.layers[t].order {
+			r.seenAt[k] = append(r.seenAt[k], t)
+		}
+	}
+	r.rules()
+	// A wanted probe that waits for another makes that one wanted.
+	for changed := true; changed; {
+		changed = false
+		for _, f := range r.flows {
+			for t := o.FirstTTL; t <= o.MaxTTL; t++ {
+				h := &f.hops[t]
+				if h.want && h.hold && h.blocker != nil && !h.blocker.want {
+					h.blocker.want = true
+					changed = true
+				}
+			}
+		}
+	}
+}
+
+// classify decides what an unanswered probe means: a silent hop, a probe to re-send at
+// once, or a rate-limited (or lost) probe to re-send after a back-off.
+func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
+	o := &r.o
+	h := &f.hops[t]
+	h.hold, h.blocker = false, nil
+	pk, ok := r.keyAt(f, t-1)
+	if !ok {
+		// Which router was silent depends on where the flow was one hop before: find out.
+		prev := &f.hops[t-1]
+		switch prev.st {
+		case stUnprobed:
+			prev.want = true
+		case stLost:
+			h.st = stLost
+			return
+		}
+		if h.st == stSilent {
+			return // keyed again once the predecessor is known
+		}
+		switch {
+		case h.tries < 1+o.Retries:
+			h.readyAt, h.bpend = time.Time{}, false
+		case prev.st == stUnprobed || prev.st == stWaiting || prev.st == stSilent:
+			h.hold, h.blocker = true, prev // until the trace back tells
+		default:
+			h.st = stLost
+		}
+		return
+	}
+	if ly.ansPreds[pk] || r.answersAfter(pk) {
+		// What follows pk answers other flows (here, or at another TTL: it is the same
+		// interface): most likely rate limiting or loss. Back off and re-send. After
+		// trialAfter back-offs the probe goes on trial: re-sent after a pause during
+		// which nothing else is sent, so a rate-limited router has budget for it. Still
+		// unanswered after the trials, with no other flow from pk answered meanwhile,
+		// it meets a silent router beside answering ones (a silent ECMP branch). If
+		// the back-offs run out first, the probe is given up, counting nowhere.
+		if h.st == stSilent {
+			if h.trials >= trials {
+				return
+			}
+			h.st = stWaiting
+		}
+		if ly.ansSince[pk] > h.sentIn {
+			h.trials = 0 // its router may have spent its budget on that one
+		}
+		switch {
+		case h.trials >= trials:
+			r.silent(h, pk, nil)
+			return
+		case h.backoffs >= o.RateLimitRetries:
+			h.st = stLost
+			return
+		case h.backoffs >= trialAfter:
+			if !h.bpend {
+				h.weak = true
+			}
+		default:
+			h.weak = false
+		}
+		r.later(h)
+		return
+	}
+	unsure := false
+	for _, g := range ly.ansUnk {
+		// Flows answered here (by the time this one was sent) from predecessors not known
+		// yet: find out where they come from before telling a silent router from a
+		// rate-limited one.
+		if g.hops[t].ansIn > h.sentIn+1 {
+			continue
+		}
+		unsure = true
+		if prev := &g.hops[t-1]; !prev.keyed && prev.st != stLost {
+			prev.want = true
+		}
+	}
+	if h.st == stSilent {
+		return
+	}
+	switch {
+	case unsure:
+		if h.tries < 1+o.Retries {
+			h.readyAt, h.bpend = time.Time{}, false
+		} else {
+			h.hold = true
+		}
+		return
+	case knownSilent[pk]:
+		r.silent(h, pk, knownSilent)
+		return
+	}
+	// One flow per predecessor finds out; the others wait for it. If it stays
+	// unanswered, they are silent too; if it is answered, they were rate limited.
+	if rep := ly.rep[pk]; rep != nil && rep != f {
+		h.hold, h.blocker = true, &rep.hops[t]
+		return
+	}
+	ly.rep[pk] = f
+	switch {
+	case h.tries < 1+o.Retries && !h.bpend:
+		h.readyAt = time.Time{} // re-send at once
+	case ly.answered > 0 && h.trials < trials && o.RateLimitRetries > 0:
+		// Others answer at this TTL, from elsewhere: maybe the router drops for lack of
+		// ICMP budget. On trial before calling it silent.
+		h.weak = true
+		r.later(h)
+	default:
+		r.silent(h, pk, knownSilent)
+	}
+}
+
+// later schedules a re-send after a back-off.
+func (r *run) later(h *hop) {
+	if !h.bpend {
+		h.bpend = true
+		h.readyAt = h.last.Add(r.backoff(h.backoffs))
+	}
+}
+
+func (r *run) silent(h *hop, pk vkey, knownSilent map[vkey]bool) {
+	h.st = stSilent
+	h.bpend, h.readyAt, h.weak = false, time.Time{}, false
+	if knownSilent != nil {
+		knownSilent[pk] = true
+	}
+}
+
+func cmpKey(a, b vkey) int {
+	if c := a.addr.Compare(b.addr); c != 0 {
+		return c
+	}
+	if c := a.prev.Compare(b.prev); c != 0 {
+		return c
+	}
+	return int(a.depth) - int(b.depth)
+}
+
+// An unanswered probe goes on trial after trialAfter back-offs (at once if no flow from
+// the same vertex was answered), and its hop is called silent after trials trials.
+const (
+	trialAfter = 2
+	trials     = 2
+)

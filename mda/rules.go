@@ -1,0 +1,416 @@
+package mda
+
+import (
+	"math"
+	"slices"
+)
+
+// status of a (flow, TTL) for the stopping rules.
+type pstatus uint8
+
+const (
+	psResolved pstatus = iota // keyed: counts as an observation
+	psPending                 // sent or about to be: may count soon
+	psFree                    // never probed: can be picked
+	psUnusable                // given up, or past the flow's destination
+)
+
+func (r *run) status(f *flow, t int) pstatus {
+	if t > r.o.MaxTTL || r.beyond(f, t) {
+		return psUnusable
+	}
+	h := &f.hops[t]
+	switch {
+	case h.keyed:
+		return psResolved
+	case h.st == stLost:
+		return psUnusable
+	case h.st == stUnprobed && !h.want:
+		return psFree
+	}
+	return psPending
+}
+
+// pick makes sure need of the candidate flows are (or will be) observed at TTL t, picking
+// free ones in order. It returns how many are missing.
+func (r *run) pick(cands []int, t, need int) int {
+	have := 0
+	for _, i := range cands {
+		if r.status(r.flows[i], t) == psResolved {
+			have++
+		}
+	}
+	for _, i := range cands {
+		if have >= need {
+			return 0
+		}
+		f := r.flows[i]
+		switch r.status(f, t) {
+		case psPending:
+			f.hops[t].want = true
+			have++
+		case psFree:
+			f.hops[t].want = true
+			have++
+		}
+	}
+	return max(0, need-have)
+}
+
+// fresh wants n more flows probed at TTL t. With prefer, only flows that can get to those
+// vertices at t-1: first flows known there, then flows not known at t-1, then new flows;
+// without, any flow that reaches t.
+func (r *run) fresh(t, n int, prefer map[vkey]bool) {
+	try := func(f *flow, known bool) {
+		if n <= 0 || r.status(f, t) != psFree || (f.dmin > 0 && f.dmin < t) {
+			return
+		}
+		k, ok := r.keyAt(f, t-1)
+		if ok != known || (ok && prefer != nil && !prefer[k]) {
+			return
+		}
+		f.hops[t].want = true
+		n--
+	}
+	for _, f := range r.flows {
+		try(f, true)
+	}
+	for _, f := range r.flows {
+		try(f, false)
+	}
+	for ; n > 0; n-- {
+		f, ok := r.newFlow()
+		if !ok {
+			return
+		}
+		f.hops[t].want = true
+	}
+}
+
+// rules walks the layers (TTL t to t+1) from the prober outward and applies the stopping
+// rules; see the package documentation.
+func (r *run) rules() {
+	o := &r.o
+	first := o.FirstTTL
+	// The deepest TTL with a live vertex, and with an answer.
+	deep, lastAns := first-1, first-1
+	reached := r.minDmin > 0
+	for t := first; t <= o.MaxTTL; t++ {
+		ly := &r.layers[t]
+		for _, k := range ly.order {
+			if ly.dests[k] {
+				continue
+			}
+			deep = t
+			if !k.anon() {
+				lastAns = t
+			}
+		}
+	}
+	stalled := deep-lastAns >= o.MaxGap
+	// Nothing deeper than MaxGap TTLs past the last answer, until the destination answers.
+	limit := o.MaxTTL
+	if !reached {
+		limit = min(limit, lastAns+o.MaxGap)
+	}
+	clear(r.full)
+	clear(r.shared)
+	clear(r.sharedL)
+
+	r.aggregate()
+	var all []int // flows alive at the near end of the layer
+	shareOK := r.known != nil
+	var expect map[vkey]bool // shared knowledge: vertices expected at TTL t
+	for t := first - 1; t < limit; t++ {
+		single := t < first
+		if !single {
+			ly := &r.layers[t]
+			switch {
+			case len(ly.order) == 0:
+				if t > deep {
+					goto ahead
+				}
+				single = true // nothing known here yet, but deeper: every flow passes
+			case len(ly.alive()) == 0:
+				goto ahead
+			default:
+				single = ly.single
+			}
+			if stalled && t >= deep {
+				goto ahead
+			}
+		}
+		all = all[:0]
+		for i, f := range r.flows {
+			if f.dmin == 0 || f.dmin > t {
+				all = append(all, i)
+			}
+		}
+		if shareOK {
+			var next map[vkey]bool
+			next, shareOK = r.inherit(t, expect)
+			if shareOK {
+				// Known from an earlier target: just follow n_1 flows through.
+				r.sharedL[t] = true
+				r.shared[t+1] = keysOf(next)
+				expect = next
+				if d := r.pick(all, t+1, r.nk(1)); d > 0 {
+					r.fresh(t+1, d, nil)
+				}
+				continue
+			}
+		}
+		if single && !o.Full {
+			// Every flow passes one vertex at t: its next hops are the vertices at t+1,
+			// and any flow, probed at t+1 only, samples them.
+			if d := r.pick(all, t+1, r.nk(len(r.layers[t+1].order))); d > 0 {
+				r.fresh(t+1, d, nil)
+			}
+			if t >= first {
+				r.traceBack(t)
+			}
+			continue
+		}
+		r.branching(t, single)
+	}
+ahead:
+	// Look ahead with one flow per TTL until the destination answers.
+	if reached || stalled {
+		return
+	}
+	for _, f := range r.flows {
+		if f.dmin != 0 {
+			continue
+		}
+		for t := deep + 2; t <= min(limit, deep+o.Window); t++ {
+			if r.status(f, t) == psFree {
+				f.hops[t].want = true
+			}
+		}
+		return
+	}
+	if f, ok := r.newFlow(); ok {
+		for t := deep + 2; t <= min(limit, deep+o.Window); t++ {
+			f.hops[t].want = true
+		}
+	}
+}
+
+// branching applies the rules to a layer whose near end has several vertices (or, in full
+// MDA, to every layer): flows to t+1 must be known at t.
+func (r *run) branching(t int, single bool) {
+	o := &r.o
+	first := o.FirstTTL
+	var near []vkey
+	fu := map[vkey][]int{}
+	if t < first {
+		near = []vkey{srcKey}
+		for i := range r.flows {
+			fu[srcKey] = append(fu[srcKey], i)
+		}
+	} else {
+		ly := &r.layers[t]
+		near = ly.alive()
+		for _, k := range near {
+			fu[k] = ly.verts[k]
+		}
+		if single && len(ly.order) == 0 {
+			// Full MDA with nothing known at t yet: wait for it.
+			return
+		}
+	}
+	// Observed links of the layer.
+	here := map[vkey]int{} // flows through u at t observed at t+1
+	pred := map[vkey]map[vkey]bool{}
+	var allNear []int
+	for _, u := range near {
+		for _, i := range fu[u] {
+			allNear = append(allNear, i)
+			h := &r.flows[i].hops[t+1]
+			if !h.keyed || r.beyond(r.flows[i], t+1) {
+				continue
+			}
+			here[u]++
+			if pred[h.key] == nil {
+				pred[h.key] = map[vkey]bool{}
+			}
+			pred[h.key][u] = true
+		}
+	}
+	slices.Sort(allNear)
+	// MDA-Lite: the hop as a whole gets the stopping rule (uniform load balancing), each
+	// vertex at least one flow onward (edge discovery; two where both ends have several
+	// vertices: the meshing test), and only the vertices seen to split get the
+	// per-vertex rule. Full MDA: every vertex gets the per-vertex rule.
+	mesh := len(near) >= 2 && len(pred) >= 2
+	deficit := map[vkey]int{} // flows missing through a vertex at t
+	hopDeficit := 0
+	if !o.Full {
+		// The hop rule, unless every vertex's next hops are established already (by the
+		// per-vertex rule, counting every TTL).
+		for _, u := range near {
+			if a := r.aggOf(u); a.obs < r.nk(len(a.succ)) {
+				hopDeficit = r.pick(allNear, t+1, r.nk(len(pred)))
+				break
+			}
+		}
+	}
+	for _, u := range near {
+		// Rules on a vertex count the flows through it at every TTL (it is one interface,
+		// which unequal branches bring at several TTLs), and ask for more at the TTL
+		// where most flows reach it.
+		a := r.aggOf(u)
+		need := 1
+		if mesh {
+			need = 2
+		}
+		if o.Full || len(a.succ) >= 2 {
+			if t >= first {
+				r.full[t] = true
+			}
+			need = max(need, r.nk(len(a.succ)))
+		}
+		if a.best != t {
+			// Elsewhere, only edge discovery.
+			need = min(need, 1)
+		}
+		// What the other TTLs saw counts, but every vertex gets one flow onward at every
+		// TTL (cheap: it has flows here), so that the vertices at t+1 are all seen.
+		need = max(min(need, 1), need-(a.obs-here[u]))
+		if d := r.pick(fu[u], t+1, need); d > 0 {
+			deficit[u] = d
+		}
+	}
+	if t < first {
+		// The prober's flows: any new flow goes through it.
+		n := hopDeficit
+		for _, d := range deficit {
+			n = max(n, d)
+		}
+		r.fresh(t+1, n, nil)
+		return
+	}
+	r.traceBack(t)
+	// Node control: more flows at t, enough to expect the missing ones through each vertex.
+	ly := &r.layers[t]
+	if ly.resolved == 0 {
+		return
+	}
+	pending, unkeyed := 0, 0
+	for _, f := range r.flows {
+		if r.status(f, t) == psPending {
+			pending++
+			if h := &f.hops[t]; h.st == stSilent || h.hold {
+				unkeyed++ // waiting for its vertex at t-1, or for what its silence means
+			}
+		}
+	}
+	if unkeyed > 0 {
+		return // they may well be the missing flows: wait until they are keyed
+	}
+	add := 0
+	prefer := map[vkey]bool{}
+	need := func(d, through, limit int) {
+		share := float64(through) / float64(ly.resolved)
+		n := int(math.Ceil(float64(d)/share - float64(pending)))
+		add = max(add, min(n, limit))
+	}
+	for u, d := range deficit {
+		// A vertex's share is estimated from few flows: never more than twice what a
+		// uniform share would take; the next round corrects.
+		need(d, len(fu[u]), 2*d*len(ly.order))
+		// Flows through u's predecessors reach u; flows elsewhere at t-1 cannot.
+		for _, i := range fu[u] {
+			if k, ok := r.keyAt(r.flows[i], t-1); ok {
+				prefer[k] = true
+			}
+		}
+	}
+	if hopDeficit > 0 {
+		need(hopDeficit, len(allNear), math.MaxInt)
+		prefer = nil
+	}
+	if add > 0 {
+		r.fresh(t, add, prefer)
+	}
+}
+
+func keysOf(m map[vkey]bool) []vkey {
+	out := make([]vkey, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, cmpKey)
+	return out
+}
+
+// vertexAgg is what is known of one vertex's next hops over all TTLs.
+type vertexAgg struct {
+	succ map[vkey]bool
+	obs  int // flows through the vertex with a known next hop
+	best int // the TTL at which most flows reach it
+	most int
+}
+
+// aggregate collects every vertex's next hops over all TTLs.
+func (r *run) aggregate() {
+	if r.agg == nil {
+		r.agg = map[vkey]*vertexAgg{}
+	}
+	o := &r.o
+	clear(r.agg)
+	count := map[vkey]int{}
+	for t := o.FirstTTL - 1; t < o.MaxTTL; t++ {
+		clear(count)
+		for _, f := range r.flows {
+			u, ok := r.keyAt(f, t)
+			if !ok || (t >= o.FirstTTL && r.layers[t].dests[u]) {
+				continue
+			}
+			a := r.agg[u]
+			if a == nil {
+				a = &vertexAgg{succ: map[vkey]bool{}}
+				r.agg[u] = a
+			}
+			count[u]++
+			if count[u] > a.most {
+				a.most, a.best = count[u], t
+			}
+			h := &f.hops[t+1]
+			if h.keyed && !r.beyond(f, t+1) {
+				a.succ[h.key] = true
+				a.obs++
+			}
+		}
+	}
+}
+
+func (r *run) aggOf(u vkey) *vertexAgg {
+	if a := r.agg[u]; a != nil {
+		return a
+	}
+	return &vertexAgg{best: -1}
+}
+
+// traceBack is edge discovery backwards: every vertex at t+1 needs one flow measured at t
+// too. Inferring where a flow was (see keyAt) is not enough: it would hide a vertex
+// missed at t, which this measurement reveals.
+func (r *run) traceBack(t int) {
+	ly1 := &r.layers[t+1]
+	for _, v := range ly1.order {
+		var cand *flow
+		for _, i := range ly1.verts[v] {
+			f := r.flows[i]
+			if f.hops[t].keyed {
+				cand = nil
+				break
+			}
+			if cand == nil && r.status(f, t) != psUnusable {
+				cand = f
+			}
+		}
+		if cand != nil {
+			cand.hops[t].want = true
+		}
+	}
+}
