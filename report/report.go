@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
 )
 
@@ -221,18 +222,13 @@ func flagInversions(hops []Hop) {
 	}
 }
 
-// ReturnHops estimates the length of the return path from a reply's TTL, assuming the
-// responder started from the nearest common initial TTL (64, 128 or 255).
+// ReturnHops is the responder's distance on the way back, comparable with the forward TTL:
+// the routers that decremented the reply (probe.ReturnHops) plus the responder itself.
 func ReturnHops(replyTTL uint8) int {
 	if replyTTL == 0 {
 		return 0
 	}
-	for _, init := range []int{64, 128, 255} {
-		if int(replyTTL) <= init {
-			return init - int(replyTTL) + 1
-		}
-	}
-	return 0
+	return probe.ReturnHops(replyTTL) + 1
 }
 
 // How describes a destination's answer.

@@ -96,6 +96,10 @@ type run struct {
 	start    time.Time
 	maxRTT   time.Duration
 	answered int
+	// pending counts probes sent within their target's limit and not answered yet, and
+	// sentBy the probes sent per target, so neither is a scan over every probe per reply.
+	pending int
+	sentBy  []int
 }
 
 // Run traces n targets over eng. It returns when done, or with ctx's error when cancelled
@@ -113,7 +117,7 @@ func Run(ctx context.Context, eng Engine, n int, opt Options) ([]Result, error) 
 	r := &run{
 		opt: opt, eng: eng, n: n,
 		sent: map[key]time.Time{}, replies: map[key]*Reply{},
-		dest: make([]int, n), reached: make([]bool, n), extra: make([]bool, n),
+		dest: make([]int, n), reached: make([]bool, n), extra: make([]bool, n), sentBy: make([]int, n),
 		start: time.Now(),
 	}
 	for ttl := opt.FirstTTL; ttl <= opt.MaxTTL; ttl++ {
@@ -150,6 +154,8 @@ func (r *run) loop(ctx context.Context) error {
 			now = time.Now()
 			lastSend = now
 			r.sent[key{p.Target, int(p.TTL), int(p.Attempt)}] = now
+			r.sentBy[p.Target]++
+			r.pending++ // skip() let it through, so it is within the limit
 			r.progress()
 		}
 		if len(r.queue) == 0 {
@@ -203,6 +209,9 @@ func (r *run) record(rep *Reply) {
 	if _, ok := r.sent[k]; !ok || r.replies[k] != nil {
 		return // not ours, or a duplicate: first answer wins
 	}
+	if k.ttl <= r.limit(p.Target) {
+		r.pending--
+	}
 	r.replies[k] = rep
 	r.answered++
 	if rep.RTT > r.maxRTT {
@@ -211,11 +220,24 @@ func (r *run) record(rep *Reply) {
 	ttl := int(p.TTL)
 	final := rep.Reached() || rep.Kind == KindUnreachable
 	if final && (r.dest[p.Target] == 0 || ttl < r.dest[p.Target]) {
+		r.shrinkLimit(p.Target, ttl)
 		r.dest[p.Target] = ttl
 		r.reached[p.Target] = rep.Reached()
 		r.queueExtra(p.Target)
 	}
 	r.progress()
+}
+
+// shrinkLimit stops waiting for the unanswered probes of target t past its new limit d.
+func (r *run) shrinkLimit(t, d int) {
+	for ttl := d + 1; ttl <= r.limit(t); ttl++ {
+		for a := 0; a < r.opt.Queries; a++ {
+			k := key{t, ttl, a}
+			if _, sent := r.sent[k]; sent && r.replies[k] == nil {
+				r.pending--
+			}
+		}
+	}
 }
 
 // queueExtra queues attempts 1..q-1 for every TTL up to the target's limit, once.
@@ -260,12 +282,7 @@ func (r *run) complete() bool {
 			return false
 		}
 	}
-	for k := range r.sent {
-		if k.ttl <= r.limit(k.target) && r.replies[k] == nil {
-			return false
-		}
-	}
-	return true
+	return r.pending == 0
 }
 
 // timeout adapts to the RTTs seen: silent hops are given a few times the slowest answer.
@@ -313,11 +330,7 @@ func (r *run) results() []Result {
 			}
 			res.Hops = append(res.Hops, h)
 		}
-		for k := range r.sent {
-			if k.target == t {
-				res.Sent++
-			}
-		}
+		res.Sent = r.sentBy[t]
 		out[t] = res
 	}
 	return out
