@@ -24,13 +24,14 @@ build: ## build bin/turnpath (no clang needed: the BPF objects are committed)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/turnpath
 
 .PHONY: generate
-generate: deps-gen ## recompile bpf/*.c with the pinned clang into loader/*_bpfel.{go,o}
+generate: deps-gen ## recompile bpf/*.c with the pinned clang into loader/ and reflector/ *_bpfel.{go,o}
 	cd loader && BPF_CLANG=$(CLANG) BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate ./...
+	cd reflector && BPF_CLANG=$(CLANG) BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate ./...
 
 .PHONY: check-generated
 check-generated: generate ## fail when the committed BPF objects are stale
-	@git diff --exit-code --stat -- loader/ || { echo "loader/: committed BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
-	@test -z "$$(git status --porcelain -- loader/)" || { git status --porcelain -- loader/; echo "loader/: untracked generated files" >&2; exit 1; }
+	@git diff --exit-code --stat -- loader/ reflector/ || { echo "loader/, reflector/: committed BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- loader/ reflector/)" || { git status --porcelain -- loader/ reflector/; echo "loader/, reflector/: untracked generated files" >&2; exit 1; }
 
 .PHONY: deps
 deps: ## install what the tests need (apt-get, as root, only when missing)
