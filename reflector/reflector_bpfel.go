@@ -27,6 +27,7 @@ type ReflectorReflStats struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	ReflectorMapStats       = "stats"
+	ReflectorProgXdpPass    = "xdp_pass"
 	ReflectorProgXdpReflect = "xdp_reflect"
 	ReflectorVarCfgDepth    = "cfg_depth"
 	ReflectorVarCfgDst4     = "cfg_dst4"
@@ -81,6 +82,7 @@ type ReflectorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ReflectorProgramSpecs struct {
+	XdpPass    *ebpf.ProgramSpec `ebpf:"xdp_pass"`
 	XdpReflect *ebpf.ProgramSpec `ebpf:"xdp_reflect"`
 }
 
@@ -154,11 +156,13 @@ type ReflectorVariables struct {
 //
 // It can be passed to LoadReflectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ReflectorPrograms struct {
+	XdpPass    *ebpf.Program `ebpf:"xdp_pass"`
 	XdpReflect *ebpf.Program `ebpf:"xdp_reflect"`
 }
 
 func (p *ReflectorPrograms) Close() error {
 	return _ReflectorClose(
+		p.XdpPass,
 		p.XdpReflect,
 	)
 }

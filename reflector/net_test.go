@@ -1,0 +1,134 @@
+package reflector
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/turnpath/turnpath/engine"
+	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/trace"
+)
+
+func netUp(t *testing.T, depth int) *Net {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces and BPF")
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	n, err := Up(context.Background(), Options{Prefix: "rft" + hex.EncodeToString(b), Depth: depth})
+	if err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := n.Down(); err != nil {
+			t.Errorf("down: %v", err)
+		}
+	})
+	return n
+}
+
+// openEngine makes an engine of the given kind in the prober namespace.
+func openEngine(n *Net, kind string, flows []probe.Flow, payload string) (trace.Engine, error) {
+	p, err := probe.ParsePayload(payload)
+	if err != nil {
+		return nil, err
+	}
+	cfg := engine.Config{Flows: flows, Payload: p, Nonce: 0x5eed, Ifindexes: []int{n.Ifindex()}}
+	if err := n.UseEngine(kind); err != nil {
+		return nil, err
+	}
+	var eng trace.Engine
+	err = n.Do(func() error {
+		var err error
+		if kind == "ebpf" {
+			eng, err = engine.NewEBPF(cfg)
+		} else {
+			eng, err = engine.NewSocket(cfg)
+		}
+		return err
+	})
+	return eng, err
+}
+
+// Both engines trace through the reflector and see exactly Depth hops, every hop from
+// its responder, the destination at Depth.
+func TestNetTraceDepth(t *testing.T) {
+	const depth = 12
+	n := netUp(t, depth)
+	for _, kind := range []string{"ebpf", "socket"} {
+		for _, c := range []struct {
+			proto   probe.Proto
+			v6      bool
+			payload string
+		}{{probe.ProtoUDP, false, "stun"}, {probe.ProtoUDP, true, "stun"}, {probe.ProtoICMP, false, "none"},
+			{probe.ProtoTCP, true, "none"}} {
+			var flows []probe.Flow
+			for i := 0; i < 5; i++ {
+				dst := Target(i*1000, c.v6)
+				flows = append(flows, probe.Flow{Src: n.Source(dst), Dst: dst, Proto: c.proto, SPort: 50000, DPort: 3478})
+			}
+			eng, err := openEngine(n, kind, flows, c.payload)
+			if err != nil {
+				t.Fatalf("%s engine: %v", kind, err)
+			}
+			opts := trace.DefaultOptions()
+			opts.Rate = 0
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			res, err := trace.Run(ctx, eng, len(flows), opts)
+			cancel()
+			eng.Close()
+			if err != nil {
+				t.Fatalf("%s %v: %v", kind, c, err)
+			}
+			for i, r := range res {
+				if !r.Reached || r.DestTTL != depth || len(r.Hops) != depth {
+					t.Fatalf("%s %v target %s: reached %v at %d with %d hops", kind, c, flows[i].Dst, r.Reached, r.DestTTL, len(r.Hops))
+				}
+				for _, h := range r.Hops {
+					want := n.Responder(h.TTL, c.v6)
+					if h.TTL == depth {
+						want = flows[i].Dst
+					}
+					for a, rep := range h.Replies {
+						if rep == nil || rep.From != want {
+							t.Fatalf("%s %v target %s ttl %d attempt %d: %+v, want from %s", kind, c, flows[i].Dst, h.TTL, a, rep, want)
+						}
+						if kind == "ebpf" && !rep.Kernel {
+							t.Errorf("ebpf: no kernel timestamps")
+						}
+						if rep.NAT != "" {
+							t.Errorf("%s: NAT note %q", kind, rep.NAT)
+						}
+					}
+				}
+			}
+		}
+	}
+	st, err := n.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TimeExceeded == 0 || st.Unreachable == 0 || st.Echo == 0 || st.Errors != 0 {
+		t.Errorf("reflector stats %+v", st)
+	}
+}
+
+func TestTargets(t *testing.T) {
+	seen := map[netip.Addr]bool{}
+	for _, i := range []int{0, 1, 65535, 65536, MaxTargets4 - 1} {
+		a := Target(i, false)
+		if !probed4.Contains(a) || seen[a] || a.As4()[2] >= 254 && a.As4()[1] == 18 {
+			t.Errorf("target %d = %s", i, a)
+		}
+		seen[a] = true
+	}
+	if a := Target(70000, true); !probed6.Contains(a) || link6.Contains(a) {
+		t.Errorf("v6 target %s", a)
+	}
+}
