@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/turnpath/turnpath/loader"
@@ -22,8 +23,7 @@ type EBPF struct {
 	objs     *loader.Objects
 	attach   []*loader.Attachment
 	reader   *loader.EventReader
-	mu       sync.Mutex
-	sentMono map[trace.Probe]uint64 // Go-side send time (CLOCK_MONOTONIC) when TC missed one
+	sentMono sendTimes // Go-side send times (CLOCK_MONOTONIC), for replies TC has no time for
 	replies  chan trace.Reply
 	errs     chan error
 	done     chan struct{}
@@ -46,7 +46,7 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &EBPF{cfg: cfg, ix: newIndex(cfg.Flows), objs: objs, sentMono: map[trace.Probe]uint64{},
+	e := &EBPF{cfg: cfg, ix: newIndex(cfg.Flows), objs: objs,
 		replies: make(chan trace.Reply, 4096), errs: make(chan error, 4), done: make(chan struct{})}
 	for i, f := range cfg.Flows {
 		if err := objs.SetFlow(uint32(tagOf(i)), f.Dst, f.SPort); err != nil {
@@ -92,9 +92,7 @@ func (e *EBPF) Send(p trace.Probe) error {
 	if err != nil {
 		return err
 	}
-	e.mu.Lock()
-	e.sentMono[p] = loader.KernelNow()
-	e.mu.Unlock()
+	e.sentMono.put(p, loader.KernelNow())
 	return e.sender.Send(f, id, p.TTL, tagOf(p.Target), e.cfg.Nonce, e.cfg.Payload)
 }
 
@@ -193,10 +191,7 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	if rtt := ev.RTT(); rtt > 0 {
 		rep.RTT, rep.Kernel = rtt, true
 	} else {
-		e.mu.Lock()
-		sent := e.sentMono[tp]
-		e.mu.Unlock()
-		if sent != 0 && ev.RxNs > sent {
+		if sent := e.sentMono.get(tp); sent != 0 && ev.RxNs > sent {
 			rep.RTT = time.Duration(ev.RxNs - sent)
 		}
 	}
@@ -254,4 +249,45 @@ func stunPrefix(b []byte) []byte {
 	out := append([]byte(nil), b[:stunHeaderLen+n]...)
 	binary.BigEndian.PutUint16(out[2:], uint16(n))
 	return out
+}
+
+// sendTimes remembers the Go-side send time of the most recent probes, in a fixed table
+// (memory does not grow with the probes sent): TC egress stamps every probe in the
+// kernel, so this is only the fallback for a reply whose `sent` entry is gone (the LRU
+// map evicted it) or was never made (a probe that left by an interface without the TC
+// program). Slot = hash of the probe; a newer probe overwrites an older one in its slot.
+// Lock-free: the key is written after the time and checked before and after reading it.
+type sendTimes struct {
+	slots [sendTimeSlots]struct{ key, ns atomic.Uint64 }
+}
+
+const sendTimeSlots = 1 << 14
+
+func sendKey(p trace.Probe) uint64 {
+	return uint64(p.Target)<<16 | uint64(p.TTL)<<8 | uint64(p.Attempt) | 1<<63
+}
+
+func (s *sendTimes) slot(k uint64) int {
+	return int((k * 0x9e3779b97f4a7c15) >> (64 - 14))
+}
+
+func (s *sendTimes) put(p trace.Probe, ns uint64) {
+	k := sendKey(p)
+	sl := &s.slots[s.slot(k)]
+	sl.key.Store(0)
+	sl.ns.Store(ns)
+	sl.key.Store(k)
+}
+
+func (s *sendTimes) get(p trace.Probe) uint64 {
+	k := sendKey(p)
+	sl := &s.slots[s.slot(k)]
+	if sl.key.Load() != k {
+		return 0
+	}
+	ns := sl.ns.Load()
+	if sl.key.Load() != k {
+		return 0
+	}
+	return ns
 }

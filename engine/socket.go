@@ -17,17 +17,22 @@ import (
 // Socket is the plain-socket engine: the fallback where BPF cannot load, and the yardstick
 // the eBPF engine is measured against.
 type Socket struct {
-	cfg     Config
-	ix      *index
-	sender  *probe.Sender
-	files   []*os.File
-	mu      sync.Mutex // guards matcher
-	matcher *probe.Matcher
-	replies chan trace.Reply
-	errs    chan error
-	done    chan struct{}
-	wg      sync.WaitGroup
-	closeMu sync.Once
+	cfg    Config
+	ix     *index
+	sender *probe.Sender
+	files  []*os.File
+	mu     sync.Mutex // guards matcher, old, rotated
+	// Outstanding probes live in two generations so memory stays bounded on long runs:
+	// every Timeout the current matcher becomes the old one and the old one is dropped.
+	// A probe is thus kept between Timeout and 2*Timeout, and a reply later than Timeout
+	// is stale anyway.
+	matcher, old *probe.Matcher
+	rotated      int64 // UnixNano of the last rotation
+	replies      chan trace.Reply
+	errs         chan error
+	done         chan struct{}
+	wg           sync.WaitGroup
+	closeMu      sync.Once
 }
 
 // NewSocket opens the raw sockets and starts the receivers.
@@ -39,11 +44,9 @@ func NewSocket(cfg Config) (*Socket, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	v4, v6 := cfg.families()
-	s := &Socket{cfg: cfg, ix: newIndex(cfg.Flows), matcher: probe.NewMatcher(cfg.Nonce, cfg.Timeout),
+	s := &Socket{cfg: cfg, ix: newIndex(cfg.Flows), rotated: time.Now().UnixNano(),
 		replies: make(chan trace.Reply, 4096), errs: make(chan error, 4), done: make(chan struct{})}
-	for i, f := range cfg.Flows {
-		s.matcher.AddFlow(tagOf(i), f)
-	}
+	s.matcher = s.newMatcher()
 	var err error
 	if s.sender, err = probe.NewSender(v4, v6); err != nil {
 		return nil, err
@@ -101,17 +104,30 @@ func (s *Socket) Send(p trace.Probe) error {
 	if err != nil {
 		return err
 	}
-	pr := probe.Probe{Flow: f, Tag: tagOf(p.Target), ID: id, TTL: p.TTL, SentNS: time.Now().UnixNano()}
+	now := time.Now().UnixNano()
+	pr := probe.Probe{Flow: f, Tag: tagOf(p.Target), ID: id, TTL: p.TTL, SentNS: now}
 	if f.Proto == probe.ProtoUDP {
 		pr.Checksum = uint16(id)
 	}
 	s.mu.Lock()
+	if now-s.rotated >= int64(s.cfg.Timeout) {
+		s.old, s.matcher, s.rotated = s.matcher, s.newMatcher(), now
+	}
 	err = s.matcher.Add(pr)
 	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("register probe: %w", err)
 	}
 	return s.sender.Send(f, id, p.TTL, tagOf(p.Target), s.cfg.Nonce, s.cfg.Payload)
+}
+
+// newMatcher is an empty matcher that knows every flow (for replies matched by flowtag).
+func (s *Socket) newMatcher() *probe.Matcher {
+	m := probe.NewMatcher(s.cfg.Nonce, s.cfg.Timeout)
+	for i, f := range s.cfg.Flows {
+		m.AddFlow(tagOf(i), f)
+	}
+	return m
 }
 
 // Close stops the receivers and closes every socket.
@@ -148,6 +164,7 @@ func (s *Socket) openRaw(family, proto int, kind sockKind) error {
 		unix.Close(fd)
 		return fmt.Errorf("enable receive timestamps: %w", err)
 	}
+	bigReceiveBuffer(fd)
 	if family == unix.AF_INET6 {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1); err != nil {
 			unix.Close(fd)
@@ -186,6 +203,7 @@ func (s *Socket) openUDP() error {
 		}
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		bigReceiveBuffer(fd)
 		if err := unix.Bind(fd, sa); err != nil {
 			unix.Close(fd)
 			return fmt.Errorf("bind UDP %s: %w (another program uses this source port? try --sport)", ap, err)
@@ -199,6 +217,18 @@ func (s *Socket) openUDP() error {
 		go s.recvLoop(f, family, kindUDP)
 	}
 	return nil
+}
+
+// receiveBuffer is what the receive sockets ask for: a burst of answers to a fast run
+// (thousands of probes in flight) must not overflow the default ~200 KiB.
+const receiveBuffer = 8 << 20
+
+// bigReceiveBuffer raises the socket's receive buffer: past net.core.rmem_max with
+// CAP_NET_ADMIN (SO_RCVBUFFORCE), else up to it. Failure only costs capacity.
+func bigReceiveBuffer(fd int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, receiveBuffer) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, receiveBuffer)
+	}
 }
 
 func (s *Socket) recvLoop(f *os.File, family int, kind sockKind) {
@@ -251,6 +281,9 @@ func (s *Socket) recvLoop(f *os.File, family int, kind sockKind) {
 		}
 		s.mu.Lock()
 		m, err := s.matcher.Match(&r, rxNS)
+		if errors.Is(err, probe.ErrUnknownProbe) && s.old != nil {
+			m, err = s.old.Match(&r, rxNS)
+		}
 		s.mu.Unlock()
 		if err != nil {
 			continue

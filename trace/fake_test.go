@@ -113,3 +113,11 @@ func (f *fakeNet) sentProbes() []Probe {
 }
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func (f *fakeNet) sentCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sent)
+}
+
+func sleepShort() { time.Sleep(time.Millisecond) }

@@ -8,12 +8,20 @@
 // waiting for round one's silent hops to time out. The trace ends when every probe sent has an
 // answer, or when the adaptive timeout (a multiple of the largest RTT seen, within
 // [MinWait, Wait]) has passed since the last send.
+//
+// Long target lists go through a window: at most Options.Window targets are traced at
+// once, the next ones enter (in list order) as others finish, and each finished target's
+// Result is handed over (Stream) and forgotten. Memory therefore grows with the window,
+// not with the list. Each target finishes on its own: when every probe it sent within
+// its limit is answered, or the adaptive timeout has passed since its own last send.
 package trace
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -26,6 +34,9 @@ type Options struct {
 	MinWait  time.Duration // floor of the adaptive wait
 	Rate     float64       // probes per second over all targets; 0 = unpaced
 	Burst    int           // token-bucket burst
+	// Window caps the targets traced at once (0: DefaultWindow). Targets enter in list
+	// order as others finish; engines that implement Windowed are told.
+	Window int
 	// Progress, if set, is called from the run loop after each send and reply.
 	Progress func(Progress)
 }
@@ -34,6 +45,11 @@ type Options struct {
 type Progress struct {
 	Sent, Answered, Targets, Reached int
 }
+
+// DefaultWindow is the window when Options.Window is 0: up to 1024 targets at once keep
+// a few hundred KiB of state and at most 1024*MaxTTL*Queries probes outstanding (the
+// eBPF engine's kernel table holds 65536).
+const DefaultWindow = 1024
 
 // DefaultOptions match what mtr/trippy users expect, with a much shorter wait thanks to
 // adaptive timeouts.
@@ -56,6 +72,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("wait %v must be positive", o.Wait)
 	case o.Rate < 0:
 		return fmt.Errorf("rate %v must not be negative", o.Rate)
+	case o.Window < 0:
+		return fmt.Errorf("window %d must not be negative", o.Window)
 	}
 	return nil
 }
@@ -68,42 +86,62 @@ type Hop struct {
 
 // Result is one target's trace.
 type Result struct {
-	Target  int
+	Target  int // index in the target list
 	Hops    []Hop
 	Reached bool
 	// DestTTL is the distance of the destination, or of the hop that ended the trace with an
 	// unreachable (Reached false); 0 when nothing ended it.
 	DestTTL int
 	Sent    int
-	Start   time.Time
-	End     time.Time
+	Start   time.Time // when the target entered the window
+	End     time.Time // when it finished (or the run stopped)
 }
 
-type key struct {
-	target, ttl, attempt int
+// Windowed is implemented by engines that hold per-target state (flows, flowtags) only
+// while trace works on a target: Admit comes before the target's first probe, Release
+// after its last reply is wanted. Replies for a released target are ignored.
+type Windowed interface {
+	Admit(target int) error
+	Release(target int)
+}
+
+// target is the state of one target in the window.
+type target struct {
+	idx      int
+	replies  []*Reply // by (ttl-FirstTTL)*Queries + attempt
+	sent     []bool   // same index
+	dest     int      // TTL that ended it (0 unknown)
+	reached  bool
+	extra    bool // attempts 1..q-1 queued
+	queued   int  // probes of this target in the queue
+	pending  int  // sent within the limit and not answered
+	sentN    int
+	maxTTL   int // highest TTL answered
+	start    time.Time
+	lastSend time.Time
+	elem     *list.Element // in run.bySend
 }
 
 type run struct {
-	opt      Options
-	eng      Engine
-	n        int
-	queue    []Probe
-	sent     map[key]time.Time
-	replies  map[key]*Reply
-	dest     []int  // per target: TTL that ended it (0 unknown)
-	reached  []bool // per target
-	extra    []bool // per target: attempts 1..q-1 queued
-	start    time.Time
-	maxRTT   time.Duration
-	answered int
-	// pending counts probes sent within their target's limit and not answered yet, and
-	// sentBy the probes sent per target, so neither is a scan over every probe per reply.
-	pending int
-	sentBy  []int
+	opt     Options
+	eng     Engine
+	win     Windowed // nil if the engine is not windowed
+	emit    func(Result) error
+	n       int
+	next    int // next target to admit
+	active  map[int]*target
+	bySend  *list.List // active targets by last send, oldest first
+	queue   []Probe
+	head    int // queue[head:] is pending
+	maxRTT  time.Duration
+	sentAll int
+	answers int
+	reached int
 }
 
 // Run traces n targets over eng. It returns when done, or with ctx's error when cancelled
-// (results so far are still returned), or with an engine error.
+// (results so far are still returned), or with an engine error. It keeps every Result:
+// for long lists use Stream.
 func Run(ctx context.Context, eng Engine, n int, opt Options) ([]Result, error) {
 	if err := opt.Validate(); err != nil {
 		return nil, err
@@ -111,64 +149,158 @@ func Run(ctx context.Context, eng Engine, n int, opt Options) ([]Result, error) 
 	if n <= 0 {
 		return nil, errors.New("no targets")
 	}
+	out := make([]Result, n)
+	start := time.Now()
+	for i := range out {
+		out[i] = Result{Target: i, Start: start}
+	}
+	err := Stream(ctx, eng, n, opt, func(r Result) error {
+		out[r.Target] = r
+		return nil
+	})
+	end := time.Now()
+	for i := range out {
+		if out[i].End.IsZero() {
+			out[i].End = end
+		}
+	}
+	return out, err
+}
+
+// Stream traces n targets over eng through a window of Options.Window targets and calls
+// emit with each target's Result as soon as it is finished, in the order they finish; an
+// error from emit stops the run. On cancellation or an engine error the targets in the
+// window are emitted as they are (targets never started are not) and the error returned.
+func Stream(ctx context.Context, eng Engine, n int, opt Options, emit func(Result) error) error {
+	if err := opt.Validate(); err != nil {
+		return err
+	}
+	if n <= 0 {
+		return errors.New("no targets")
+	}
 	if opt.MinWait <= 0 || opt.MinWait > opt.Wait {
 		opt.MinWait = opt.Wait
 	}
-	r := &run{
-		opt: opt, eng: eng, n: n,
-		sent: map[key]time.Time{}, replies: map[key]*Reply{},
-		dest: make([]int, n), reached: make([]bool, n), extra: make([]bool, n), sentBy: make([]int, n),
-		start: time.Now(),
+	if opt.Window == 0 {
+		opt.Window = DefaultWindow
 	}
-	for ttl := opt.FirstTTL; ttl <= opt.MaxTTL; ttl++ {
-		for t := 0; t < n; t++ {
-			r.queue = append(r.queue, Probe{Target: t, TTL: uint8(ttl)})
+	r := &run{opt: opt, eng: eng, emit: emit, n: n, active: map[int]*target{}, bySend: list.New()}
+	r.win, _ = eng.(Windowed)
+	err := r.admit()
+	if err == nil {
+		err = r.loop(ctx)
+	}
+	if err != nil {
+		// Hand over what the window holds, in target order.
+		idx := make([]int, 0, len(r.active))
+		for t := range r.active {
+			idx = append(idx, t)
+		}
+		slices.Sort(idx)
+		for _, t := range idx {
+			if eerr := r.finish(r.active[t]); eerr != nil {
+				return errors.Join(err, eerr)
+			}
 		}
 	}
-	err := r.loop(ctx)
-	return r.results(), err
+	return err
 }
+
+// admit fills the window with the next targets and queues their first round TTL-major.
+func (r *run) admit() error {
+	var batch []*target
+	for len(r.active) < r.opt.Window && r.next < r.n {
+		t := r.next
+		r.next++
+		if r.win != nil {
+			if err := r.win.Admit(t); err != nil {
+				return fmt.Errorf("admit target %d: %w", t, err)
+			}
+		}
+		slots := (r.opt.MaxTTL - r.opt.FirstTTL + 1) * r.opt.Queries
+		st := &target{idx: t, replies: make([]*Reply, slots), sent: make([]bool, slots), start: time.Now()}
+		st.elem = r.bySend.PushBack(st)
+		r.active[t] = st
+		batch = append(batch, st)
+	}
+	for ttl := r.opt.FirstTTL; ttl <= r.opt.MaxTTL; ttl++ {
+		for _, st := range batch {
+			r.push(st, Probe{Target: st.idx, TTL: uint8(ttl)})
+		}
+	}
+	return nil
+}
+
+func (r *run) push(st *target, p Probe) {
+	r.queue = append(r.queue, p)
+	st.queued++
+}
+
+// pop removes the queue's head; the slice is compacted once half of it is consumed.
+func (r *run) pop() {
+	r.head++
+	if r.head == len(r.queue) {
+		r.queue, r.head = r.queue[:0], 0
+	} else if r.head >= 1024 && r.head*2 >= len(r.queue) {
+		n := copy(r.queue, r.queue[r.head:])
+		r.queue, r.head = r.queue[:n], 0
+	}
+}
+
+func (r *run) slot(ttl, attempt int) int { return (ttl-r.opt.FirstTTL)*r.opt.Queries + attempt }
 
 func (r *run) loop(ctx context.Context) error {
 	pace := newPacer(r.opt.Rate, r.opt.Burst)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	var lastSend time.Time
 	for {
 		// Send what the pacer allows right now.
 		now := time.Now()
 		var delay time.Duration
-		for len(r.queue) > 0 {
-			p := r.queue[0]
-			if r.skip(p) {
-				r.queue = r.queue[1:]
+		for r.head < len(r.queue) {
+			p := r.queue[r.head]
+			st := r.active[p.Target]
+			if r.skip(st, p) {
+				r.pop()
+				st.queued--
+				if err := r.maybeFinish(st); err != nil {
+					return err
+				}
 				continue
 			}
 			if delay = pace.take(now); delay > 0 {
 				break
 			}
-			r.queue = r.queue[1:]
+			r.pop()
+			st.queued--
 			if err := r.eng.Send(p); err != nil {
 				return fmt.Errorf("send probe: %w", err)
 			}
 			now = time.Now()
-			lastSend = now
-			r.sent[key{p.Target, int(p.TTL), int(p.Attempt)}] = now
-			r.sentBy[p.Target]++
-			r.pending++ // skip() let it through, so it is within the limit
+			st.lastSend = now
+			r.bySend.MoveToBack(st.elem)
+			st.sent[r.slot(int(p.TTL), int(p.Attempt))] = true
+			st.sentN++
+			st.pending++ // skip() let it through, so it is within the limit
+			r.sentAll++
 			r.progress()
 		}
-		if len(r.queue) == 0 {
-			if r.complete() {
-				return nil
-			}
-			wait := r.timeout() - time.Since(lastSend)
-			if wait <= 0 {
-				if r.queueExtraForUnfinished() {
-					continue
-				}
-				return nil
-			}
+		// Targets whose wait is over: give them their other attempts, or finish them
+		// (which lets new targets in).
+		queued := len(r.queue) - r.head
+		wait, err := r.expire(now)
+		if err != nil {
+			return err
+		}
+		if len(r.active) == 0 && r.next >= r.n {
+			return nil
+		}
+		switch {
+		case len(r.queue)-r.head > queued:
+			continue // new probes: send what the pacer allows
+		case queued > 0: // the pacer said wait
+			delay = min(delay, wait)
+		default:
 			delay = wait
 		}
 		resetTimer(timer, delay)
@@ -178,111 +310,140 @@ func (r *run) loop(ctx context.Context) error {
 		case err := <-r.eng.Errors():
 			return err
 		case rep := <-r.eng.Replies():
-			r.record(&rep)
+			if err := r.record(&rep); err != nil {
+				return err
+			}
 		case <-timer.C:
 		}
 	}
 }
 
-func resetTimer(t *time.Timer, d time.Duration) {
-	if !t.Stop() {
-		select {
-		case <-t.C:
-		default:
+// expire handles the targets whose adaptive wait since their last send is over and
+// returns how long until the next one's is.
+func (r *run) expire(now time.Time) (time.Duration, error) {
+	to := r.timeout()
+	for e := r.bySend.Front(); e != nil; {
+		st := e.Value.(*target)
+		e = e.Next()
+		if st.queued > 0 {
+			continue // still sending; its wait starts after its last probe
+		}
+		if left := st.lastSend.Add(to).Sub(now); left > 0 {
+			return left, nil
+		}
+		if !st.extra && r.queueExtra(st) {
+			continue
+		}
+		if err := r.finish(st); err != nil {
+			return 0, err
 		}
 	}
-	t.Reset(d)
+	return to, nil
 }
 
 // skip drops queued probes past a destination's known distance.
-func (r *run) skip(p Probe) bool {
-	d := r.dest[p.Target]
-	return d != 0 && int(p.TTL) > d
+func (r *run) skip(st *target, p Probe) bool {
+	return st.dest != 0 && int(p.TTL) > st.dest
 }
 
-func (r *run) record(rep *Reply) {
+func (r *run) record(rep *Reply) error {
 	p := rep.Probe
-	if p.Target < 0 || p.Target >= r.n {
-		return
+	st := r.active[p.Target]
+	ttl, a := int(p.TTL), int(p.Attempt)
+	if st == nil || ttl < r.opt.FirstTTL || ttl > r.opt.MaxTTL || a >= r.opt.Queries {
+		return nil // finished, not admitted, or not ours
 	}
-	k := key{p.Target, int(p.TTL), int(p.Attempt)}
-	if _, ok := r.sent[k]; !ok || r.replies[k] != nil {
-		return // not ours, or a duplicate: first answer wins
+	i := r.slot(ttl, a)
+	if !st.sent[i] || st.replies[i] != nil {
+		return nil // not sent, or a duplicate: first answer wins
 	}
-	if k.ttl <= r.limit(p.Target) {
-		r.pending--
+	if ttl <= r.limit(st) {
+		st.pending--
 	}
-	r.replies[k] = rep
-	r.answered++
+	st.replies[i] = rep
+	st.maxTTL = max(st.maxTTL, ttl)
+	r.answers++
 	if rep.RTT > r.maxRTT {
 		r.maxRTT = rep.RTT
 	}
-	ttl := int(p.TTL)
 	final := rep.Reached() || rep.Kind == KindUnreachable
-	if final && (r.dest[p.Target] == 0 || ttl < r.dest[p.Target]) {
-		r.shrinkLimit(p.Target, ttl)
-		r.dest[p.Target] = ttl
-		r.reached[p.Target] = rep.Reached()
-		r.queueExtra(p.Target)
+	if final && (st.dest == 0 || ttl < st.dest) {
+		r.shrinkLimit(st, ttl)
+		st.dest = ttl
+		if rep.Reached() && !st.reached {
+			r.reached++
+		}
+		st.reached = rep.Reached()
+		r.queueExtra(st)
 	}
 	r.progress()
+	return r.maybeFinish(st)
 }
 
-// shrinkLimit stops waiting for the unanswered probes of target t past its new limit d.
-func (r *run) shrinkLimit(t, d int) {
-	for ttl := d + 1; ttl <= r.limit(t); ttl++ {
+// maybeFinish finishes a target with nothing left to send or wait for.
+func (r *run) maybeFinish(st *target) error {
+	if st.extra && st.queued == 0 && st.pending == 0 && r.active[st.idx] == st {
+		return r.finish(st)
+	}
+	return nil
+}
+
+// shrinkLimit stops waiting for the unanswered probes of a target past its new limit d.
+func (r *run) shrinkLimit(st *target, d int) {
+	for ttl := d + 1; ttl <= r.limit(st); ttl++ {
 		for a := 0; a < r.opt.Queries; a++ {
-			k := key{t, ttl, a}
-			if _, sent := r.sent[k]; sent && r.replies[k] == nil {
-				r.pending--
+			if i := r.slot(ttl, a); st.sent[i] && st.replies[i] == nil {
+				st.pending--
 			}
 		}
 	}
 }
 
-// queueExtra queues attempts 1..q-1 for every TTL up to the target's limit, once.
-func (r *run) queueExtra(t int) {
-	if r.extra[t] {
-		return
+// queueExtra queues attempts 1..q-1 for every TTL up to the target's limit, once, and
+// reports whether it queued anything.
+func (r *run) queueExtra(st *target) bool {
+	if st.extra {
+		return false
 	}
-	r.extra[t] = true
-	limit := r.limit(t)
+	st.extra = true
+	limit := r.limit(st)
+	queued := false
 	for a := 1; a < r.opt.Queries; a++ {
 		for ttl := r.opt.FirstTTL; ttl <= limit; ttl++ {
-			r.queue = append(r.queue, Probe{Target: t, TTL: uint8(ttl), Attempt: uint8(a)})
-		}
-	}
-}
-
-// queueExtraForUnfinished gives targets whose destination stayed silent their remaining
-// attempts; reports whether anything was queued.
-func (r *run) queueExtraForUnfinished() bool {
-	queued := false
-	for t := 0; t < r.n; t++ {
-		if !r.extra[t] {
-			r.queueExtra(t)
-			queued = queued || r.opt.Queries > 1
+			r.push(st, Probe{Target: st.idx, TTL: uint8(ttl), Attempt: uint8(a)})
+			queued = true
 		}
 	}
 	return queued
 }
 
-func (r *run) limit(t int) int {
-	if r.dest[t] != 0 {
-		return r.dest[t]
+func (r *run) limit(st *target) int {
+	if st.dest != 0 {
+		return st.dest
 	}
 	return r.opt.MaxTTL
 }
 
-// complete: every target has had all its attempts queued, and every probe sent within a
-// target's limit has its answer.
-func (r *run) complete() bool {
-	for t := 0; t < r.n; t++ {
-		if !r.extra[t] {
-			return false
-		}
+// finish hands the target's Result over, forgets it and lets the next targets in.
+func (r *run) finish(st *target) error {
+	delete(r.active, st.idx)
+	r.bySend.Remove(st.elem)
+	if r.win != nil {
+		r.win.Release(st.idx)
 	}
-	return r.pending == 0
+	res := Result{Target: st.idx, Reached: st.reached, DestTTL: st.dest, Sent: st.sentN, Start: st.start, End: time.Now()}
+	last := st.dest
+	if last == 0 { // unreached: show up to the last TTL that answered
+		last = st.maxTTL
+	}
+	for ttl := r.opt.FirstTTL; ttl <= last; ttl++ {
+		i := r.slot(ttl, 0)
+		res.Hops = append(res.Hops, Hop{TTL: ttl, Replies: st.replies[i : i+r.opt.Queries : i+r.opt.Queries]})
+	}
+	if err := r.emit(res); err != nil {
+		return err
+	}
+	return r.admit()
 }
 
 // timeout adapts to the RTTs seen: silent hops are given a few times the slowest answer.
@@ -301,37 +462,15 @@ func (r *run) progress() {
 	if r.opt.Progress == nil {
 		return
 	}
-	reached := 0
-	for _, ok := range r.reached {
-		if ok {
-			reached++
-		}
-	}
-	r.opt.Progress(Progress{Sent: len(r.sent), Answered: r.answered, Targets: r.n, Reached: reached})
+	r.opt.Progress(Progress{Sent: r.sentAll, Answered: r.answers, Targets: r.n, Reached: r.reached})
 }
 
-func (r *run) results() []Result {
-	now := time.Now()
-	out := make([]Result, r.n)
-	for t := range out {
-		res := Result{Target: t, Reached: r.reached[t], DestTTL: r.dest[t], Start: r.start, End: now}
-		last := r.dest[t]
-		if last == 0 { // unreached: show up to the last TTL that answered
-			for k, rep := range r.replies {
-				if k.target == t && rep != nil && k.ttl > last {
-					last = k.ttl
-				}
-			}
+func resetTimer(t *time.Timer, d time.Duration) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
 		}
-		for ttl := r.opt.FirstTTL; ttl <= last; ttl++ {
-			h := Hop{TTL: ttl, Replies: make([]*Reply, r.opt.Queries)}
-			for a := 0; a < r.opt.Queries; a++ {
-				h.Replies[a] = r.replies[key{t, ttl, a}]
-			}
-			res.Hops = append(res.Hops, h)
-		}
-		res.Sent = r.sentBy[t]
-		out[t] = res
 	}
-	return out
+	t.Reset(d)
 }

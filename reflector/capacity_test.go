@@ -1,0 +1,42 @@
+package reflector
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestCapacity is a short capacity run per engine (100k probes; TP_CAPACITY_PROBES sets
+// more): everything sent must be answered and matched.
+func TestCapacity(t *testing.T) {
+	n := netUp(t, 8)
+	probes := 100_000
+	if s := os.Getenv("TP_CAPACITY_PROBES"); s != "" {
+		probes, _ = strconv.Atoi(s)
+	}
+	cpu := 0
+	if s := os.Getenv("TP_CAPACITY_CPU"); s != "" {
+		cpu, _ = strconv.Atoi(s)
+	}
+	for _, kind := range []string{"ebpf", "socket"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		res, err := n.Capacity(ctx, CapacityOptions{Engine: kind, Probes: probes, CPU: cpu})
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+		b, _ := json.Marshal(res)
+		t.Logf("%s", b)
+		if res.Sent != int64(probes) || res.Answered < uint64(res.Sent) {
+			t.Errorf("%s: sent %d of %d, reflector answered %d", kind, res.Sent, probes, res.Answered)
+		}
+		// Some loss is allowed at full speed (a ring buffer or socket buffer overflows
+		// while one core does everything), but most must be matched.
+		if res.Matched < res.Sent*9/10 {
+			t.Errorf("%s: matched %d of %d", kind, res.Matched, res.Sent)
+		}
+	}
+}
