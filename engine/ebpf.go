@@ -18,7 +18,7 @@ import (
 // and delivered through the ring buffer, both timestamps from the same kernel clock.
 type EBPF struct {
 	cfg      Config
-	ix       *index
+	ft       *flowTable
 	sender   *probe.Sender
 	objs     *loader.Objects
 	attach   []*loader.Attachment
@@ -40,13 +40,13 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 		return nil, errors.New("ebpf engine: no interface to attach to")
 	}
 	lo, hi := cfg.sportRange()
-	proto := uint8(cfg.Flows[0].Proto)
-	objs, err := loader.Load(loader.Config{Proto: proto, SportLo: lo, SportHi: hi, DPort: cfg.Flows[0].DPort,
+	proto := uint8(cfg.shape()[0].Proto)
+	objs, err := loader.Load(loader.Config{Proto: proto, SportLo: lo, SportHi: hi, DPort: cfg.shape()[0].DPort,
 		Nonce: cfg.Nonce, Drop: true})
 	if err != nil {
 		return nil, err
 	}
-	e := &EBPF{cfg: cfg, ix: newIndex(cfg.Flows), objs: objs,
+	e := &EBPF{cfg: cfg, ft: newFlowTable(&cfg), objs: objs,
 		replies: make(chan trace.Reply, 4096), errs: make(chan error, 4), done: make(chan struct{})}
 	for i, f := range cfg.Flows {
 		if err := objs.SetFlow(uint32(tagOf(i)), f.Dst, f.SPort); err != nil {
@@ -85,9 +85,34 @@ func (e *EBPF) Name() string                { return "ebpf" }
 func (e *EBPF) Replies() <-chan trace.Reply { return e.replies }
 func (e *EBPF) Errors() <-chan error        { return e.errs }
 
+// Admit registers target t's flowtag with XDP when the flows come from Config.FlowOf
+// (trace.Windowed); with Config.Flows every flow is registered from the start.
+func (e *EBPF) Admit(t int) error {
+	f, add, err := e.ft.admit(t)
+	if err != nil || !add {
+		return err
+	}
+	if err := e.objs.SetFlow(uint32(tagOf(t)), f.Dst, f.SPort); err != nil {
+		e.ft.release(t)
+		return fmt.Errorf("register flow: %w", err)
+	}
+	return nil
+}
+
+// Release forgets target t (Config.FlowOf): its flowtag leaves the kernel's table, which
+// holds 65536, so a run over more targets stays within it.
+func (e *EBPF) Release(t int) {
+	if _, ok := e.ft.release(t); ok {
+		_ = e.objs.DeleteFlow(uint32(tagOf(t)))
+	}
+}
+
 // Send builds and sends one probe; TC egress records its kernel send time.
 func (e *EBPF) Send(p trace.Probe) error {
-	f := e.cfg.Flows[p.Target]
+	f, ok := e.ft.flow(p.Target)
+	if !ok {
+		return fmt.Errorf("probe for unknown target %d", p.Target)
+	}
 	id, err := probe.MakeID(p.TTL, p.Attempt)
 	if err != nil {
 		return err
@@ -147,18 +172,21 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	var t int
 	var ok bool
 	if ev.Kind == loader.KindSTUN {
-		t, ok = e.ix.byTag(ev.FlowTag)
+		t, ok = e.ft.byTag(ev.FlowTag)
 	} else {
-		t, ok = e.ix.lookup(ev.Target, ev.SPort)
+		t, ok = e.ft.lookup(ev.Target, ev.SPort)
 	}
 	id := probe.ID(ev.ID)
 	if !ok || !id.Valid() {
 		return trace.Reply{}, false
 	}
+	f, ok := e.ft.flow(t)
+	if !ok {
+		return trace.Reply{}, false // released meanwhile
+	}
 	tp := toTraceProbe(t, id)
 	rep := trace.Reply{Probe: tp, From: ev.Responder, ICMPType: ev.ICMPType, ICMPCode: ev.ICMPCode,
 		ReplyTTL: ev.ReplyTTL, QuotedTTL: ev.QuotedTTL, Received: time.Now()}
-	f := e.cfg.Flows[t]
 	var fl probe.Flags
 	switch ev.Kind {
 	case loader.KindTimeExceeded:

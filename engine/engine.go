@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/turnpath/turnpath/probe"
@@ -26,7 +27,15 @@ type Config struct {
 	// Flows holds one flow per trace target, in target order. All flows share protocol and
 	// destination port; source ports may differ (MDA) but must be few and close together,
 	// since the kernel side matches a source port range.
-	Flows   []probe.Flow
+	Flows []probe.Flow
+	// FlowOf, set instead of Flows, gives target t's flow on demand, for long target
+	// lists: the engine asks for it when trace admits t (trace.Windowed) and forgets it
+	// at Release, so memory grows with trace's window, not with the list. Shape then
+	// holds one flow per (source address, source port) the targets use, with any of
+	// their destinations: protocol, ports, families and the sockets to open come from
+	// it, and every flow FlowOf returns must fit it.
+	FlowOf  func(target int) (probe.Flow, error)
+	Shape   []probe.Flow
 	Payload probe.Payload
 	Nonce   uint32
 	// Ifindexes are the interfaces the routes to the targets leave by.
@@ -35,12 +44,24 @@ type Config struct {
 	Timeout time.Duration
 }
 
+// shape is the flows that describe the run: all of them, or Shape for FlowOf.
+func (c *Config) shape() []probe.Flow {
+	if c.FlowOf != nil {
+		return c.Shape
+	}
+	return c.Flows
+}
+
 func (c *Config) validate() error {
-	if len(c.Flows) == 0 {
+	if c.FlowOf != nil && len(c.Flows) > 0 {
+		return errors.New("flows given both as a list and as FlowOf")
+	}
+	flows := c.shape()
+	if len(flows) == 0 {
 		return errors.New("no flows")
 	}
-	p, d := c.Flows[0].Proto, c.Flows[0].DPort
-	for _, f := range c.Flows {
+	p, d := flows[0].Proto, flows[0].DPort
+	for _, f := range flows {
 		if f.Proto != p || f.DPort != d {
 			return errors.New("all flows must share protocol and destination port")
 		}
@@ -53,7 +74,7 @@ func (c *Config) validate() error {
 
 // families reports which IP versions the flows use.
 func (c *Config) families() (v4, v6 bool) {
-	for _, f := range c.Flows {
+	for _, f := range c.shape() {
 		if f.Family() == probe.IPv4 {
 			v4 = true
 		} else {
@@ -65,7 +86,7 @@ func (c *Config) families() (v4, v6 bool) {
 
 func (c *Config) sportRange() (lo, hi uint16) {
 	lo, hi = 0xffff, 0
-	for _, f := range c.Flows {
+	for _, f := range c.shape() {
 		lo, hi = min(lo, f.SPort), max(hi, f.SPort)
 	}
 	return
@@ -79,28 +100,127 @@ type flowKey struct {
 	sport uint16
 }
 
-// index finds the target of a reply from (dst, sport) or from a flowtag.
-type index struct {
-	byKey map[flowKey]int
-	n     int
+// flowTable maps targets to flows and replies back to targets: a fixed list (Config.Flows,
+// read-only, no locking), or the flows of the targets trace has admitted (Config.FlowOf).
+type flowTable struct {
+	n      int             // len(Config.Flows); 0 with FlowOf
+	flows  []probe.Flow    // Config.Flows
+	byKey  map[flowKey]int // (dst, sport) -> target
+	flowOf func(int) (probe.Flow, error)
+	shape  []probe.Flow
+	mu     sync.RWMutex // guards lazy and byKey with FlowOf
+	lazy   map[int]probe.Flow
 }
 
-func newIndex(flows []probe.Flow) *index {
-	ix := &index{byKey: make(map[flowKey]int, len(flows)), n: len(flows)}
-	for i, f := range flows {
-		ix.byKey[flowKey{f.Dst.Unmap(), f.SPort}] = i
+func newFlowTable(cfg *Config) *flowTable {
+	ft := &flowTable{n: len(cfg.Flows), flows: cfg.Flows, flowOf: cfg.FlowOf, shape: cfg.Shape,
+		byKey: make(map[flowKey]int, len(cfg.Flows))}
+	if ft.flowOf != nil {
+		ft.lazy = map[int]probe.Flow{}
 	}
-	return ix
+	for i, f := range cfg.Flows {
+		ft.byKey[flowKey{f.Dst.Unmap(), f.SPort}] = i
+	}
+	return ft
 }
 
-func (ix *index) lookup(dst netip.Addr, sport uint16) (int, bool) {
-	t, ok := ix.byKey[flowKey{dst.Unmap(), sport}]
+// flow returns target t's flow; false when t is unknown (or not admitted).
+func (ft *flowTable) flow(t int) (probe.Flow, bool) {
+	if ft.lazy == nil {
+		if t < 0 || t >= ft.n {
+			return probe.Flow{}, false
+		}
+		return ft.flows[t], true
+	}
+	ft.mu.RLock()
+	f, ok := ft.lazy[t]
+	ft.mu.RUnlock()
+	return f, ok
+}
+
+func (ft *flowTable) lookup(dst netip.Addr, sport uint16) (int, bool) {
+	if ft.lazy != nil {
+		ft.mu.RLock()
+		defer ft.mu.RUnlock()
+	}
+	t, ok := ft.byKey[flowKey{dst.Unmap(), sport}]
 	return t, ok
 }
 
-func (ix *index) byTag(tag uint32) (int, bool) {
+func (ft *flowTable) byTag(tag uint32) (int, bool) {
 	t := int(tag) - 1
-	return t, tag != 0 && t < ix.n
+	if tag == 0 {
+		return 0, false
+	}
+	_, ok := ft.flow(t)
+	return t, ok
+}
+
+// admit fetches target t's flow (FlowOf) and returns it; with a fixed list it only
+// reports whether the engine must register it (false: it already is).
+func (ft *flowTable) admit(t int) (probe.Flow, bool, error) {
+	if ft.lazy == nil {
+		return probe.Flow{}, false, nil
+	}
+	f, err := ft.flowOf(t)
+	if err != nil {
+		return probe.Flow{}, false, err
+	}
+	if err := ft.fits(f); err != nil {
+		return probe.Flow{}, false, fmt.Errorf("flow of target %d: %w", t, err)
+	}
+	ft.mu.Lock()
+	ft.lazy[t] = f
+	ft.byKey[flowKey{f.Dst.Unmap(), f.SPort}] = t
+	ft.mu.Unlock()
+	return f, true, nil
+}
+
+// fits checks a FlowOf flow against the shape the kernel side and the sockets were set
+// up for.
+func (ft *flowTable) fits(f probe.Flow) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	for _, s := range ft.shape {
+		if s.Proto == f.Proto && s.DPort == f.DPort && s.SPort == f.SPort && s.Src.Unmap() == f.Src.Unmap() {
+			return nil
+		}
+	}
+	return fmt.Errorf("%v matches no flow of Config.Shape", f)
+}
+
+// release forgets target t (FlowOf) and returns its flow; false with a fixed list.
+func (ft *flowTable) release(t int) (probe.Flow, bool) {
+	if ft.lazy == nil {
+		return probe.Flow{}, false
+	}
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	f, ok := ft.lazy[t]
+	if !ok {
+		return probe.Flow{}, false
+	}
+	delete(ft.lazy, t)
+	if k := (flowKey{f.Dst.Unmap(), f.SPort}); ft.byKey[k] == t {
+		delete(ft.byKey, k)
+	}
+	return f, true
+}
+
+// each calls fn for every known flow (the admitted ones with FlowOf).
+func (ft *flowTable) each(fn func(t int, f probe.Flow)) {
+	if ft.lazy == nil {
+		for i, f := range ft.flows {
+			fn(i, f)
+		}
+		return
+	}
+	ft.mu.RLock()
+	defer ft.mu.RUnlock()
+	for t, f := range ft.lazy {
+		fn(t, f)
+	}
 }
 
 // toTraceProbe recovers (target, ttl, attempt) from a probe id.

@@ -18,7 +18,7 @@ import (
 // the eBPF engine is measured against.
 type Socket struct {
 	cfg    Config
-	ix     *index
+	ft     *flowTable
 	sender *probe.Sender
 	files  []*os.File
 	mu     sync.Mutex // guards matcher, old, rotated
@@ -44,7 +44,7 @@ func NewSocket(cfg Config) (*Socket, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	v4, v6 := cfg.families()
-	s := &Socket{cfg: cfg, ix: newIndex(cfg.Flows), rotated: time.Now().UnixNano(),
+	s := &Socket{cfg: cfg, ft: newFlowTable(&cfg), rotated: time.Now().UnixNano(),
 		replies: make(chan trace.Reply, 4096), errs: make(chan error, 4), done: make(chan struct{})}
 	s.matcher = s.newMatcher()
 	var err error
@@ -64,7 +64,7 @@ func NewSocket(cfg Config) (*Socket, error) {
 			return nil, err
 		}
 	}
-	if cfg.Flows[0].Proto == probe.ProtoTCP {
+	if cfg.shape()[0].Proto == probe.ProtoTCP {
 		// Raw TCP sockets see a copy of every TCP segment: the SYN-ACKs and RSTs of targets.
 		for _, fam := range []struct {
 			on     bool
@@ -78,7 +78,7 @@ func NewSocket(cfg Config) (*Socket, error) {
 			}
 		}
 	}
-	if cfg.Flows[0].Proto == probe.ProtoUDP {
+	if cfg.shape()[0].Proto == probe.ProtoUDP {
 		if err := s.openUDP(); err != nil {
 			s.Close()
 			return nil, err
@@ -97,9 +97,29 @@ func (s *Socket) Name() string                { return "socket" }
 func (s *Socket) Replies() <-chan trace.Reply { return s.replies }
 func (s *Socket) Errors() <-chan error        { return s.errs }
 
+// Admit learns target t's flow from Config.FlowOf (trace.Windowed); a no-op with
+// Config.Flows.
+func (s *Socket) Admit(t int) error {
+	f, add, err := s.ft.admit(t)
+	if err != nil || !add {
+		return err
+	}
+	s.mu.Lock()
+	s.matcher.AddFlow(tagOf(t), f)
+	s.mu.Unlock()
+	return nil
+}
+
+// Release forgets target t (Config.FlowOf). The matchers keep its flow until they are
+// rotated out.
+func (s *Socket) Release(t int) { s.ft.release(t) }
+
 // Send builds, registers and sends one probe.
 func (s *Socket) Send(p trace.Probe) error {
-	f := s.cfg.Flows[p.Target]
+	f, ok := s.ft.flow(p.Target)
+	if !ok {
+		return fmt.Errorf("probe for unknown target %d", p.Target)
+	}
 	id, err := probe.MakeID(p.TTL, p.Attempt)
 	if err != nil {
 		return err
@@ -124,9 +144,7 @@ func (s *Socket) Send(p trace.Probe) error {
 // newMatcher is an empty matcher that knows every flow (for replies matched by flowtag).
 func (s *Socket) newMatcher() *probe.Matcher {
 	m := probe.NewMatcher(s.cfg.Nonce, s.cfg.Timeout)
-	for i, f := range s.cfg.Flows {
-		m.AddFlow(tagOf(i), f)
-	}
+	s.ft.each(func(t int, f probe.Flow) { m.AddFlow(tagOf(t), f) })
 	return m
 }
 
@@ -185,7 +203,7 @@ func (s *Socket) openRaw(family, proto int, kind sockKind) error {
 // socket keeps the kernel from answering them with port unreachable.
 func (s *Socket) openUDP() error {
 	seen := map[netip.AddrPort]bool{}
-	for _, fl := range s.cfg.Flows {
+	for _, fl := range s.cfg.shape() {
 		ap := netip.AddrPortFrom(fl.Src.Unmap(), fl.SPort)
 		if seen[ap] {
 			continue
@@ -305,7 +323,7 @@ func (s *Socket) convert(r *probe.Reply, m *probe.MatchResult) (trace.Reply, boo
 	if !ok {
 		return trace.Reply{}, false
 	}
-	t, ok := s.ix.lookup(m.Probe.Flow.Dst, m.Probe.Flow.SPort)
+	t, ok := s.ft.lookup(m.Probe.Flow.Dst, m.Probe.Flow.SPort)
 	if !ok {
 		return trace.Reply{}, false
 	}

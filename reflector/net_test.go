@@ -132,3 +132,64 @@ func TestTargets(t *testing.T) {
 		t.Errorf("v6 target %s", a)
 	}
 }
+
+// More targets than the eBPF engine's flow table holds (65536), through the window:
+// flows come from FlowOf, flowtags are registered at admission and removed at release.
+func TestNetStreamManyTargets(t *testing.T) {
+	const depth = 2
+	n := netUp(t, depth)
+	for _, c := range []struct {
+		kind    string
+		targets int
+	}{{"ebpf", 70_000}, {"socket", 3000}} {
+		if err := n.UseEngine(c.kind); err != nil {
+			t.Fatal(err)
+		}
+		mk := func(i int) probe.Flow {
+			dst := Target(i, false)
+			return probe.Flow{Src: n.Source(dst), Dst: dst, Proto: probe.ProtoUDP, SPort: 50000, DPort: 3478}
+		}
+		p, _ := probe.ParsePayload("stun")
+		cfg := engine.Config{FlowOf: func(i int) (probe.Flow, error) { return mk(i), nil }, Shape: []probe.Flow{mk(0)},
+			Payload: p, Nonce: 0x5eed, Ifindexes: []int{n.Ifindex()}}
+		var eng trace.Engine
+		if err := n.Do(func() error {
+			var err error
+			if c.kind == "ebpf" {
+				eng, err = engine.NewEBPF(cfg)
+			} else {
+				eng, err = engine.NewSocket(cfg)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		opts := trace.DefaultOptions()
+		opts.Rate, opts.Queries, opts.MaxTTL = 0, 1, 4
+		opts.Wait = 500 * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		seen := make([]bool, c.targets)
+		reached := 0
+		err := trace.Stream(ctx, eng, c.targets, opts, func(r trace.Result) error {
+			if seen[r.Target] {
+				t.Errorf("target %d twice", r.Target)
+			}
+			seen[r.Target] = true
+			if r.Reached && r.DestTTL == depth && r.Hops[0].Replies[0] != nil {
+				reached++
+			} else if testing.Verbose() && r.Target%500 == 0 {
+				t.Logf("%s target %d: reached %v dest %d hops %d sent %d %v", c.kind, r.Target, r.Reached, r.DestTTL, len(r.Hops), r.Sent, r.End.Sub(r.Start))
+			}
+			return nil
+		})
+		cancel()
+		eng.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", c.kind, err)
+		}
+		// A few answers may be lost at full speed on two cores; nearly all must arrive.
+		if reached < c.targets*99/100 {
+			t.Errorf("%s: %d of %d targets reached at hop %d with hop 1 answered", c.kind, reached, c.targets, depth)
+		}
+	}
+}

@@ -284,11 +284,20 @@ func (r *run) loop(ctx context.Context) error {
 			st.pending++ // skip() let it through, so it is within the limit
 			r.sentAll++
 			r.progress()
+			if r.sentAll%64 == 0 {
+				if err := r.drain(); err != nil {
+					return err
+				}
+			}
+		}
+		// Replies that are in count before any wait is declared over.
+		if err := r.drain(); err != nil {
+			return err
 		}
 		// Targets whose wait is over: give them their other attempts, or finish them
 		// (which lets new targets in).
 		queued := len(r.queue) - r.head
-		wait, err := r.expire(now)
+		wait, err := r.expire(time.Now())
 		if err != nil {
 			return err
 		}
@@ -314,6 +323,22 @@ func (r *run) loop(ctx context.Context) error {
 				return err
 			}
 		case <-timer.C:
+		}
+	}
+}
+
+// drain records the replies already delivered, without waiting: a long burst of sends
+// must neither let the engine's channel overflow nor time out targets whose answers are
+// in it.
+func (r *run) drain() error {
+	for {
+		select {
+		case rep := <-r.eng.Replies():
+			if err := r.record(&rep); err != nil {
+				return err
+			}
+		default:
+			return nil
 		}
 	}
 }
