@@ -2,16 +2,14 @@ package engine_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/turnpath/turnpath/engine"
 	"github.com/turnpath/turnpath/lab"
+	"github.com/turnpath/turnpath/lab/labtest"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
 )
@@ -19,23 +17,7 @@ import (
 // labUp brings up a lab of its own for the test and removes it afterwards.
 func labUp(t *testing.T, profile string) *lab.Lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces and BPF")
-	}
-	b := make([]byte, 3)
-	rand.Read(b)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l, err := lab.Up(ctx, lab.Options{Prefix: "tpe" + hex.EncodeToString(b), Profile: profile})
-	if err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(context.Background()); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
-	return l
+	return labtest.Up(t, "tpe", profile)
 }
 
 // traceOnce traces dst from the lab's client with one engine and a fixed source port.

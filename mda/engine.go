@@ -20,13 +20,15 @@ const (
 
 type hop struct {
 	st       hstate
-	dest     bool
+	dest     bool // the flow ends here: the destination, or an unreachable from a router
+	unreach  bool // ... the latter
 	want     bool // wanted by this planning pass
 	keyed    bool // key is valid (answered, or silent with a known predecessor)
 	bpend    bool // readyAt is a back-off
 	weak     bool // on trial: re-sent alone after a pause, to tell silence from rate limiting
 	trials   int  // trial sends
 	hold     bool // not to be re-sent until what it means is known
+	untried  bool // called silent without a trial, before any sign of rate limiting
 	blocker  *hop // what it waits for, when held
 	addr     netip.Addr
 	key      vkey
@@ -86,7 +88,8 @@ func (k vkey) id() string {
 type layer struct {
 	verts     map[vkey][]int // vertex -> flows (indices, ascending) keyed there
 	order     []vkey         // verts' keys, sorted
-	dests     map[vkey]bool  // vertices that answered as the destination
+	dests     map[vkey]bool  // vertices where flows end: the destination, or unreachable
+	unreach   map[vkey]bool  // ... by an ICMP error from a router
 	ansPreds  map[vkey]bool  // predecessors of the flows answered here
 	ansUnk    []*flow        // answered flows whose predecessor is not known (yet)
 	unsettled int            // flows sent here whose vertex is not known (or given up)
@@ -120,13 +123,19 @@ type run struct {
 
 	sent, answered, rounds int
 	truncated              string
-	full                   map[int]bool   // TTLs escalated to per-interface MDA
-	shared                 map[int][]vkey // TTL -> expected vertices taken from knowledge
-	sharedL                map[int]bool   // layers (near-end TTL) taken from knowledge
-	minDmin                int
-	agg                    map[vkey]*vertexAgg
-	seenAt                 map[vkey][]int // TTLs of each vertex in the last pass
-	silentAfter            map[vkey]bool  // vertices followed by a silent hop, last pass
+	// limited: some probe was answered only when re-sent (rate limiting or loss seen).
+	// Until then an unanswered probe is not put on trial (which costs pauses of
+	// RateLimitBackoff): a network that answers every probe at once does not rate
+	// limit, and its silent routers are called silent after the plain re-sends. Once
+	// limited, the hops called silent that way are put on trial after all.
+	limited, reopened bool
+	full              map[int]bool   // TTLs escalated to per-interface MDA
+	shared            map[int][]vkey // TTL -> expected vertices taken from knowledge
+	sharedL           map[int]bool   // layers (near-end TTL) taken from knowledge
+	minDmin           int
+	agg               map[vkey]*vertexAgg
+	seenAt            map[vkey][]int // TTLs of each vertex in the last pass
+	silentAfter       map[vkey]bool  // vertices followed by a silent hop, last pass
 }
 
 func newRun(p Prober, target int, o Options, known *knowledge) *run {
@@ -380,10 +389,14 @@ func (r *run) apply(answers []Answer) {
 			continue
 		}
 		r.answered++
-		h.st, h.addr, h.dest, h.rtt, h.nat = stAnswered, a.From, a.Dest, a.RTT, a.NAT
+		if h.tries > 1 {
+			r.limited = true
+		}
+		h.st, h.addr, h.dest, h.rtt, h.nat = stAnswered, a.From, a.Dest || a.Unreachable, a.RTT, a.NAT
+		h.unreach = a.Unreachable && !a.Dest
 		h.ansIn = r.rounds
 		h.bpend, h.readyAt = false, time.Time{}
-		if a.Dest && (f.dmin == 0 || t < f.dmin) {
+		if h.dest && (f.dmin == 0 || t < f.dmin) {
 			f.dmin = t
 		}
 	}
@@ -406,13 +419,23 @@ func (r *run) plan() {
 			f.hops[t].keyed = false
 		}
 	}
+	if r.limited && !r.reopened {
+		r.reopened = true
+		for _, f := range r.flows {
+			for t := range f.hops {
+				if h := &f.hops[t]; h.st == stSilent && h.untried {
+					h.st, h.untried, h.trials = stWaiting, false, 0
+				}
+			}
+		}
+	}
 	knownSilent := map[vkey]bool{} // predecessors followed by a silent hop
 	for k := range r.silentAfter {
 		knownSilent[k] = true
 	}
 	for t := o.FirstTTL; t <= o.MaxTTL; t++ {
 		ly := &r.layers[t]
-		*ly = layer{verts: map[vkey][]int{}, dests: map[vkey]bool{}, ansPreds: map[vkey]bool{}, rep: map[vkey]*flow{}, ansSince: map[vkey]int{}}
+		*ly = layer{verts: map[vkey][]int{}, dests: map[vkey]bool{}, unreach: map[vkey]bool{}, ansPreds: map[vkey]bool{}, rep: map[vkey]*flow{}, ansSince: map[vkey]int{}}
 		for _, f := range r.flows {
 			h := &f.hops[t]
 			if h.st != stAnswered || r.beyond(f, t) {
@@ -461,6 +484,7 @@ func (r *run) plan() {
 			ly.resolved++
 			if h.st == stAnswered && h.dest && f.dmin == t {
 				ly.dests[h.key] = true
+				ly.unreach[h.key] = ly.unreach[h.key] || h.unreach
 			}
 		}
 		for k := range ly.verts {
@@ -617,7 +641,7 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 	switch {
 	case h.tries < 1+o.Retries && !h.bpend:
 		h.readyAt = time.Time{} // re-send at once
-	case ly.answered > 0 && h.trials < trials && o.RateLimitRetries > 0:
+	case ly.answered > 0 && h.trials < trials && o.RateLimitRetries > 0 && r.limited:
 		// Others answer at this TTL, from elsewhere: maybe the router drops for lack of
 		// ICMP budget. On trial before calling it silent.
 		h.weak = true
@@ -638,6 +662,7 @@ func (r *run) later(h *hop) {
 func (r *run) silent(h *hop, pk vkey, knownSilent map[vkey]bool) {
 	h.st = stSilent
 	h.bpend, h.readyAt, h.weak = false, time.Time{}, false
+	h.untried = !r.limited
 	if knownSilent != nil {
 		knownSilent[pk] = true
 	}

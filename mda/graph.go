@@ -51,7 +51,9 @@ func (r *run) graph() *Graph {
 		ly := &r.layers[t]
 		for _, k := range ly.order {
 			atHop(t, k)
-			if ly.dests[k] {
+			if ly.unreach[k] {
+				node(k).Unreachable = true
+			} else if ly.dests[k] {
 				node(k).Dest = true
 				if g.Dest == "" {
 					g.Dest = k.id()

@@ -222,6 +222,7 @@ func (r *run) branching(t int, single bool) {
 	// Observed links of the layer.
 	here := map[vkey]int{} // flows through u at t observed at t+1
 	pred := map[vkey]map[vkey]bool{}
+	succ := map[vkey]map[vkey]bool{}
 	var allNear []int
 	for _, u := range near {
 		for _, i := range fu[u] {
@@ -235,6 +236,10 @@ func (r *run) branching(t int, single bool) {
 				pred[h.key] = map[vkey]bool{}
 			}
 			pred[h.key][u] = true
+			if succ[u] == nil {
+				succ[u] = map[vkey]bool{}
+			}
+			succ[u][h.key] = true
 		}
 	}
 	slices.Sort(allNear)
@@ -243,6 +248,17 @@ func (r *run) branching(t int, single bool) {
 	// vertices: the meshing test), and only the vertices seen to split get the
 	// per-vertex rule. Full MDA: every vertex gets the per-vertex rule.
 	mesh := len(near) >= 2 && len(pred) >= 2
+	// Meshed: a vertex at t+1 with several predecessors, one of which splits. The paths
+	// are not disjoint, so one vertex's next hops say nothing about another's (IPv6
+	// routers answering from their ingress interface make one router several vertices,
+	// each with the router's next hops): MDA-Lite's uniformity does not hold, and every
+	// vertex of the layer gets the per-vertex rule, as MDA-Lite prescribes.
+	meshed := false
+	for _, ps := range pred {
+		for u := range ps {
+			meshed = meshed || len(ps) >= 2 && len(succ[u]) >= 2
+		}
+	}
 	deficit := map[vkey]int{} // flows missing through a vertex at t
 	hopDeficit := 0
 	if !o.Full {
@@ -264,7 +280,7 @@ func (r *run) branching(t int, single bool) {
 		if mesh {
 			need = 2
 		}
-		if o.Full || len(a.succ) >= 2 {
+		if o.Full || len(a.succ) >= 2 || meshed {
 			if t >= first {
 				r.full[t] = true
 			}

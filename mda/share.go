@@ -134,8 +134,10 @@ func runMany(ctx context.Context, p Prober, targets []netip.Addr, opts Options, 
 		known = newKnowledge()
 	}
 	var out []*Graph
+	limited := false // rate limiting seen toward an earlier target
 	for i, dst := range targets {
 		r := newRun(p, i, opts, known)
+		r.limited = limited
 		start := r.now()
 		err := r.explore(ctx)
 		g := r.graph()
@@ -145,6 +147,7 @@ func runMany(ctx context.Context, p Prober, targets []netip.Addr, opts Options, 
 			return append(out, g), err
 		}
 		r.record()
+		limited = r.limited
 		out = append(out, g)
 	}
 	return out, nil

@@ -24,7 +24,11 @@ type Answer struct {
 	From netip.Addr    `json:"from,omitzero"` // the responding interface; invalid = no answer
 	RTT  time.Duration `json:"rtt"`
 	Dest bool          `json:"dest,omitempty"` // the destination answered (the probe got there)
-	NAT  string        `json:"nat,omitempty"`  // NAT hint for the hop (see DESIGN.md), passed through
+	// Unreachable: a router answered with an ICMP error other than Time Exceeded (net or
+	// host unreachable, administratively prohibited): the flow ends at From without
+	// reaching the destination.
+	Unreachable bool   `json:"unreachable,omitempty"`
+	NAT         string `json:"nat,omitempty"` // NAT hint for the hop (see DESIGN.md), passed through
 }
 
 // Prober sends a batch of probes in parallel and returns once every one is answered or its
@@ -172,15 +176,17 @@ type Node struct {
 	Depth int    `json:"depth,omitempty"`
 	// TTLs at which the node was seen; more than one when branches of unequal length
 	// lead to it.
-	TTLs    []int         `json:"ttls"`
-	Dest    bool          `json:"dest,omitempty"`
-	Flows   int           `json:"flows"` // flows measured through it
-	RTTMin  time.Duration `json:"rtt_min,omitempty"`
-	RTTAvg  time.Duration `json:"rtt_avg,omitempty"`
-	RTTMax  time.Duration `json:"rtt_max,omitempty"`
-	NAT     string        `json:"nat,omitempty"`    // per-hop NAT hint, when the prober gives one
-	Shared  bool          `json:"shared,omitempty"` // known only from an earlier target (RunMany)
-	answers int
+	TTLs []int `json:"ttls"`
+	Dest bool  `json:"dest,omitempty"`
+	// Unreachable: flows end here with an ICMP error (no route onward, filtered).
+	Unreachable bool          `json:"unreachable,omitempty"`
+	Flows       int           `json:"flows"` // flows measured through it
+	RTTMin      time.Duration `json:"rtt_min,omitempty"`
+	RTTAvg      time.Duration `json:"rtt_avg,omitempty"`
+	RTTMax      time.Duration `json:"rtt_max,omitempty"`
+	NAT         string        `json:"nat,omitempty"`    // per-hop NAT hint, when the prober gives one
+	Shared      bool          `json:"shared,omitempty"` // known only from an earlier target (RunMany)
+	answers     int
 }
 
 // Hop is the set of nodes at one TTL.

@@ -624,6 +624,9 @@ func (v *mpView) nodeNotes(n *mda.Node, ttl int) []string {
 	if n.Dest {
 		notes = append(notes, "destination")
 	}
+	if n.Unreachable {
+		notes = append(notes, "unreachable: flows end here")
+	}
 	if k := len(v.succ[n.ID]); k > 1 {
 		notes = append(notes, fmt.Sprintf("load balancer: %d next hops", k))
 	}
@@ -780,6 +783,7 @@ type MultipathDocNode struct {
 	Depth        int      `json:"depth,omitempty"`
 	TTLs         []int    `json:"ttls"`
 	Dest         bool     `json:"dest,omitempty"`
+	Unreachable  bool     `json:"unreachable,omitempty"`
 	Flows        int      `json:"flows"`
 	NextHops     int      `json:"next_hops"`
 	MinMS        *float64 `json:"rtt_min_ms,omitempty"`
@@ -865,7 +869,7 @@ func docTarget(t *MultipathTarget) MultipathDocTarget {
 	for i := range g.Nodes {
 		n := &g.Nodes[i]
 		dn := MultipathDocNode{ID: n.ID, Name: v.name(n), Anonymous: !n.Addr.IsValid(), After: n.After, Depth: n.Depth,
-			TTLs: n.TTLs, Dest: n.Dest, Flows: n.Flows, NextHops: len(v.succ[n.ID]), NAT: n.NAT, Shared: n.Shared}
+			TTLs: n.TTLs, Dest: n.Dest, Unreachable: n.Unreachable, Flows: n.Flows, NextHops: len(v.succ[n.ID]), NAT: n.NAT, Shared: n.Shared}
 		if n.Addr.IsValid() {
 			dn.Address = n.Addr.String()
 		}

@@ -100,6 +100,19 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"check", "--format", "xml"}, "unknown --format"},
 		{[]string{"lab", "up", "--profile", "lightning"}, "lightning"},
 		{[]string{"nonsense"}, "unknown command"},
+		{[]string{"multipath"}, "no target"},
+		{[]string{"multipath", "--confidence", "0", "198.18.0.1"}, "--confidence 0"},
+		{[]string{"multipath", "--confidence", "100", "198.18.0.1"}, "--confidence 100"},
+		{[]string{"multipath", "--confidence", "-5", "198.18.0.1"}, "--confidence -5"},
+		{[]string{"multipath", "--confidence", "150", "198.18.0.1"}, "--confidence 150"},
+		{[]string{"multipath", "--confidence", "ninety", "198.18.0.1"}, "confidence"},
+		{[]string{"multipath", "--format", "png", "198.18.0.1"}, "unknown --format"},
+		{[]string{"multipath", "--max-flows", "0", "198.18.0.1"}, "max flows 0"},
+		{[]string{"multipath", "--sport", "65530", "--max-flows", "64", "198.18.0.1"}, "port 65535"},
+		{[]string{"multipath", "--wait", "0s", "198.18.0.1"}, "--wait"},
+		{[]string{"multipath", "--proto", "sctp", "198.18.0.1"}, "unknown --proto"},
+		{[]string{"multipath", "no-such-host.invalid"}, "unknown host"},
+		{[]string{"multipath", "-f", "/nonexistent/targets.txt"}, "target file"},
 	} {
 		r := run(t, 20*time.Second, tp(tc.args...)...)
 		if r.code != 2 {
@@ -191,18 +204,7 @@ func TestNoRoute(t *testing.T) {
 // error paths that need a live network: an interface that disappears mid-run and Ctrl-C,
 // both leaving no BPF program behind.
 func TestLabTraceCLI(t *testing.T) {
-	needRoot(t)
-	b := make([]byte, 3)
-	rand.Read(b)
-	prefix := "tpc" + hex.EncodeToString(b)
-	if r := run(t, 60*time.Second, tp("lab", "up", "--prefix", prefix)...); r.code != 0 {
-		t.Fatalf("lab up: %d %s", r.code, r.stderr)
-	}
-	t.Cleanup(func() { run(t, 60*time.Second, tp("lab", "down", "--prefix", prefix)...) })
-	client := prefix + "-client"
-	inLab := func(args ...string) []string {
-		return append([]string{"ip", "netns", "exec", client, binPath}, args...)
-	}
+	_, client, inLab := cliLab(t, "tpc")
 
 	r := run(t, 30*time.Second, inLab("trace", "198.19.1.1")...)
 	if r.code != 0 || !strings.Contains(r.stdout, "STUN success") || !strings.Contains(r.stdout, "lab.turnpath.test") {
@@ -287,4 +289,23 @@ func turnpathProgs(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// cliLab brings a lab up with the CLI (as users do) and down when the test ends. It
+// returns the prefix, the client namespace, and a command line prefix that runs turnpath
+// in that namespace.
+func cliLab(t *testing.T, stem string) (prefix, client string, inLab func(args ...string) []string) {
+	t.Helper()
+	needRoot(t)
+	b := make([]byte, 3)
+	rand.Read(b)
+	prefix = stem + hex.EncodeToString(b)
+	if r := run(t, 60*time.Second, tp("lab", "up", "--prefix", prefix)...); r.code != 0 {
+		t.Fatalf("lab up: %d %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { run(t, 60*time.Second, tp("lab", "down", "--prefix", prefix)...) })
+	client = prefix + "-client"
+	return prefix, client, func(args ...string) []string {
+		return append([]string{"ip", "netns", "exec", client, binPath}, args...)
+	}
 }

@@ -58,6 +58,7 @@ func newApp() *cli.App {
 		Suggest:              true,
 		Commands: []*cli.Command{
 			traceCommand(),
+			multipathCommand(),
 			checkCommand(),
 			labCommand(),
 			versionCommand(),

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/turnpath/turnpath/enrich"
+	"github.com/turnpath/turnpath/mda"
+	"github.com/turnpath/turnpath/report"
+	"github.com/urfave/cli/v2"
+)
+
+// newMultipathRun assembles the report: one target per graph, PTR names unless -n.
+func newMultipathRun(c *cli.Context, mf *multipathFlags, eng, why string, started time.Time, infos []targetRoute, gs []*mda.Graph) *report.MultipathRun {
+	mode := "mda-lite"
+	if mf.opts.Full {
+		mode = "mda"
+	}
+	run := &report.MultipathRun{Schema: report.MultipathSchema, Version: version, Engine: eng, EngineReason: why,
+		Started: started, Finished: time.Now(), Options: report.MultipathOptions{
+			Proto: c.String("proto"), Port: mf.port, Payload: mf.payload.String(), FlowBase: mf.opts.FlowBase,
+			Confidence: mf.opts.Confidence, Mode: mode, FirstTTL: mf.opts.FirstTTL, MaxTTL: mf.opts.MaxTTL}}
+	var namer report.Namer
+	if !c.Bool("numeric") {
+		nm := enrich.NewNames()
+		var addrs []netip.Addr
+		for _, g := range gs {
+			for _, n := range g.Nodes {
+				if n.Addr.IsValid() {
+					addrs = append(addrs, n.Addr)
+				}
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		nm.Resolve(ctx, addrs)
+		cancel()
+		namer = nm.Name
+	}
+	for i, in := range infos {
+		fam := 6
+		if in.target.Addr.Is4() {
+			fam = 4
+		}
+		t := report.MultipathTarget{Name: in.target.Name, Addr: in.target.Addr, Source: in.src, Family: fam, Names: namer}
+		if i < len(gs) {
+			t.Graph = gs[i]
+		} else {
+			t.Notes = append(t.Notes, "not explored: interrupted")
+		}
+		run.Targets = append(run.Targets, t)
+	}
+	return run
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestLabMultipathCLI: the command as users run it in the lab: the table, JSON checked
+// against the lab's truth, dot, the SVG file, exit codes, and Ctrl-C.
+func TestLabMultipathCLI(t *testing.T) {
+	prefix, client, inLab := cliLab(t, "tpm")
+
+	r := run(t, 30*time.Second, inLab("multipath", "198.19.1.1")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "2 diamonds") || !strings.Contains(r.stdout, "unequal branches") ||
+		!strings.Contains(r.stdout, "lab.turnpath.test") {
+		t.Fatalf("text: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r.stderr != "" {
+		t.Errorf("not a TTY: want nothing on stderr, got %q", r.stderr)
+	}
+
+	// JSON: the links against the truth the lab prints, for both families at once.
+	svg := filepath.Join(t.TempDir(), "mp.svg")
+	r = run(t, 60*time.Second, inLab("multipath", "-n", "--format", "json", "--svg", svg, "198.19.1.1", "fd51:1:1::1")...)
+	if r.code != 0 {
+		t.Fatalf("json: exit %d\n%s", r.code, r.stderr)
+	}
+	var doc struct {
+		Schema  string `json:"schema"`
+		Targets []struct {
+			Address string `json:"address"`
+			Reached bool   `json:"reached"`
+			Links   []struct {
+				From string `json:"from"`
+				To   string `json:"to"`
+			} `json:"links"`
+			Diamonds []json.RawMessage `json:"diamonds"`
+		} `json:"targets"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || doc.Schema != "turnpath.multipath/v1" || len(doc.Targets) != 2 {
+		t.Fatalf("json: %v %q %d", err, doc.Schema, len(doc.Targets))
+	}
+	for _, tg := range doc.Targets {
+		tr := run(t, 10*time.Second, tp("lab", "truth", "--prefix", prefix, "--format", "json", tg.Address)...)
+		var truth struct {
+			Links []struct{ From, To string } `json:"links"`
+		}
+		if err := json.Unmarshal([]byte(tr.stdout), &truth); err != nil || len(truth.Links) == 0 {
+			t.Fatalf("truth %s: %v\n%s", tg.Address, err, tr.stdout)
+		}
+		// Truth links name a silent router by its node name ("r7"), the graph by the
+		// anonymous hop after an interface: compare the links between interfaces, both
+		// ways (the mda package's lab test checks the anonymous ones too).
+		addr := func(s string) bool { return !strings.HasPrefix(s, "*") && strings.ContainsAny(s, ".:") }
+		want := map[string]bool{}
+		for _, l := range truth.Links {
+			if addr(l.From) && addr(l.To) {
+				want[l.From+" "+l.To] = true
+			}
+		}
+		got := map[string]bool{}
+		for _, l := range tg.Links {
+			if addr(l.From) && addr(l.To) {
+				got[l.From+" "+l.To] = true
+				if !want[l.From+" "+l.To] {
+					t.Errorf("%s: false link %s -> %s", tg.Address, l.From, l.To)
+				}
+			}
+		}
+		for l := range want {
+			if !got[l] {
+				t.Errorf("%s: missed link %s", tg.Address, l)
+			}
+		}
+		if !tg.Reached || len(want) < 10 {
+			t.Errorf("%s: reached %v, %d links between interfaces", tg.Address, tg.Reached, len(want))
+		}
+	}
+	f, err := os.Open(svg)
+	if err != nil {
+		t.Fatalf("--svg: %v", err)
+	}
+	dec := xml.NewDecoder(f)
+	elems := 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("svg is not XML: %v", err)
+		}
+		if _, ok := tok.(xml.StartElement); ok {
+			elems++
+		}
+	}
+	f.Close()
+	if elems < 50 {
+		t.Errorf("svg: %d elements", elems)
+	}
+
+	r = run(t, 30*time.Second, inLab("multipath", "-n", "--format", "dot", "198.19.2.1")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "digraph") || !strings.Contains(r.stdout, "rankdir=LR") {
+		t.Errorf("dot: exit %d\n%s", r.code, r.stdout)
+	}
+
+	// A lab address nothing routes to: r1 answers net unreachable. Exit 1, the flows
+	// end at r1.
+	r = run(t, 60*time.Second, inLab("multipath", "-n", "--rate-limit-wait", "100ms", "198.19.200.1")...)
+	if r.code != 1 || !strings.Contains(r.stdout, "unreachable: flows end here") {
+		t.Errorf("unrouted: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+
+	// Ctrl-C in a long run (many targets, slow rate): exit 3, no BPF program left.
+	list := filepath.Join(t.TempDir(), "targets.txt")
+	var lines []string
+	for i := 1; i <= 16; i++ {
+		lines = append(lines, "198.19.1."+strconv.Itoa(i))
+	}
+	os.WriteFile(list, []byte(strings.Join(lines, "\n")), 0o644)
+	cmd := exec.Command("ip", "netns", "exec", client, binPath, "multipath", "-n", "--rate", "20", "-f", list)
+	var se bytes.Buffer
+	cmd.Stderr = &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if turnpathProgs(t) == 0 {
+		t.Error("no turnpath BPF program loaded during the run")
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("multipath did not stop on SIGINT")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 3 || !strings.Contains(se.String(), "interrupted") {
+		t.Errorf("SIGINT: exit %d (%s)", code, se.String())
+	}
+	n := turnpathProgs(t)
+	for i := 0; n != 0 && i < 20; i++ {
+		time.Sleep(100 * time.Millisecond)
+		n = turnpathProgs(t)
+	}
+	if n != 0 {
+		t.Errorf("%d turnpath BPF programs still loaded after SIGINT", n)
+	}
+}

@@ -1,0 +1,211 @@
+package mda_test
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/turnpath/turnpath/engine"
+	"github.com/turnpath/turnpath/lab"
+	"github.com/turnpath/turnpath/lab/labtest"
+	"github.com/turnpath/turnpath/mda"
+	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/trace"
+)
+
+// The real thing: the MDA through the real engines in the netns lab, checked link by link
+// against the lab's ground truth (derived from the routing tables, not probed).
+
+func labUp(t *testing.T, profile string) *lab.Lab {
+	t.Helper()
+	return labtest.Up(t, "tpm", profile)
+}
+
+// truthLinks names the true links as the graph does: addresses, a silent router as the
+// anonymous hop after the last answering interface, the destination as the target.
+func truthLinks(tt *lab.TargetTruth) map[[2]string]bool {
+	out := map[[2]string]bool{}
+	for _, p := range tt.Paths() {
+		var prev netip.Addr
+		depth := 0
+		ids := make([]string, len(p))
+		for i, r := range p {
+			switch {
+			case r.Destination:
+				ids[i] = tt.Addr().String()
+			case r.Silent:
+				depth++
+				ids[i] = mda.AnonID(prev, depth)
+			default:
+				ids[i], prev, depth = r.Addr.String(), r.Addr, 0
+			}
+		}
+		for i := 0; i+1 < len(ids); i++ {
+			out[[2]string{ids[i], ids[i+1]}] = true
+		}
+	}
+	return out
+}
+
+// explore runs the MDA toward dsts from the lab's client with one engine.
+func explore(t *testing.T, l *lab.Lab, kind string, dsts []netip.Addr, o mda.Options) []*mda.Graph {
+	t.Helper()
+	layout, err := mda.NewLayout(len(dsts), o.FlowBase, o.MaxFlows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := probe.ParsePayload("stun")
+	var eng trace.Engine
+	err = l.Do(func() error {
+		var tmpl []probe.Flow
+		cfg := engine.Config{Payload: payload, Nonce: 0x6d6461}
+		for _, d := range dsts {
+			rt, err := probe.Lookup(d)
+			if err != nil {
+				return err
+			}
+			tmpl = append(tmpl, probe.Flow{Src: rt.Src, Dst: d, Proto: probe.ProtoUDP, DPort: 3478})
+			if !slices.Contains(cfg.Ifindexes, rt.Ifindex) {
+				cfg.Ifindexes = append(cfg.Ifindexes, rt.Ifindex)
+			}
+		}
+		cfg.Flows = layout.EngineFlows(tmpl)
+		if kind == "ebpf" {
+			eng, err = engine.NewEBPF(cfg)
+		} else {
+			eng, err = engine.NewSocket(cfg)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s engine: %v", kind, err)
+	}
+	defer eng.Close()
+	p, err := mda.NewEngineProber(eng, layout, dsts, mda.DefaultProberOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	gs, err := mda.RunMany(ctx, p, dsts, o)
+	if err != nil {
+		t.Fatalf("%s: %v", kind, err)
+	}
+	return gs
+}
+
+// checkGraph asserts every true link found, no false link, the destination reached, and
+// the diamonds where the truth has them.
+func checkGraph(t *testing.T, l *lab.Lab, kind string, g *mda.Graph) {
+	t.Helper()
+	tt, ok := l.Truth().TargetTruth(g.Target)
+	if !ok {
+		t.Fatalf("no truth for %s", g.Target)
+	}
+	want := truthLinks(tt)
+	got := map[[2]string]bool{}
+	for _, lk := range g.Links {
+		got[[2]string{lk.From, lk.To}] = true
+		if !want[[2]string{lk.From, lk.To}] {
+			t.Errorf("%s %s: false link %s -> %s", kind, g.Target, lk.From, lk.To)
+		}
+	}
+	for lk := range want {
+		if !got[lk] {
+			t.Errorf("%s %s: missed link %s -> %s", kind, g.Target, lk[0], lk[1])
+		}
+	}
+	if !g.Reached || g.Dest != g.Target.String() || g.Truncated != "" {
+		t.Errorf("%s %s: reached %v dest %q truncated %q", kind, g.Target, g.Reached, g.Dest, g.Truncated)
+	}
+	// The destination shows at every TTL the truth says it is reached at (the branches
+	// of unequal length), and at no other.
+	if d, ok := g.Node(g.Dest); !ok || !slices.Equal(d.TTLs, tt.ReachedAt()) {
+		t.Errorf("%s %s: destination at TTLs %v, truth %v", kind, g.Target, d.TTLs, tt.ReachedAt())
+	}
+	for _, n := range g.Nodes {
+		if n.NAT != "" {
+			t.Errorf("%s %s: NAT %q at %s in a lab without NAT", kind, g.Target, n.NAT, n.ID)
+		}
+	}
+	t.Logf("%s %s: %s, %d probes (%d answered), %d rounds, %v, %d links, diamonds %d",
+		kind, g.Target, g.Mode, g.Sent, g.Answered, g.Rounds, g.Duration.Round(time.Millisecond), len(g.Links), len(g.Diamonds))
+}
+
+// labDiamonds: on IPv4 (routers answer from one address) the lab's two diamonds, the
+// second with branches of unequal length (2 and 3 hops).
+func checkDiamondsV4(t *testing.T, g *mda.Graph) {
+	t.Helper()
+	type shape struct {
+		div, conv              string
+		ttl, width, minL, maxL int
+	}
+	want := []shape{{"198.18.2.2", "198.18.7.2", 2, 3, 2, 2}, {"198.18.7.2", "198.18.13.2", 4, 2, 2, 3}}
+	var got []shape
+	for _, d := range g.Diamonds {
+		got = append(got, shape{d.Divergence, d.Convergence, d.TTL, d.MaxWidth, d.MinLength, d.MaxLength})
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("%s: diamonds %+v, want %+v", g.Target, got, want)
+	}
+}
+
+func labTargets(l *lab.Lab) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range l.Targets("wildcard") {
+		if (a.Is4() && a.As4()[3] == 9) || (!a.Is4() && a.As16()[15] == 9) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func TestMultipathFastLab(t *testing.T) {
+	l := labUp(t, lab.ProfileFast)
+	dsts := labTargets(l)
+	if len(dsts) != 2 {
+		t.Fatalf("targets %v", dsts)
+	}
+	for _, kind := range []string{"ebpf", "socket"} {
+		o := mda.DefaultOptions()
+		o.MaxFlows = 256
+		for _, g := range explore(t, l, kind, dsts, o) {
+			checkGraph(t, l, kind, g)
+			if g.Target.Is4() {
+				checkDiamondsV4(t, g)
+			}
+		}
+	}
+	// A bound relay behind r9, after t1's targets: the prefix up to r2 is shared.
+	bound := l.Targets("bound")[0]
+	o := mda.DefaultOptions()
+	o.MaxFlows = 128
+	gs := explore(t, l, "ebpf", []netip.Addr{dsts[0], bound}, o)
+	for _, g := range gs {
+		checkGraph(t, l, "ebpf", g)
+	}
+	if !slices.Equal(gs[1].SharedTTLs, []int{1, 2}) {
+		t.Errorf("%s: shared TTLs %v, want [1 2]", bound, gs[1].SharedTTLs)
+	}
+}
+
+// The realistic profile: delays, jitter, and routers that answer at most a burst of 6
+// then 1/s (Linux's ICMP rate limit): the exploration waits for their budget instead of
+// concluding "no branch".
+func TestMultipathRealisticLab(t *testing.T) {
+	if testing.Short() {
+		t.Skip("realistic lab: rate-limited routers take seconds")
+	}
+	l := labUp(t, lab.ProfileRealistic)
+	o := mda.DefaultOptions()
+	o.MaxFlows = 256
+	for _, g := range explore(t, l, "ebpf", labTargets(l), o) {
+		checkGraph(t, l, "ebpf", g)
+		if g.Target.Is4() {
+			checkDiamondsV4(t, g)
+		}
+	}
+}
