@@ -23,9 +23,11 @@ type Socket struct {
 	files  []*os.File
 	mu     sync.Mutex // guards matcher, old, rotated
 	// Outstanding probes live in two generations so memory stays bounded on long runs:
-	// every Timeout the current matcher becomes the old one and the old one is dropped.
-	// A probe is thus kept between Timeout and 2*Timeout, and a reply later than Timeout
-	// is stale anyway.
+	// every Timeout, or every maxGeneration probes, the current matcher becomes the old
+	// one and the old one is dropped. A probe is thus kept for at least Timeout (a reply
+	// later than that is stale anyway) or maxGeneration later sends, whichever comes
+	// first: at the default 1000 probes/s that is Timeout; past maxGeneration probes per
+	// Timeout, answers slower than maxGeneration sends are lost (and memory stays bounded).
 	matcher, old *probe.Matcher
 	rotated      int64 // UnixNano of the last rotation
 	replies      chan trace.Reply
@@ -130,7 +132,7 @@ func (s *Socket) Send(p trace.Probe) error {
 		pr.Checksum = uint16(id)
 	}
 	s.mu.Lock()
-	if now-s.rotated >= int64(s.cfg.Timeout) {
+	if now-s.rotated >= int64(s.cfg.Timeout) || s.matcher.Len() >= maxGeneration {
 		s.old, s.matcher, s.rotated = s.matcher, s.newMatcher(), now
 	}
 	err = s.matcher.Add(pr)
@@ -140,6 +142,9 @@ func (s *Socket) Send(p trace.Probe) error {
 	}
 	return s.sender.Send(f, id, p.TTL, tagOf(p.Target), s.cfg.Nonce, s.cfg.Payload)
 }
+
+// maxGeneration caps the probes of one matcher generation (see Socket.matcher).
+const maxGeneration = 1 << 15
 
 // newMatcher is an empty matcher that knows every flow (for replies matched by flowtag).
 func (s *Socket) newMatcher() *probe.Matcher {

@@ -97,7 +97,7 @@ func TestStreamWindow(t *testing.T) {
 		if i%7 == 3 {
 			want = 2
 		}
-		if !r.Reached || r.DestTTL != want || len(r.Hops) != want || r.Sent != 30+2*want {
+		if !r.Reached || r.DestTTL != want || len(r.Hops) != want || r.Sent < 3*want || r.Sent > 30+2*want {
 			t.Fatalf("target %d: reached %v at %d, %d hops, sent %d", i, r.Reached, r.DestTTL, len(r.Hops), r.Sent)
 		}
 		if r.Hops[want-1].Replies[0].From != w.dest[i] {

@@ -135,33 +135,53 @@ func runTrace(c *cli.Context) error {
 		return usageError("trace: no target (turnpath trace TARGET... or -f FILE)")
 	}
 	ctx := c.Context
-	targets, err := resolveTargets(ctx, names, tf.family)
+	resolved, err := resolveTargets(ctx, names, tf.family)
 	if err != nil {
 		return usageError("trace: %w", err)
 	}
-	targets = dedupe(targets)
+	targets := compactTargets(resolved)
 
-	// Route every target: the source address goes into the checksums, the interface is where
-	// the BPF programs attach.
-	infos := make([]report.TargetInfo, len(targets))
-	cfg := engine.Config{Payload: tf.payload, Nonce: randomNonce()}
-	for i, t := range targets {
-		rt, err := probe.Lookup(t.Addr)
+	// Route every target now, so a missing route stops the run before any probe leaves.
+	// A target keeps only the index of its route: per target memory stays a few bytes
+	// beyond its address, whatever the length of the list.
+	var routes []probe.Route
+	var shape []probe.Flow
+	routeOf := make([]int32, len(targets.addrs))
+	// A reply later than twice the longest wait is of no use to trace: the socket engine
+	// need not remember probes longer than that.
+	cfg := engine.Config{Payload: tf.payload, Nonce: randomNonce(), Timeout: max(2*tf.opts.Wait, 2*time.Second)}
+	for i, dst := range targets.addrs {
+		rt, err := probe.Lookup(dst)
 		if err != nil {
-			if errors.Is(err, probe.ErrNoRoute) && !t.Addr.Is4() {
+			if errors.Is(err, probe.ErrNoRoute) && !dst.Is4() {
 				err = fmt.Errorf("%w (is IPv6 configured here?)", err)
 			}
 			return runtimeError(fmt.Errorf("trace: %w", err))
 		}
-		cfg.Flows = append(cfg.Flows, probe.Flow{Src: rt.Src, Dst: t.Addr, Proto: tf.proto, SPort: tf.sport, DPort: tf.port})
+		j := slices.IndexFunc(routes, func(r probe.Route) bool { return r.Src == rt.Src && r.Ifindex == rt.Ifindex })
+		if j < 0 {
+			j = len(routes)
+			routes = append(routes, rt)
+			if !slices.ContainsFunc(shape, func(f probe.Flow) bool { return f.Src == rt.Src }) {
+				shape = append(shape, probe.Flow{Src: rt.Src, Dst: dst, Proto: tf.proto, SPort: tf.sport, DPort: tf.port})
+			}
+		}
+		routeOf[i] = int32(j)
 		if !slices.Contains(cfg.Ifindexes, rt.Ifindex) {
 			cfg.Ifindexes = append(cfg.Ifindexes, rt.Ifindex)
 		}
+	}
+	// Flows are made when trace admits a target, and forgotten when it is done.
+	cfg.FlowOf = func(i int) (probe.Flow, error) {
+		return probe.Flow{Src: routes[routeOf[i]].Src, Dst: targets.addrs[i], Proto: tf.proto, SPort: tf.sport, DPort: tf.port}, nil
+	}
+	cfg.Shape = shape
+	info := func(i int) report.TargetInfo {
 		fam := 6
-		if t.Addr.Is4() {
+		if targets.addrs[i].Is4() {
 			fam = 4
 		}
-		infos[i] = report.TargetInfo{Name: t.Name, Addr: t.Addr, Source: rt.Src, Family: fam}
+		return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: routes[routeOf[i]].Src, Family: fam}
 	}
 	if tf.proto != probe.ProtoUDP {
 		cfg.Payload, _ = probe.ParsePayload("none")
@@ -177,57 +197,145 @@ func runTrace(c *cli.Context) error {
 	}
 
 	opts := tf.opts
-	prog := newProgress(c.App.ErrWriter, len(targets))
+	prog := newProgress(c.App.ErrWriter, len(targets.addrs))
 	opts.Progress = prog.update
 	started := time.Now()
-	results, runErr := trace.Run(ctx, eng, len(targets), opts)
+	run := &report.Run{Schema: report.Schema, Version: version, Engine: eng.Name(), EngineReason: why,
+		Started: started, Options: report.Options{
+			Proto: c.String("proto"), Port: tf.port, SPort: tf.sport, Payload: cfg.Payload.String(),
+			FirstTTL: opts.FirstTTL, MaxTTL: opts.MaxTTL, Queries: opts.Queries,
+			WaitMS: float64(opts.Wait) / 1e6, Rate: opts.Rate}}
+	var nm *enrich.Names
+	if !c.Bool("numeric") {
+		nm = enrich.NewNames()
+	}
+	out := newTraceOutput(c.App.Writer, tf.format, run, nm)
+	reached := 0
+	runErr := trace.Stream(ctx, eng, len(targets.addrs), opts, func(r trace.Result) error {
+		if r.Reached {
+			reached++
+		}
+		return out.add(info(r.Target), r)
+	})
 	prog.done()
 	if cerr := eng.Close(); cerr != nil && runErr == nil {
 		runErr = fmt.Errorf("close engine: %w", cerr)
 	}
+	var werr *writeError
+	if errors.As(runErr, &werr) {
+		return runtimeError(fmt.Errorf("trace: write output: %w", werr.err))
+	}
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return runtimeError(fmt.Errorf("trace: %w", runErr))
 	}
-
-	var namer report.Namer
-	if !c.Bool("numeric") && results != nil {
-		nm := enrich.NewNames()
-		var addrs []netip.Addr
-		for _, r := range results {
-			for _, h := range r.Hops {
-				for _, rep := range h.Replies {
-					if rep != nil {
-						addrs = append(addrs, rep.From)
-					}
-				}
-			}
-		}
-		nctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		nm.Resolve(nctx, addrs)
-		cancel()
-		namer = nm.Name
-	}
-	run := &report.Run{Schema: report.Schema, Version: version, Engine: eng.Name(), EngineReason: why,
-		Started: started, Finished: time.Now(), Options: report.Options{
-			Proto: c.String("proto"), Port: tf.port, SPort: tf.sport, Payload: cfg.Payload.String(),
-			FirstTTL: opts.FirstTTL, MaxTTL: opts.MaxTTL, Queries: opts.Queries,
-			WaitMS: float64(opts.Wait) / 1e6, Rate: opts.Rate}}
-	allReached := true
-	for i, r := range results {
-		t := report.Build(infos[i], r, namer)
-		allReached = allReached && t.Reached
-		run.Targets = append(run.Targets, t)
-	}
-	if err := writeRun(c.App.Writer, tf.format, run); err != nil {
+	run.Finished = time.Now()
+	if err := out.finish(len(targets.addrs), info); err != nil {
 		return runtimeError(fmt.Errorf("trace: write output: %w", err))
 	}
 	if runErr != nil {
 		return runtimeError(errors.New("trace: interrupted"))
 	}
-	if !allReached {
+	if reached < len(targets.addrs) {
 		return &exitError{code: exitNotReached, err: errors.New("trace: not every target was reached")}
 	}
 	return nil
+}
+
+// traceOutput writes the report. jsonl and csv are streamed: each target is written (and
+// flushed) when it finishes, in the order targets finish, and then forgotten, so memory
+// does not grow with the target list. text and json are one document in target order:
+// they keep every target's report until the end (and look PTR names up in one batch).
+type traceOutput struct {
+	w       io.Writer
+	format  string
+	run     *report.Run
+	names   *enrich.Names
+	csv     *report.CSV
+	pending []*trace.Result // text, json: by target (nil: not finished)
+}
+
+// writeError marks a failure to write the output, as opposed to a tracing error.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+
+func newTraceOutput(w io.Writer, format string, run *report.Run, names *enrich.Names) *traceOutput {
+	o := &traceOutput{w: w, format: format, run: run, names: names}
+	if format == "csv" {
+		o.csv = report.NewCSV(w)
+	}
+	return o
+}
+
+func (o *traceOutput) streamed() bool { return o.format == "jsonl" || o.format == "csv" }
+
+// add takes one finished target.
+func (o *traceOutput) add(info report.TargetInfo, r trace.Result) error {
+	if !o.streamed() {
+		if o.pending == nil {
+			o.pending = []*trace.Result{}
+		}
+		for len(o.pending) <= r.Target {
+			o.pending = append(o.pending, nil)
+		}
+		o.pending[r.Target] = &r
+		return nil
+	}
+	t := report.Build(info, r, o.namer([]trace.Result{r}))
+	var err error
+	if o.csv != nil {
+		err = o.csv.Write(t)
+	} else {
+		err = report.WriteJSONLine(o.w, o.run, t)
+	}
+	if err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
+// namer looks up the PTR names of the responders in rs (nil with -n).
+func (o *traceOutput) namer(rs []trace.Result) report.Namer {
+	if o.names == nil {
+		return nil
+	}
+	var addrs []netip.Addr
+	for _, r := range rs {
+		for _, h := range r.Hops {
+			for _, rep := range h.Replies {
+				if rep != nil {
+					addrs = append(addrs, rep.From)
+				}
+			}
+		}
+	}
+	if len(addrs) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		o.names.Resolve(ctx, addrs)
+		cancel()
+	}
+	return o.names.Name
+}
+
+// finish writes text and json: every target in list order, those the run never got to
+// (interrupted) as empty traces.
+func (o *traceOutput) finish(n int, info func(int) report.TargetInfo) error {
+	if o.streamed() {
+		return nil
+	}
+	results := make([]trace.Result, n)
+	for i := range results {
+		if i < len(o.pending) && o.pending[i] != nil {
+			results[i] = *o.pending[i]
+		} else {
+			results[i] = trace.Result{Target: i, Start: o.run.Started, End: o.run.Finished}
+		}
+	}
+	namer := o.namer(results)
+	for i, r := range results {
+		o.run.Targets = append(o.run.Targets, report.Build(info(i), r, namer))
+	}
+	return writeRun(o.w, o.format, o.run)
 }
 
 func writeRun(w io.Writer, format string, run *report.Run) error {
@@ -298,6 +406,48 @@ func dedupe(ts []target) []target {
 		}
 	}
 	return out
+}
+
+// targetList is the resolved target list, compact for long lists: an address per
+// target, and a name only where the user wrote something else (a host name, another
+// spelling of the address).
+type targetList struct {
+	addrs []netip.Addr
+	names map[int]string
+}
+
+func (l *targetList) name(i int) string {
+	if n, ok := l.names[i]; ok {
+		return n
+	}
+	return l.addrs[i].String()
+}
+
+// compactTargets drops repeated addresses (the first one stays) without a map over the
+// whole list: the indexes are sorted by address instead.
+func compactTargets(ts []target) *targetList {
+	idx := make([]int32, len(ts))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortStableFunc(idx, func(a, b int32) int { return ts[a].Addr.Compare(ts[b].Addr) })
+	dup := make([]bool, len(ts))
+	for k := 1; k < len(idx); k++ {
+		if ts[idx[k]].Addr == ts[idx[k-1]].Addr {
+			dup[idx[k]] = true
+		}
+	}
+	l := &targetList{names: map[int]string{}}
+	for i, t := range ts {
+		if dup[i] {
+			continue
+		}
+		if t.Name != t.Addr.String() {
+			l.names[len(l.addrs)] = t.Name
+		}
+		l.addrs = append(l.addrs, t.Addr)
+	}
+	return l
 }
 
 func randomNonce() uint32 {
