@@ -60,8 +60,11 @@ demo: build deps ## bring the lab up, run turnpath in it, show the output, bring
 	@./scripts/demo.sh $(BIN) $(DEMO_PREFIX) $(DEMO_TARGET)
 
 .PHONY: bench
-bench: ## Go benchmarks of the hot paths
-	$(GO) test -run '^$$' -bench . -benchmem ./probe/...
+BENCH_PREFIX ?= tpbench
+BENCH_FLAGS  ?=
+bench: build ## turnpath vs traceroute, mtr, scamper in the lab + Go benchmarks -> BENCHMARKS.md/.json (root; BENCH_FLAGS=-quick)
+	$(GO) build -trimpath -o bin/tpbench ./cmd/tpbench
+	bin/tpbench -turnpath $(BIN) -prefix $(BENCH_PREFIX) $(BENCH_FLAGS)
 
 .PHONY: clean
 clean: ## remove build output (and a demo lab left behind)
