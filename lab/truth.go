@@ -189,6 +189,35 @@ func (tt *TargetTruth) Links() []HopLink {
 	return out
 }
 
+// LinksNamed returns the edges over all paths like Links, but with each silent router
+// named by anon(last answering address before it, silent hops since): a multipath graph
+// cannot tell a silent router's identity, only where it sits. Destination: the target.
+func (tt *TargetTruth) LinksNamed(anon func(prev netip.Addr, depth int) string) [][2]string {
+	var out [][2]string
+	for _, p := range tt.paths {
+		var prev netip.Addr
+		depth := 0
+		ids := make([]string, len(p))
+		for i, r := range p {
+			switch {
+			case r.Destination:
+				ids[i] = tt.target.String()
+			case r.Silent:
+				depth++
+				ids[i] = anon(prev, depth)
+			default:
+				ids[i], prev, depth = r.Addr.String(), r.Addr, 0
+			}
+		}
+		for i := 0; i+1 < len(ids); i++ {
+			if l := [2]string{ids[i], ids[i+1]}; !slices.Contains(out, l) {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
+}
+
 // WriteText writes a short human-readable hop table.
 func (tt *TargetTruth) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "%s (%s, group %s on %s, STUN answers from %s, reached at TTL %v)\n",

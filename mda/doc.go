@@ -38,7 +38,11 @@
 //   - escalation: a vertex seen to split (two or more next hops, where the layer has
 //     several vertices) gets the per-vertex rule of full MDA, with node control: more
 //     flows at t, preferably through its predecessors, until n_k of them went through it.
-//     Graph.FullTTLs lists where. Options.Full applies the per-vertex rule everywhere
+//     Graph.FullTTLs lists where. So does every vertex of a meshed layer (a vertex at
+//     t+1 reached from several at t, one of which splits): the paths are not disjoint,
+//     and one vertex's next hops tell nothing about another's. IPv6 routers answering
+//     from their ingress interface make one router several vertices, all meshed onward.
+//     Options.Full applies the per-vertex rule everywhere
 //     (classic MDA, as scamper's tracelb), for comparison and for networks known to
 //     balance non-uniformly.
 //
@@ -54,7 +58,9 @@
 //   - none of them was ever answered, and nothing answers at that TTL: a silent router
 //     (an anonymous vertex, and all such flows from that vertex are silent at once);
 //   - nothing from that vertex answers, but other routers answer at the TTL: maybe a
-//     rate-limited router, so the probe goes on trial: re-sent alone after a pause of
+//     rate-limited router (once any probe of the run was answered only when re-sent;
+//     until then, silent after the re-sends, re-opened when rate limiting shows), so the
+//     probe goes on trial: re-sent alone after a pause of
 //     Options.RateLimitBackoff during which nothing else is sent (a Linux router then has
 //     a token for it, whatever TTL it shows at), twice; unanswered, the router is silent;
 //   - the vertex's next hop answers other flows (at this TTL or another): rate limiting

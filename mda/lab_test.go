@@ -23,28 +23,11 @@ func labUp(t *testing.T, profile string) *lab.Lab {
 	return labtest.Up(t, "tpm", profile)
 }
 
-// truthLinks names the true links as the graph does: addresses, a silent router as the
-// anonymous hop after the last answering interface, the destination as the target.
+// truthLinks names the true links as the graph does.
 func truthLinks(tt *lab.TargetTruth) map[[2]string]bool {
 	out := map[[2]string]bool{}
-	for _, p := range tt.Paths() {
-		var prev netip.Addr
-		depth := 0
-		ids := make([]string, len(p))
-		for i, r := range p {
-			switch {
-			case r.Destination:
-				ids[i] = tt.Addr().String()
-			case r.Silent:
-				depth++
-				ids[i] = mda.AnonID(prev, depth)
-			default:
-				ids[i], prev, depth = r.Addr.String(), r.Addr, 0
-			}
-		}
-		for i := 0; i+1 < len(ids); i++ {
-			out[[2]string{ids[i], ids[i+1]}] = true
-		}
+	for _, l := range tt.LinksNamed(mda.AnonID) {
+		out[l] = true
 	}
 	return out
 }

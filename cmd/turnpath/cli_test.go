@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -234,8 +236,9 @@ func TestLabTraceCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(1500 * time.Millisecond)
-		if progs := turnpathProgs(t); progs == 0 {
-			t.Errorf("%s: no turnpath BPF program loaded during the run", stop)
+		ids := runProgs(t, client)
+		if len(ids) < 2 {
+			t.Errorf("%s: turnpath BPF programs during the run: %v, want XDP and TC egress", stop, ids)
 		}
 		start := time.Now()
 		switch stop {
@@ -264,31 +267,86 @@ func TestLabTraceCLI(t *testing.T) {
 		if stop == "link-gone" && !strings.Contains(se.String(), "disappeared") && !strings.Contains(se.String(), "went down") {
 			t.Errorf("link gone: stderr %q", se.String())
 		}
-		// The kernel frees programs after an RCU grace period: give it a moment.
-		n := turnpathProgs(t)
-		for i := 0; n != 0 && i < 20; i++ {
-			time.Sleep(100 * time.Millisecond)
-			n = turnpathProgs(t)
-		}
-		if n != 0 {
-			t.Errorf("%s: %d turnpath BPF programs still loaded", stop, n)
+		if left := progsLeft(t, ids); len(left) > 0 {
+			t.Errorf("%s: turnpath BPF programs %v still loaded", stop, left)
 		}
 	}
 }
 
-// turnpathProgs counts loaded BPF programs with turnpath's names.
-func turnpathProgs(t *testing.T) int {
-	out, err := exec.Command("bpftool", "prog", "show").CombinedOutput()
+type bpfProg struct {
+	ID     int    `json:"id"`
+	Name   string `json:"name"`
+	MapIDs []int  `json:"map_ids"`
+}
+
+func bpftoolJSON(t *testing.T, v any, args ...string) {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).Output()
 	if err != nil {
 		t.Skipf("bpftool: %v", err)
 	}
-	n := 0
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "name tc_egress") || strings.Contains(l, "name tcx_egress") || strings.Contains(l, "name xdp_rx") {
-			n++
+	if err := json.Unmarshal(out, v); err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+}
+
+// runProgs returns the BPF programs of the turnpath run in namespace ns: the XDP program
+// attached there and every program sharing a map with it (TC egress). Other tests load
+// turnpath programs at the same time in their own namespaces; they do not count.
+func runProgs(t *testing.T, ns string) []int {
+	t.Helper()
+	var net []struct {
+		XDP []struct {
+			ID int `json:"id"`
+		} `json:"xdp"`
+	}
+	bpftoolJSON(t, &net, "ip", "netns", "exec", ns, "bpftool", "-j", "net", "show")
+	var progs []bpfProg
+	bpftoolJSON(t, &progs, "bpftool", "-j", "prog", "show")
+	maps := map[int]bool{}
+	for _, n := range net {
+		for _, x := range n.XDP {
+			for _, p := range progs {
+				if p.ID == x.ID && p.Name == "xdp_rx" {
+					for _, m := range p.MapIDs {
+						maps[m] = true
+					}
+				}
+			}
 		}
 	}
-	return n
+	var ids []int
+	for _, p := range progs {
+		for _, m := range p.MapIDs {
+			if maps[m] {
+				ids = append(ids, p.ID)
+				break
+			}
+		}
+	}
+	return ids
+}
+
+// progsLeft waits a moment for ids to be freed (the kernel frees programs after an RCU
+// grace period) and returns those still loaded.
+func progsLeft(t *testing.T, ids []int) []int {
+	t.Helper()
+	var left []int
+	for i := 0; i < 20; i++ {
+		var progs []bpfProg
+		bpftoolJSON(t, &progs, "bpftool", "-j", "prog", "show")
+		left = left[:0]
+		for _, p := range progs {
+			if slices.Contains(ids, p.ID) {
+				left = append(left, p.ID)
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return left
 }
 
 // cliLab brings a lab up with the CLI (as users do) and down when the test ends. It

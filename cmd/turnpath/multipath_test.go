@@ -135,8 +135,9 @@ func TestLabMultipathCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond)
-	if turnpathProgs(t) == 0 {
-		t.Error("no turnpath BPF program loaded during the run")
+	ids := runProgs(t, client)
+	if len(ids) < 2 {
+		t.Errorf("turnpath BPF programs during the run: %v, want XDP and TC egress", ids)
 	}
 	cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
@@ -150,12 +151,7 @@ func TestLabMultipathCLI(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 3 || !strings.Contains(se.String(), "interrupted") {
 		t.Errorf("SIGINT: exit %d (%s)", code, se.String())
 	}
-	n := turnpathProgs(t)
-	for i := 0; n != 0 && i < 20; i++ {
-		time.Sleep(100 * time.Millisecond)
-		n = turnpathProgs(t)
-	}
-	if n != 0 {
-		t.Errorf("%d turnpath BPF programs still loaded after SIGINT", n)
+	if left := progsLeft(t, ids); len(left) > 0 {
+		t.Errorf("turnpath BPF programs %v still loaded after SIGINT", left)
 	}
 }
