@@ -421,6 +421,7 @@ func (r *run) plan() {
 	}
 	if r.limited && !r.reopened {
 		r.reopened = true
+		clear(r.silentAfter) // or the re-opened hops would be called silent again at once
 		for _, f := range r.flows {
 			for t := range f.hops {
 				if h := &f.hops[t]; h.st == stSilent && h.untried {
