@@ -109,6 +109,22 @@ func checkGraph(t *testing.T, l *lab.Lab, kind string, g *mda.Graph) {
 	if d, ok := g.Node(g.Dest); !ok || !slices.Equal(d.TTLs, tt.ReachedAt()) {
 		t.Errorf("%s %s: destination at TTLs %v, truth %v", kind, g.Target, d.TTLs, tt.ReachedAt())
 	}
+	// Every interface at exactly the TTLs the truth has it at: the unequal branches put
+	// the routers after them at two TTLs each.
+	for _, n := range g.Nodes {
+		if !n.Addr.IsValid() || n.Dest {
+			continue
+		}
+		var want []int
+		for ttl := 1; ttl <= tt.MaxTTL(); ttl++ {
+			if slices.Contains(tt.AddrsAt(ttl), n.Addr) {
+				want = append(want, ttl)
+			}
+		}
+		if !slices.Equal(n.TTLs, want) {
+			t.Errorf("%s %s: %s at TTLs %v, truth %v", kind, g.Target, n.ID, n.TTLs, want)
+		}
+	}
 	for _, n := range g.Nodes {
 		if n.NAT != "" {
 			t.Errorf("%s %s: NAT %q at %s in a lab without NAT", kind, g.Target, n.NAT, n.ID)
