@@ -28,14 +28,14 @@ import (
 )
 
 type outcome struct {
-	tool, cmd      string
-	wall           time.Duration
-	probes         int
-	links          map[[2]string]bool
-	reached        bool
-	err            error
-	found, missing int
-	falseLinks     []string
+	tool, cmd  string
+	wall       time.Duration
+	probes     int
+	links      map[[2]string]bool
+	reached    bool
+	err        error
+	found      int
+	falseLinks []string
 }
 
 func main() {
