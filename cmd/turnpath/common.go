@@ -24,6 +24,17 @@ func parseProto(s string) (probe.Proto, error) {
 	return 0, fmt.Errorf("unknown --proto %q (udp, icmp, tcp)", s)
 }
 
+// portFlags reads --port and --sport.
+func portFlags(c *cli.Context) (port, sport uint16, err error) {
+	if c.Uint("port") == 0 || c.Uint("port") > 65535 {
+		return 0, 0, fmt.Errorf("--port %d out of range 1..65535", c.Uint("port"))
+	}
+	if c.Uint("sport") == 0 || c.Uint("sport") > 65535 {
+		return 0, 0, fmt.Errorf("--sport %d out of range 1..65535", c.Uint("sport"))
+	}
+	return uint16(c.Uint("port")), uint16(c.Uint("sport")), nil
+}
+
 // defaultPayload parses --payload: STUN toward UDP 3478, nothing elsewhere, and nothing
 // at all for ICMP and TCP probes.
 func defaultPayload(spec string, proto probe.Proto, port uint16) (probe.Payload, error) {

@@ -73,20 +73,17 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 	if mf.proto, err = parseProto(c.String("proto")); err != nil {
 		return nil, err
 	}
-	if c.Uint("port") == 0 || c.Uint("port") > 65535 {
-		return nil, fmt.Errorf("--port %d out of range 1..65535", c.Uint("port"))
+	var sport uint16
+	if mf.port, sport, err = portFlags(c); err != nil {
+		return nil, err
 	}
-	if c.Uint("sport") == 0 || c.Uint("sport") > 65535 {
-		return nil, fmt.Errorf("--sport %d out of range 1..65535", c.Uint("sport"))
-	}
-	mf.port = uint16(c.Uint("port"))
 	if mf.payload, err = defaultPayload(c.String("payload"), mf.proto, mf.port); err != nil {
 		return nil, err
 	}
 	o := mda.DefaultOptions()
 	o.Confidence, o.Full = c.Float64("confidence"), c.Bool("full")
 	o.FirstTTL, o.MaxTTL = c.Int("first-ttl"), c.Int("max-ttl")
-	o.FlowBase, o.MaxFlows, o.MaxProbes = uint16(c.Uint("sport")), c.Int("max-flows"), c.Int("max-probes")
+	o.FlowBase, o.MaxFlows, o.MaxProbes = sport, c.Int("max-flows"), c.Int("max-probes")
 	o.RateLimitBackoff = c.Duration("rate-limit-wait")
 	if err := o.Validate(); err != nil {
 		if errors.Is(err, mda.ErrConfidence) {

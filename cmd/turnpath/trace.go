@@ -64,32 +64,14 @@ type traceFlags struct {
 
 func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 	tf := &traceFlags{engine: c.String("engine"), format: c.String("format")}
-	switch c.String("proto") {
-	case "udp":
-		tf.proto = probe.ProtoUDP
-	case "icmp":
-		tf.proto = probe.ProtoICMP
-	case "tcp":
-		tf.proto = probe.ProtoTCP
-	default:
-		return nil, fmt.Errorf("unknown --proto %q (udp, icmp, tcp)", c.String("proto"))
-	}
-	if c.Uint("port") == 0 || c.Uint("port") > 65535 {
-		return nil, fmt.Errorf("--port %d out of range 1..65535", c.Uint("port"))
-	}
-	if c.Uint("sport") == 0 || c.Uint("sport") > 65535 {
-		return nil, fmt.Errorf("--sport %d out of range 1..65535", c.Uint("sport"))
-	}
-	tf.port, tf.sport = uint16(c.Uint("port")), uint16(c.Uint("sport"))
-	spec := c.String("payload")
-	if spec == "" {
-		spec = "none"
-		if tf.port == 3478 && tf.proto == probe.ProtoUDP {
-			spec = "stun"
-		}
-	}
 	var err error
-	if tf.payload, err = probe.ParsePayload(spec); err != nil {
+	if tf.proto, err = parseProto(c.String("proto")); err != nil {
+		return nil, err
+	}
+	if tf.port, tf.sport, err = portFlags(c); err != nil {
+		return nil, err
+	}
+	if tf.payload, err = defaultPayload(c.String("payload"), tf.proto, tf.port); err != nil {
 		return nil, err
 	}
 	tf.opts = trace.DefaultOptions()
@@ -107,13 +89,8 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 	if !report.ValidFormat(tf.format) {
 		return nil, fmt.Errorf("unknown --format %q (%s)", tf.format, strings.Join(report.Formats, ", "))
 	}
-	switch {
-	case c.Bool("ipv4") && c.Bool("ipv6"):
-		return nil, errors.New("-4 and -6 exclude each other")
-	case c.Bool("ipv4"):
-		tf.family = 4
-	case c.Bool("ipv6"):
-		tf.family = 6
+	if tf.family, err = familyFlag(c); err != nil {
+		return nil, err
 	}
 	return tf, nil
 }
@@ -123,16 +100,9 @@ func runTrace(c *cli.Context) error {
 	if err != nil {
 		return usageError("trace: %w", err)
 	}
-	names := c.Args().Slice()
-	if f := c.String("file"); f != "" {
-		more, err := readTargetFile(f)
-		if err != nil {
-			return usageError("trace: %w", err)
-		}
-		names = append(names, more...)
-	}
-	if len(names) == 0 {
-		return usageError("trace: no target (turnpath trace TARGET... or -f FILE)")
+	names, err := targetNames(c)
+	if err != nil {
+		return usageError("trace: %w", err)
 	}
 	ctx := c.Context
 	resolved, err := resolveTargets(ctx, names, tf.family)
@@ -151,11 +121,8 @@ func runTrace(c *cli.Context) error {
 	// need not remember probes longer than that.
 	cfg := engine.Config{Payload: tf.payload, Nonce: randomNonce(), Timeout: max(2*tf.opts.Wait, 2*time.Second)}
 	for i, dst := range targets.addrs {
-		rt, err := probe.Lookup(dst)
+		rt, err := routeTo(dst)
 		if err != nil {
-			if errors.Is(err, probe.ErrNoRoute) && !dst.Is4() {
-				err = fmt.Errorf("%w (is IPv6 configured here?)", err)
-			}
 			return runtimeError(fmt.Errorf("trace: %w", err))
 		}
 		j := slices.IndexFunc(routes, func(r probe.Route) bool { return r.Src == rt.Src && r.Ifindex == rt.Ifindex })
@@ -183,10 +150,6 @@ func runTrace(c *cli.Context) error {
 		}
 		return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: routes[routeOf[i]].Src, Family: fam}
 	}
-	if tf.proto != probe.ProtoUDP {
-		cfg.Payload, _ = probe.ParsePayload("none")
-	}
-
 	eng, why, err := openEngine(tf.engine, cfg)
 	if err != nil {
 		return runtimeError(fmt.Errorf("trace: %w", err))
