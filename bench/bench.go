@@ -9,8 +9,10 @@
 // renders whatever finished.
 //
 // Safety: every prober runs inside the lab's client namespace (Env.Command prefixes
-// `ip netns exec <prefix>-client`), probes only lab targets, and every command has a
-// timeout after which its process group is killed.
+// `ip netns exec <prefix>-client`) and probes only lab targets, or, for capacity and
+// memory, inside the prober namespace of a reflector network of its own (package
+// reflector: <prefix>-cap-* / <prefix>-rss-*, whose only route leads into the reflector);
+// every command has a timeout after which its process group is killed.
 package bench
 
 import (
@@ -39,13 +41,13 @@ type Section struct {
 }
 
 // Sections are run and rendered in this order: the issue's five measurements, then the
-// Go microbenchmarks. Capacity and memory are hooks for package reflector.
+// Go microbenchmarks. Capacity and memory run against package reflector (hooks.go).
 var Sections = []Section{
 	{ID: "onepath", Title: "One path", Budget: 180 * time.Second, Run: runOnePath},
-	{ID: "capacity", Title: "Capacity", Budget: 240 * time.Second, Run: runCapacity},
+	{ID: "capacity", Title: "Capacity", Budget: 120 * time.Second, Run: runCapacity},
 	{ID: "timestamps", Title: "Timestamp accuracy", Budget: 60 * time.Second, Run: runTimestamps},
 	{ID: "many", Title: "Many targets", Budget: 75 * time.Second, Run: runMany},
-	{ID: "memory", Title: "Memory", Budget: 120 * time.Second, Run: runMemory},
+	{ID: "memory", Title: "Memory", Budget: 160 * time.Second, Run: runMemory},
 	{ID: "gobench", Title: "Go microbenchmarks", Budget: 45 * time.Second, Run: runGoBench},
 }
 

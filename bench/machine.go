@@ -42,6 +42,7 @@ var toolVersions = []struct {
 	{"tcpdump", []string{"tcpdump", "--version"}, regexp.MustCompile(`tcpdump version (\S+)`)},
 	{"libpcap", []string{"tcpdump", "--version"}, regexp.MustCompile(`libpcap version (\S+)`)},
 	{"stress-ng", []string{"stress-ng", "--version"}, regexp.MustCompile(`version (\S+)`)},
+	{"perf", []string{"perf", "--version"}, regexp.MustCompile(`perf version (\S+)`)},
 }
 
 // DescribeMachine collects kernel, CPU, memory and tool versions.

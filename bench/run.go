@@ -15,8 +15,10 @@ import (
 	"time"
 )
 
-// AptPackages are the Debian packages the bench needs: the lab's services and the peers.
-var AptPackages = []string{"coturn", "dnsmasq-base", "iproute2", "traceroute", "mtr-tiny", "scamper", "tcpdump", "stress-ng"}
+// AptPackages are the Debian packages the bench needs: the lab's services and the peers;
+// time (GNU time) measures peak RSS, linux-perf profiles the capacity runs.
+var AptPackages = []string{"coturn", "dnsmasq-base", "iproute2", "traceroute", "mtr-tiny", "scamper", "tcpdump", "stress-ng",
+	"time", "linux-perf"}
 
 // Run runs the selected sections and returns the report. The lab is brought down on
 // every path out, including cancellation (Ctrl-C).

@@ -3,6 +3,8 @@
 //
 //	tpbench [-quick] [-only onepath,timestamps,...] [-turnpath bin/turnpath]
 //	tpbench ebpf-rtt [-rate R] [-q N] [-m TTL] TARGET...   (helper, inside the lab's client namespace)
+//	tpbench capacity [-engine ebpf|socket] [-probes N] [-cpu C] [-rate R]   (one capacity run, own reflector network)
+//	tpbench rss [-engine ebpf|socket] [-targets N] [-turnpath bin/turnpath]   (one peak-RSS run, own reflector network)
 package main
 
 import (
@@ -20,15 +22,25 @@ import (
 	"time"
 
 	"github.com/turnpath/turnpath/bench"
+	"github.com/turnpath/turnpath/reflector"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == "ebpf-rtt" {
+	sub := ""
+	if len(os.Args) > 1 {
+		sub = os.Args[1]
+	}
+	switch sub {
+	case "ebpf-rtt":
 		err = ebpfRTT(ctx, os.Args[2:])
-	} else {
+	case "capacity":
+		err = capacity(ctx, os.Args[2:])
+	case "rss":
+		err = peakRSS(ctx, os.Args[2:])
+	default:
 		err = run(ctx, os.Args[1:])
 	}
 	if err != nil {
@@ -133,6 +145,64 @@ func ebpfRTT(ctx context.Context, args []string) error {
 	}
 	res, err := bench.EBPFRTT(ctx, o)
 	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// capacity is one run of the capacity section, on its own reflector network
+// (reflector.Capacity: namespaces tpcap-prober and tpcap-refl), printed as JSON.
+func capacity(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("tpbench capacity", flag.ContinueOnError)
+	o := reflector.CapacityOptions{Targets: 256}
+	fs.StringVar(&o.Engine, "engine", "ebpf", "ebpf or socket")
+	fs.IntVar(&o.Probes, "probes", 600_000, "probes to send")
+	fs.IntVar(&o.CPU, "cpu", bench.CapacityCPU(), "core to pin the process to (-1: not pinned)")
+	fs.Float64Var(&o.Rate, "rate", 0, "probes per second (0: unpaced)")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return exitError(2)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	res, err := reflector.Capacity(ctx, o)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// peakRSS is one run of the memory section on its own reflector network (namespaces
+// tprss-prober and tprss-refl): turnpath's peak RSS in bytes, as JSON.
+func peakRSS(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("tpbench rss", flag.ContinueOnError)
+	engine := fs.String("engine", "ebpf", "ebpf or socket")
+	targets := fs.Int("targets", 100_000, "distinct targets in the list")
+	turnpath := fs.String("turnpath", "bin/turnpath", "the turnpath binary to measure")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return exitError(2)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	bin, err := filepath.Abs(*turnpath)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "tpbench-rss-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	list := filepath.Join(dir, "targets.txt")
+	if err := bench.WriteTargets(list, *targets); err != nil {
+		return err
+	}
+	n, err := reflector.Up(ctx, reflector.Options{Prefix: "tprss", Depth: bench.MemoryDepth})
+	if err != nil {
+		return err
+	}
+	res, err := bench.PeakRSS(ctx, n, dir, bench.RSSOptions{Turnpath: bin, List: list, Targets: *targets, Engine: *engine,
+		Args: bench.MemoryTraceArgs()})
+	if err = errors.Join(err, n.Down()); err != nil {
 		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(res)
