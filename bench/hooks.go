@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -56,7 +57,10 @@ var capEngines = []struct{ Kind, Name string }{{"ebpf", "eBPF"}, {"socket", "soc
 type capRun struct {
 	Round int `json:"round"`
 	reflector.CapacityResult
-	Error string `json:"error,omitempty"`
+	// StealSeconds is the pinned core's steal time over the run (/proc/stat: the
+	// hypervisor ran something else); CoreBusySeconds includes it.
+	StealSeconds float64 `json:"steal_seconds"`
+	Error        string  `json:"error,omitempty"`
 }
 
 type capRaw struct {
@@ -91,7 +95,8 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 		"*sent/s*: probes `Send` accepted / time from the first send to the last; *matched/s*: replies the engine " +
 			"delivered and matched / time from the first send to the last reply; *lost*: sent − matched (the reflector's " +
 			"own counter says it answered every probe); *core busy*: share of the run the pinned core was not idle " +
-			"(`/proc/stat`); *CPU per probe*: that busy time / probes sent, of which *softirq* is the kernel's receive side " +
+			"(`/proc/stat`), *of which steal* the time this virtual machine's hypervisor ran something else on it (it " +
+			"varies with the host's load, and so do the rates); *CPU per probe*: that busy time / probes sent, of which *softirq* is the kernel's receive side " +
 			"(veth, XDP programs, the IP stack on the way in); *user / sys* are turnpath's own threads (`getrusage`; " +
 			"with tick-based accounting sys includes the softirq work done in their context). The lab is down meanwhile.",
 	}}
@@ -110,15 +115,16 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 	for r := range rounds {
 		for k := range capEngines {
 			e := capEngines[(r+k)%len(capEngines)]
+			steal0 := stealSeconds(cpu)
 			c, err := n.Capacity(ctx, reflector.CapacityOptions{Engine: e.Kind, Probes: probes, Targets: capTargets, CPU: cpu})
-			run := capRun{Round: r, CapacityResult: c}
+			run := capRun{Round: r, CapacityResult: c, StealSeconds: stealSeconds(cpu) - steal0}
 			if err != nil {
 				run.Error = err.Error()
 			}
 			raw.Runs = append(raw.Runs, run)
-			env.Logf("capacity %-6s round %d: sent %d in %.2fs = %.0f/s, matched %.0f/s, lost %d, %.0f ns/probe (softirq %.0f %%) %s",
+			env.Logf("capacity %-6s round %d: sent %d in %.2fs = %.0f/s, matched %.0f/s, lost %d, %.0f ns/probe (softirq %.0f %%, steal %.2fs) %s",
 				e.Kind, r+1, c.Sent, c.Seconds, c.SentPerSec, c.MatchPerSec, c.Lost, c.NSPerProbe,
-				100*c.CoreSoftirqSeconds/max(c.CoreBusySeconds, 1e-9), run.Error)
+				100*c.CoreSoftirqSeconds/max(c.CoreBusySeconds, 1e-9), run.StealSeconds, run.Error)
 			if ctx.Err() != nil {
 				res.Raw = raw
 				return res, ctx.Err()
@@ -127,7 +133,7 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 	}
 	res.Raw = raw
 
-	type series struct{ sent, matched, lostPct, busy, ns, softirq, user, sys []float64 }
+	type series struct{ sent, matched, lostPct, busy, steal, ns, softirq, user, sys []float64 }
 	by := map[string]*series{}
 	perRound := map[string][]float64{} // sent/s by engine, indexed by round (NaN: failed)
 	for _, e := range capEngines {
@@ -153,6 +159,7 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 		s.ns = append(s.ns, r.NSPerProbe)
 		if r.MatchSeconds > 0 {
 			s.busy = append(s.busy, min(1, r.CoreBusySeconds/r.MatchSeconds))
+			s.steal = append(s.steal, min(1, r.StealSeconds/r.MatchSeconds))
 		}
 		s.softirq = append(s.softirq, r.CoreSoftirqSeconds*1e9/sent)
 		s.user = append(s.user, r.CPUSecondsUser*1e9/sent)
@@ -160,11 +167,11 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 		perRound[r.Engine][r.Round] = r.SentPerSec
 	}
 	t := Table{Columns: []string{"engine", "probes per run", "offered rate", "sent/s", "matched/s", "lost", "core busy",
-		"CPU per probe", "of which softirq", "turnpath user / sys per probe", "runs"}}
+		"of which steal", "CPU per probe", "of which softirq", "turnpath user / sys per probe", "runs"}}
 	for _, e := range capEngines {
 		s := by[e.Kind]
 		t.Rows = append(t.Rows, []string{e.Name, group(probes), "unpaced", kilo(Summarize(s.sent)), kilo(Summarize(s.matched)),
-			Summarize(s.lostPct).Format("%.2f", " %"), Summarize(s.busy).Percent(), micro(Summarize(s.ns)), micro(Summarize(s.softirq)),
+			Summarize(s.lostPct).Format("%.2f", " %"), Summarize(s.busy).Percent(), Summarize(s.steal).Percent(), micro(Summarize(s.ns)), micro(Summarize(s.softirq)),
 			fmt.Sprintf("%.1f / %.1f µs", Summarize(s.user).Median/1000, Summarize(s.sys).Median/1000), strconv.Itoa(len(s.sent))})
 	}
 	res.Tables = append(res.Tables, t)
@@ -380,6 +387,22 @@ func profileShares(report []byte) (shares map[string]float64, samples int) {
 		}
 	}
 	return out, samples
+}
+
+// stealSeconds reads the steal time of one CPU from /proc/stat (0 when unreadable).
+func stealSeconds(cpu int) float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	want := "cpu" + strconv.Itoa(cpu) + " "
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); strings.HasPrefix(line, want) && len(f) > 8 {
+			v, _ := strconv.ParseFloat(f[8], 64)
+			return v / 100 // USER_HZ
+		}
+	}
+	return 0
 }
 
 // micro formats a Summary of nanoseconds in microseconds.
