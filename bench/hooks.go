@@ -201,8 +201,9 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 			reason += fmt.Sprintf(" The profile below shows where it goes: the per-probe `sendto` on a raw socket takes %.0f %% of the core — "+
 				"the IP output path, the TC egress program that stamps the probe (%.0f %%, mostly its LRU hash update) and, because "+
 				"the veth hands the frame over within the same call, the receive side in softirq (%.0f %% in all: veth, the "+
-				"reflector's XDP_TX, the prober's XDP match with its ring-buffer output and per-event wakeup, %.0f %%); reading "+
-				"the ring buffer in Go takes %.0f %%, building probes %.1f %%.", p["sendto"], p["tc"], p["softirq"], p["xdp"], p["read"], p["build"])
+				"reflector's XDP_TX, the prober's XDP match with its ring-buffer output and per-event wakeup, %.0f %%, of which the "+
+				"wakeup alone, a self-interrupt through the APIC, %.0f %%); reading the ring buffer in Go takes %.0f %%, building "+
+				"probes %.1f %%.", p["sendto"], p["tc"], p["softirq"], p["xdp"], p["wakeup"], p["read"], p["build"])
 		}
 		reason += " So the limit is one system call per packet through the IP stack, not the matcher: 1 M/s on one core " +
 			"leaves 1 µs per probe for everything, which needs batched sends (`sendmmsg`, or probes built and sent from BPF / " +
@@ -259,6 +260,7 @@ var profRows = []struct {
 	{"tc", "↳ TC egress program (eBPF: send timestamp into an LRU hash)", symSuffix("_tcx_egress")},
 	{"softirq", "↳ receive side in softirq (`net_rx_action`: veth, both XDP programs, IP input; mostly run inside `sendto`)", symIs("net_rx_action")},
 	{"xdp", "↳↳ prober's XDP program (eBPF: match, ring-buffer output and its wakeup)", symSuffix("_xdp_rx")},
+	{"wakeup", "↳↳↳ of which waking the reader (irq_work self-interrupt: a write to the APIC)", symIs("irq_work_queue")},
 	{"reflector", "↳↳ reflector's XDP program (the network's work)", symSuffix("_xdp_reflect")},
 	{"read", "Go: reading replies (eBPF: ring buffer incl. epoll; socket: `recvmsg` loop and parsing)",
 		symIs("github.com/cilium/ebpf/ringbuf.(*Reader).ReadInto", "github.com/turnpath/turnpath/engine.(*Socket).recvLoop")},
@@ -584,10 +586,11 @@ func runMemory(ctx context.Context, env *Env) (*Result, error) {
 		}
 		res.Headlines = append(res.Headlines, h+".")
 		med := func(kind string, size int) float64 { return Summarize(rss[kind][size]).Median }
-		p := fmt.Sprintf("Reading: with the eBPF engine 100 000 targets take %.2f× the memory of 1 000 (%.1f MiB more for 99 000 "+
+		p := fmt.Sprintf("Reading: with the eBPF engine 100 000 targets take %s the memory of 1 000 (medians: %.1f MiB more for 99 000 "+
 			"more targets, about %.0f bytes each: the list itself, an address and a route index per target, plus the Go heap's "+
 			"slack); the window bounds everything else. From 1 target to 1 000 the window fills (%.1f → %.1f MiB).",
-			med("ebpf", big)/med("ebpf", win), med("ebpf", big)-med("ebpf", win), (med("ebpf", big)-med("ebpf", win))*(1<<20)/float64(big-win),
+			Summarize(Ratios(rss["ebpf"][big], rss["ebpf"][win])).Format("%.2f", "×"), med("ebpf", big)-med("ebpf", win),
+			(med("ebpf", big)-med("ebpf", win))*(1<<20)/float64(big-win),
 			med("ebpf", one), med("ebpf", win))
 		if Summarize(rss["socket"][big]).N > 0 {
 			p += fmt.Sprintf(" The socket engine keeps its outstanding probes in Go (two matcher generations of at most 32 768 probes, "+

@@ -24,6 +24,7 @@ func TestProfileShares(t *testing.T) {
      8.47%     0.21%  [k] __schedule
      1.01%     0.88%  [k] bpf_prog_43d49144f0ce86d4_xdp_reflect
      1.78%     1.18%  [.] github.com/turnpath/turnpath/probe.(*Builder).Build
+     9.92%     0.25%  [k] irq_work_queue
      0.10%     0.10%  [k] xdp_rx
 # comment
 `)
@@ -32,7 +33,7 @@ func TestProfileShares(t *testing.T) {
 		t.Errorf("samples %d, want 6000", samples)
 	}
 	want := map[string]float64{"sendto": 53.71, "softirq": 25.44, "xdp": 12.83, "read": 12.27, "tc": 11.30,
-		"schedule": 8.47, "reflector": 1.01, "build": 1.78}
+		"schedule": 8.47, "reflector": 1.01, "build": 1.78, "wakeup": 9.92}
 	for k, v := range want {
 		if math.Abs(got[k]-v) > 1e-9 {
 			t.Errorf("%s: %v, want %v", k, got[k], v)
