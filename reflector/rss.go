@@ -9,8 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -37,7 +37,9 @@ type RSSResult struct {
 // PeakRSS runs `binary trace -f FILE --format jsonl -n --engine ENGINE` over targets
 // distinct targets (Target(0..targets-1)) inside the prober namespace as a child process
 // (`ip netns exec`, so the child starts there) and returns the child's peak resident set
-// size from wait4's rusage (ru_maxrss; ip execs turnpath in place, so it is turnpath's).
+// size, measured by GNU time (/usr/bin/time -f %M), which forks before it execs turnpath.
+// Not from our own wait4: Go starts children with vfork semantics, so a child's ru_maxrss
+// starts at the parent's peak (a 50 MB Go parent made every run read 50 MB).
 // The output is read and counted, not kept.
 func (n *Net) PeakRSS(ctx context.Context, binary string, targets int, opts RSSOptions) (RSSResult, error) {
 	res := RSSResult{Targets: targets, Engine: opts.Engine}
@@ -49,6 +51,9 @@ func (n *Net) PeakRSS(ctx context.Context, binary string, targets int, opts RSSO
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Minute
+	}
+	if _, err := os.Stat(timeBinary); err != nil {
+		return res, fmt.Errorf("reflector: GNU time is needed for peak RSS (apt-get install time): %w", err)
 	}
 	if err := n.UseEngine(res.Engine); err != nil {
 		return res, err
@@ -66,7 +71,8 @@ func (n *Net) PeakRSS(ctx context.Context, binary string, targets int, opts RSSO
 	if err != nil {
 		return res, fmt.Errorf("reflector: %w", err)
 	}
-	args := []string{"netns", "exec", n.prober, binary, "trace", "-f", file, "--format", "jsonl", "-n", "--engine", res.Engine}
+	rssFile := filepath.Join(dir, "maxrss")
+	args := []string{"netns", "exec", n.prober, timeBinary, "-q", "-f", "%M", "-o", rssFile, binary, "trace", "-f", file, "--format", "jsonl", "-n", "--engine", res.Engine}
 	if opts.Args == nil {
 		opts.Args = []string{"-q", "1", "--max-ttl", fmt.Sprint(n.depth + 2), "--rate", "0"}
 	}
@@ -87,8 +93,12 @@ func (n *Net) PeakRSS(ctx context.Context, binary string, targets int, opts RSSO
 	res.Lines, res.Reached = countLines(stdout)
 	err = cmd.Wait()
 	res.Seconds = time.Since(start).Seconds()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		res.PeakBytes = ru.Maxrss * 1024 // kilobytes on Linux
+	if b, rerr := os.ReadFile(rssFile); rerr == nil {
+		f := strings.Fields(string(b))
+		if len(f) > 0 {
+			kb, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
+			res.PeakBytes = kb * 1024
+		}
 	}
 	res.ExitCode = cmd.ProcessState.ExitCode()
 	var ee *exec.ExitError
@@ -126,3 +136,6 @@ func countLines(r io.Reader) (lines, reached int) {
 	}
 	return lines, reached
 }
+
+// timeBinary is GNU time: it forks a fresh process for turnpath, so ru_maxrss is turnpath's.
+const timeBinary = "/usr/bin/time"
