@@ -500,7 +500,7 @@ func runMemory(ctx context.Context, env *Env) (*Result, error) {
 		for k := range memEngines {
 			e := memEngines[(r+k)%len(memEngines)]
 			for _, size := range memSizes {
-				rr, err := PeakRSS(ctx, n, env.Dir, RSSOptions{Turnpath: env.Turnpath, List: lists[size], Targets: size,
+				rr, err := PeakRSS(ctx, n, RSSOptions{Turnpath: env.Turnpath, List: lists[size], Targets: size,
 					Engine: e.Kind, Args: MemoryTraceArgs(), Timeout: 2 * time.Minute})
 				run := memRun{Round: r, RSSResult: rr}
 				if err != nil {
@@ -606,7 +606,7 @@ func runMemory(ctx context.Context, env *Env) (*Result, error) {
 		res.Text = append(res.Text, p)
 	}
 	res.Notes = append(res.Notes, "turnpath is started through GNU `time`, which forks before it execs turnpath. Reading "+
-		"`ru_maxrss` from `wait4` in the Go runner itself (as `reflector.(*Net).PeakRSS` does) would report the runner's own "+
+		"`ru_maxrss` from `wait4` in the Go runner itself would report the runner's own "+
 		"peak instead: Go starts children with vfork semantics, so the child's high-water mark before exec is the runner's "+
 		"(in a trial of this bench every run, 1 target or 100 000, read the same 49 MiB: tpbench's own peak).")
 	for _, e := range memEngines {

@@ -200,7 +200,7 @@ func peakRSS(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := bench.PeakRSS(ctx, n, dir, bench.RSSOptions{Turnpath: bin, List: list, Targets: *targets, Engine: *engine,
+	res, err := bench.PeakRSS(ctx, n, bench.RSSOptions{Turnpath: bin, List: list, Targets: *targets, Engine: *engine,
 		Args: bench.MemoryTraceArgs()})
 	if err = errors.Join(err, n.Down()); err != nil {
 		return err
