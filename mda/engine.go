@@ -95,7 +95,6 @@ type layer struct {
 	unsettled int            // flows sent here whose vertex is not known (or given up)
 	answered  int            // flows answered here
 	ansSince  map[vkey]int   // predecessor -> last round a flow from it was answered here
-	rep       map[vkey]*flow // the flow re-sent for each predecessor of unanswered ones
 	single    bool           // exactly one vertex, not the destination, and no flow ended before
 	one       vkey           // that vertex
 	resolved  int
@@ -136,6 +135,13 @@ type run struct {
 	agg               map[vkey]*vertexAgg
 	seenAt            map[vkey][]int // TTLs of each vertex in the last pass
 	silentAfter       map[vkey]bool  // vertices followed by a silent hop, last pass
+	// rep is, per predecessor vertex of unanswered probes, the one probe re-sent to find
+	// out what follows it, whatever the TTL (one interface, whose next hop is silent or
+	// not at every TTL it shows at: unequal branches bring it at several); the others
+	// wait for it. Rebuilt by every planning pass.
+	rep map[vkey]*hop
+	// lastSend is when the last batch went: a trial waits RateLimitBackoff after it.
+	lastSend time.Time
 }
 
 func newRun(p Prober, target int, o Options, known *knowledge) *run {
@@ -275,6 +281,11 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 			if !h.want || !h.weak || !h.bpend || h.st != stWaiting || h.hold || r.beyond(f, t) {
 				continue
 			}
+			if quiet := r.lastSend.Add(r.o.RateLimitBackoff); h.readyAt.Before(quiet) {
+				// The pause is counted from the last probe sent, whatever it was: a probe
+				// left unwanted for a while keeps an old readyAt, and others went meanwhile.
+				h.readyAt = quiet
+			}
 			switch {
 			case h.readyAt.After(now):
 				if next.IsZero() || h.readyAt.Before(next) {
@@ -297,6 +308,7 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 		}
 		r.send(trial, now)
 		r.sent++
+		r.lastSend = now
 		return []Request{trialReq}, 0
 	}
 	// A TTL with probes backing off gets no new ones meanwhile: they would take the
@@ -351,6 +363,9 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 	// that reach it.
 	reqs = append(again, reqs...)
 	r.sent += len(reqs)
+	if len(reqs) > 0 {
+		r.lastSend = now
+	}
 	if len(reqs) == 0 && !next.IsZero() {
 		wait = max(next.Sub(now), time.Millisecond)
 	}
@@ -431,12 +446,16 @@ func (r *run) plan() {
 		}
 	}
 	knownSilent := map[vkey]bool{} // predecessors followed by a silent hop
+	clear(r.rep)
+	if r.rep == nil {
+		r.rep = map[vkey]*hop{}
+	}
 	for k := range r.silentAfter {
 		knownSilent[k] = true
 	}
 	for t := o.FirstTTL; t <= o.MaxTTL; t++ {
 		ly := &r.layers[t]
-		*ly = layer{verts: map[vkey][]int{}, dests: map[vkey]bool{}, unreach: map[vkey]bool{}, ansPreds: map[vkey]bool{}, rep: map[vkey]*flow{}, ansSince: map[vkey]int{}}
+		*ly = layer{verts: map[vkey][]int{}, dests: map[vkey]bool{}, unreach: map[vkey]bool{}, ansPreds: map[vkey]bool{}, ansSince: map[vkey]int{}}
 		for _, f := range r.flows {
 			h := &f.hops[t]
 			if h.st != stAnswered || r.beyond(f, t) {
@@ -620,25 +639,25 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 	if h.st == stSilent {
 		return
 	}
-	switch {
-	case unsure:
+	if knownSilent[pk] && !unsure {
+		r.silent(h, pk, knownSilent)
+		return
+	}
+	// One probe per predecessor finds out; the others wait for it. If it stays
+	// unanswered, they are silent too; if it is answered, they were rate limited.
+	if rep := r.rep[pk]; rep != nil && rep != h {
+		h.hold, h.blocker = true, rep
+		return
+	}
+	r.rep[pk] = h
+	if unsure {
 		if h.tries < 1+o.Retries {
 			h.readyAt, h.bpend = time.Time{}, false
 		} else {
 			h.hold = true
 		}
 		return
-	case knownSilent[pk]:
-		r.silent(h, pk, knownSilent)
-		return
 	}
-	// One flow per predecessor finds out; the others wait for it. If it stays
-	// unanswered, they are silent too; if it is answered, they were rate limited.
-	if rep := ly.rep[pk]; rep != nil && rep != f {
-		h.hold, h.blocker = true, &rep.hops[t]
-		return
-	}
-	ly.rep[pk] = f
 	switch {
 	case h.tries < 1+o.Retries && !h.bpend:
 		h.readyAt = time.Time{} // re-send at once

@@ -41,6 +41,8 @@ func explore(t *testing.T, l *lab.Lab, kind string, dsts []netip.Addr, o mda.Opt
 	}
 	payload, _ := probe.ParsePayload("stun")
 	var eng trace.Engine
+	oneFirst := make([]bool, len(dsts))
+	o.OneFirstHop = func(i int) bool { return oneFirst[i] }
 	err = l.Do(func() error {
 		var tmpl []probe.Flow
 		cfg := engine.Config{Payload: payload, Nonce: 0x6d6461}
@@ -49,6 +51,7 @@ func explore(t *testing.T, l *lab.Lab, kind string, dsts []netip.Addr, o mda.Opt
 			if err != nil {
 				return err
 			}
+			oneFirst[len(tmpl)] = rt.Nexthops == 1
 			tmpl = append(tmpl, probe.Flow{Src: rt.Src, Dst: d, Proto: probe.ProtoUDP, DPort: 3478})
 			if !slices.Contains(cfg.Ifindexes, rt.Ifindex) {
 				cfg.Ifindexes = append(cfg.Ifindexes, rt.Ifindex)

@@ -57,6 +57,17 @@ func (r *run) pick(cands []int, t, need int) int {
 	return max(0, need-have)
 }
 
+// missing is pick without picking: how many of need flows at TTL t the candidates lack,
+// counting the ones observed or on their way.
+func (r *run) missing(cands []int, t, need int) int {
+	for _, i := range cands {
+		if s := r.status(r.flows[i], t); s == psResolved || s == psPending {
+			need--
+		}
+	}
+	return max(0, need)
+}
+
 // fresh wants n more flows probed at TTL t. With prefer, only flows that can get to those
 // vertices at t-1: first flows known there, then flows not known at t-1, then new flows;
 // without, any flow that reaches t.
@@ -160,6 +171,14 @@ func (r *run) rules() {
 				continue
 			}
 		}
+		if t < first && first == 1 && o.OneFirstHop != nil && len(r.layers[first].order) <= 1 && o.OneFirstHop(r.target) {
+			// The kernel's route has one next hop: one flow tells the first router. (Two
+			// vertices there after all, and the rules below apply.)
+			if d := r.pick(all, first, 1); d > 0 {
+				r.fresh(first, d, nil)
+			}
+			continue
+		}
 		if single && !o.Full {
 			// Every flow passes one vertex at t: its next hops are the vertices at t+1,
 			// and any flow, probed at t+1 only, samples them.
@@ -220,7 +239,8 @@ func (r *run) branching(t int, single bool) {
 		}
 	}
 	// Observed links of the layer.
-	here := map[vkey]int{} // flows through u at t observed at t+1
+	here := map[vkey]int{}     // flows through u at t observed at t+1
+	pendHere := map[vkey]int{} // ... and sent (or re-sent) at t+1, not keyed yet
 	pred := map[vkey]map[vkey]bool{}
 	succ := map[vkey]map[vkey]bool{}
 	var allNear []int
@@ -229,6 +249,9 @@ func (r *run) branching(t int, single bool) {
 			allNear = append(allNear, i)
 			h := &r.flows[i].hops[t+1]
 			if !h.keyed || r.beyond(r.flows[i], t+1) {
+				if r.status(r.flows[i], t+1) == psPending {
+					pendHere[u]++
+				}
 				continue
 			}
 			here[u]++
@@ -261,13 +284,24 @@ func (r *run) branching(t int, single bool) {
 	}
 	deficit := map[vkey]int{} // flows missing through a vertex at t
 	hopDeficit := 0
+	perVertex := false
 	if !o.Full {
-		// The hop rule, unless every vertex's next hops are established already (by the
-		// per-vertex rule, counting every TTL).
+		// The hop rule, or the per-vertex rule counting every TTL where that is cheaper:
+		// after branches of unequal length converge, each vertex shows at several TTLs
+		// and the flows there count for it, while the hop rule would ask n_k at every
+		// TTL. The per-vertex rule is the stricter test (no uniformity assumed), so
+		// taking it when it costs less keeps the guarantee. Nothing when every vertex's
+		// next hops are established (or will be, by the probes in flight).
+		vertMissing := 0
 		for _, u := range near {
-			if a := r.aggOf(u); a.obs < r.nk(len(a.succ)) {
+			a := r.aggOf(u)
+			vertMissing += max(0, r.nk(len(a.succ))-a.obs)
+		}
+		if vertMissing > 0 {
+			if vertMissing <= r.missing(allNear, t+1, r.nk(len(pred))) {
+				perVertex = true
+			} else {
 				hopDeficit = r.pick(allNear, t+1, r.nk(len(pred)))
-				break
 			}
 		}
 	}
@@ -286,15 +320,28 @@ func (r *run) branching(t int, single bool) {
 			}
 			need = max(need, r.nk(len(a.succ)))
 		}
+		if perVertex {
+			need = max(need, r.nk(len(a.succ)))
+		}
 		if a.best != t {
 			// Elsewhere, only edge discovery.
 			need = min(need, 1)
 		}
 		// What the other TTLs saw counts, but every vertex gets one flow onward at every
 		// TTL (cheap: it has flows here), so that the vertices at t+1 are all seen.
-		need = max(min(need, 1), need-(a.obs-here[u]))
+		need = max(min(need, 1), need-(a.obs-here[u])-(a.pend-pendHere[u]))
 		if d := r.pick(fu[u], t+1, need); d > 0 {
 			deficit[u] = d
+		}
+		if perVertex {
+			// A probe sent on from u and not answered yet may be the one that shows
+			// another next hop (a silent one, most likely): it is followed up even when
+			// the others make the count.
+			for _, i := range fu[u] {
+				if r.status(r.flows[i], t+1) == psPending {
+					r.flows[i].hops[t+1].want = true
+				}
+			}
 		}
 	}
 	if t < first {
@@ -328,6 +375,13 @@ func (r *run) branching(t int, single bool) {
 	prefer := map[vkey]bool{}
 	need := func(d, through, limit int) {
 		share := float64(through) / float64(ly.resolved)
+		if pending > 0 {
+			// Flows on their way to t will tell more: count on them reaching the vertex
+			// at least as often as a uniform split would (a share estimated from a flow
+			// or two is mostly too low), and ask for more only if that falls short. A
+			// round later at worst, instead of flows that turn out not to be needed.
+			share = max(share, 1/float64(len(ly.order)))
+		}
 		n := int(math.Ceil(float64(d)/share - float64(pending)))
 		add = max(add, min(n, limit))
 	}
@@ -364,8 +418,9 @@ func keysOf(m map[vkey]bool) []vkey {
 type vertexAgg struct {
 	succ map[vkey]bool
 	obs  int // flows through the vertex with a known next hop
-	best int // the TTL at which most flows reach it
-	most int
+	pend int // flows through the vertex sent one hop further, next hop not known yet
+	best int // the TTL to ask for more flows through it: see aggregate
+	most, mostFree int
 }
 
 // aggregate collects every vertex's next hops over all TTLs.
@@ -375,9 +430,10 @@ func (r *run) aggregate() {
 	}
 	o := &r.o
 	clear(r.agg)
-	count := map[vkey]int{}
+	count, free := map[vkey]int{}, map[vkey]int{}
 	for t := o.FirstTTL - 1; t < o.MaxTTL; t++ {
 		clear(count)
+		clear(free)
 		for _, f := range r.flows {
 			u, ok := r.keyAt(f, t)
 			if !ok || (t >= o.FirstTTL && r.layers[t].dests[u]) {
@@ -385,17 +441,27 @@ func (r *run) aggregate() {
 			}
 			a := r.agg[u]
 			if a == nil {
-				a = &vertexAgg{succ: map[vkey]bool{}}
+				a = &vertexAgg{succ: map[vkey]bool{}, best: -1}
 				r.agg[u] = a
 			}
 			count[u]++
-			if count[u] > a.most {
-				a.most, a.best = count[u], t
-			}
 			h := &f.hops[t+1]
-			if h.keyed && !r.beyond(f, t+1) {
+			switch st := r.status(f, t+1); {
+			case h.keyed && !r.beyond(f, t+1):
 				a.succ[h.key] = true
 				a.obs++
+			case st == psPending:
+				a.pend++
+			case st == psFree:
+				free[u]++
+			}
+		}
+		for u, n := range count {
+			// More flows go on from u at the TTL with the most flows there not probed one
+			// hop further yet (one probe each), else the most flows (node control).
+			a := r.agg[u]
+			if free[u] > a.mostFree || (free[u] == a.mostFree && n > a.most) {
+				a.most, a.mostFree, a.best = n, free[u], t
 			}
 		}
 	}

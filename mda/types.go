@@ -76,6 +76,12 @@ type Options struct {
 	// node control (classic MDA, as scamper's tracelb). For comparison and for networks
 	// known to balance non-uniformly.
 	Full bool
+	// OneFirstHop, when set, tells whether the prober's own route to a target (by its
+	// index in RunMany; 0 for Run) has a single next hop, i.e. is not a multipath route.
+	// Then every flow meets the same router at TTL 1, and one flow tells which, instead of
+	// the n_1 flows the stopping rule would ask of the prober as a vertex. With
+	// FirstTTL > 1 it is not used; nil means not known.
+	OneFirstHop func(target int) bool
 	// Now and Sleep are the clock; nil means the real one. Simulations pass a virtual
 	// clock so rate-limit back-offs cost no real time.
 	Now   func() time.Time

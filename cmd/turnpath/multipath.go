@@ -141,6 +141,7 @@ func runMultipath(c *cli.Context) error {
 
 	tmpl := make([]probe.Flow, len(targets))
 	infos := make([]targetRoute, len(targets))
+	oneFirst := make([]bool, len(targets))
 	cfg := engine.Config{Payload: mf.payload, Nonce: randomNonce()}
 	for i, t := range targets {
 		rt, err := routeTo(t.Addr)
@@ -152,7 +153,10 @@ func runMultipath(c *cli.Context) error {
 			cfg.Ifindexes = append(cfg.Ifindexes, rt.Ifindex)
 		}
 		infos[i] = targetRoute{target: t, src: rt.Src}
+		oneFirst[i] = rt.Nexthops == 1
 	}
+	// Not a multipath route: the first router is the same for every flow.
+	mf.opts.OneFirstHop = func(i int) bool { return oneFirst[i] }
 	cfg.Flows = layout.EngineFlows(tmpl)
 	eng, why, err := openEngine(mf.engine, cfg)
 	if err != nil {

@@ -105,6 +105,8 @@ func (n *Network) Sleep(ctx context.Context, d time.Duration) error {
 // Options returns o with the virtual clock plugged in.
 func (n *Network) Options(o mda.Options) mda.Options {
 	o.Now, o.Sleep = n.Now, n.Sleep
+	// The prober is attached to one router (First), as a host with a plain default route.
+	o.OneFirstHop = func(int) bool { return true }
 	return o
 }
 
