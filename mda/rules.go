@@ -416,10 +416,10 @@ func keysOf(m map[vkey]bool) []vkey {
 
 // vertexAgg is what is known of one vertex's next hops over all TTLs.
 type vertexAgg struct {
-	succ map[vkey]bool
-	obs  int // flows through the vertex with a known next hop
-	pend int // flows through the vertex sent one hop further, next hop not known yet
-	best int // the TTL to ask for more flows through it: see aggregate
+	succ           map[vkey]bool
+	obs            int // flows through the vertex with a known next hop
+	pend           int // flows through the vertex sent one hop further, next hop not known yet
+	best           int // the TTL to ask for more flows through it: see aggregate
 	most, mostFree int
 }
 
