@@ -139,7 +139,8 @@ type run struct {
 	// out what follows it, whatever the TTL (one interface, whose next hop is silent or
 	// not at every TTL it shows at: unequal branches bring it at several); the others
 	// wait for it. Rebuilt by every planning pass.
-	rep map[vkey]*hop
+	rep   map[vkey]*hop
+	unans map[netip.Addr]int // unanswered sends one hop past an answering interface
 	// lastSend is when the last batch went: a trial waits RateLimitBackoff after it.
 	lastSend time.Time
 }
@@ -453,6 +454,20 @@ func (r *run) plan() {
 	for k := range r.silentAfter {
 		knownSilent[k] = true
 	}
+	// Unanswered sends one hop past each answering interface, for calling a silent router
+	// on the evidence of several flows (see classify).
+	clear(r.unans)
+	if r.unans == nil {
+		r.unans = map[netip.Addr]int{}
+	}
+	for _, f := range r.flows {
+		for t := o.FirstTTL + 1; t <= o.MaxTTL; t++ {
+			prev, h := &f.hops[t-1], &f.hops[t]
+			if prev.st == stAnswered && !prev.dest && (h.st == stWaiting || h.st == stSilent) && !r.beyond(f, t) {
+				r.unans[prev.addr] += h.tries
+			}
+		}
+	}
 	for t := o.FirstTTL; t <= o.MaxTTL; t++ {
 		ly := &r.layers[t]
 		*ly = layer{verts: map[vkey][]int{}, dests: map[vkey]bool{}, unreach: map[vkey]bool{}, ansPreds: map[vkey]bool{}, ansSince: map[vkey]int{}}
@@ -645,7 +660,8 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 	}
 	// One probe per predecessor finds out; the others wait for it. If it stays
 	// unanswered, they are silent too; if it is answered, they were rate limited.
-	if rep := r.rep[pk]; rep != nil && rep != h {
+	// (Not on one that is itself held: it may wait long, for another flow's hop.)
+	if rep := r.rep[pk]; rep != nil && rep != h && !rep.hold {
 		h.hold, h.blocker = true, rep
 		return
 	}
@@ -658,8 +674,12 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 		}
 		return
 	}
+	// Without rate limiting seen, a probe re-sent once, with other flows' probes past the
+	// same interface unanswered too, twice the sends the re-sends alone would make:
+	// silent, without re-sending it again.
+	evidence := !r.limited && pk.addr.IsValid() && h.tries >= 2 && r.unans[pk.addr] >= 2*(1+o.Retries)
 	switch {
-	case h.tries < 1+o.Retries && !h.bpend:
+	case h.tries < 1+o.Retries && !h.bpend && !evidence:
 		h.readyAt = time.Time{} // re-send at once
 	case ly.answered > 0 && h.trials < trials && o.RateLimitRetries > 0 && r.limited:
 		// Others answer at this TTL, from elsewhere: maybe the router drops for lack of

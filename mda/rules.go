@@ -373,22 +373,56 @@ func (r *run) branching(t int, single bool) {
 	}
 	add := 0
 	prefer := map[vkey]bool{}
-	need := func(d, through, limit int) {
-		share := float64(through) / float64(ly.resolved)
+	share := func(through int) float64 {
+		sh := float64(through) / float64(ly.resolved)
 		if pending > 0 {
 			// Flows on their way to t will tell more: count on them reaching the vertex
 			// at least as often as a uniform split would (a share estimated from a flow
 			// or two is mostly too low), and ask for more only if that falls short. A
 			// round later at worst, instead of flows that turn out not to be needed.
-			share = max(share, 1/float64(len(ly.order)))
+			sh = max(sh, 1/float64(len(ly.order)))
 		}
-		n := int(math.Ceil(float64(d)/share - float64(pending)))
+		return sh
+	}
+	need := func(d, through, limit int) {
+		n := int(math.Ceil(float64(d)/share(through) - float64(pending)))
 		add = max(add, min(n, limit))
 	}
+	// Where the flows at t came from: a pending flow whose vertex at t-1 is known reaches
+	// a vertex as often as that one's flows did (surely, when it is its only next hop).
+	via := map[vkey]map[vkey]int{} // vertex at t-1 -> vertex at t -> flows
+	for _, v := range ly.order {
+		for _, i := range ly.verts[v] {
+			if p, ok := r.keyAt(r.flows[i], t-1); ok {
+				if via[p] == nil {
+					via[p] = map[vkey]int{}
+				}
+				via[p][v]++
+			}
+		}
+	}
 	for u, d := range deficit {
+		sh := share(len(fu[u]))
+		expect := 0.0
+		for _, f := range r.flows {
+			if r.status(f, t) != psPending {
+				continue
+			}
+			p, ok := r.keyAt(f, t-1)
+			total := 0
+			for _, n := range via[p] {
+				total += n
+			}
+			if ok && total > 0 {
+				expect += float64(via[p][u]) / float64(total)
+			} else {
+				expect += sh
+			}
+		}
 		// A vertex's share is estimated from few flows: never more than twice what a
 		// uniform share would take; the next round corrects.
-		need(d, len(fu[u]), 2*d*len(ly.order))
+		n := int(math.Ceil((float64(d) - expect) / sh))
+		add = max(add, min(n, 2*d*len(ly.order)))
 		// Flows through u's predecessors reach u; flows elsewhere at t-1 cannot.
 		for _, i := range fu[u] {
 			if k, ok := r.keyAt(r.flows[i], t-1); ok {
