@@ -139,8 +139,9 @@ type run struct {
 	// out what follows it, whatever the TTL (one interface, whose next hop is silent or
 	// not at every TTL it shows at: unequal branches bring it at several); the others
 	// wait for it. Rebuilt by every planning pass.
-	rep   map[vkey]*hop
-	unans map[netip.Addr]int // unanswered sends one hop past an answering interface
+	rep         map[vkey]*hop
+	unans       map[netip.Addr]int    // unanswered sends one hop past an answering interface
+	unansRounds map[netip.Addr][2]int // ... the first and last rounds they went in
 	// lastSend is when the last batch went: a trial waits RateLimitBackoff after it.
 	lastSend time.Time
 }
@@ -457,14 +458,23 @@ func (r *run) plan() {
 	// Unanswered sends one hop past each answering interface, for calling a silent router
 	// on the evidence of several flows (see classify).
 	clear(r.unans)
+	clear(r.unansRounds)
 	if r.unans == nil {
-		r.unans = map[netip.Addr]int{}
+		r.unans, r.unansRounds = map[netip.Addr]int{}, map[netip.Addr][2]int{}
 	}
 	for _, f := range r.flows {
 		for t := o.FirstTTL + 1; t <= o.MaxTTL; t++ {
 			prev, h := &f.hops[t-1], &f.hops[t]
 			if prev.st == stAnswered && !prev.dest && (h.st == stWaiting || h.st == stSilent) && !r.beyond(f, t) {
 				r.unans[prev.addr] += h.tries
+				rs, ok := r.unansRounds[prev.addr]
+				if !ok {
+					rs = [2]int{h.sentIn, h.sentIn}
+				}
+				if h.tries > 1 {
+					rs[0] = min(rs[0], h.sentIn-1) // sent before too
+				}
+				r.unansRounds[prev.addr] = [2]int{min(rs[0], h.sentIn), max(rs[1], h.sentIn)}
 			}
 		}
 	}
@@ -572,6 +582,23 @@ func (r *run) plan() {
 			}
 		}
 	}
+	// A re-send telling a silent router from a lost probe can wait when fresh probes
+	// past the same interface go out now anyway: they tell the same (see classify).
+	if !r.limited {
+		fresh := map[netip.Addr]bool{}
+		for _, f := range r.flows {
+			for t := o.FirstTTL + 1; t <= o.MaxTTL; t++ {
+				if h, prev := &f.hops[t], &f.hops[t-1]; h.want && h.st == stUnprobed && prev.st == stAnswered && !prev.dest {
+					fresh[prev.addr] = true
+				}
+			}
+		}
+		for pk, h := range r.rep {
+			if fresh[pk.addr] && h.want && h.st == stWaiting && !h.hold && !h.bpend && h.readyAt.IsZero() {
+				h.want = false
+			}
+		}
+	}
 }
 
 // classify decides what an unanswered probe means: a silent hop, a probe to re-send at
@@ -674,10 +701,11 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 		}
 		return
 	}
-	// Without rate limiting seen, a probe re-sent once, with other flows' probes past the
-	// same interface unanswered too, twice the sends the re-sends alone would make:
-	// silent, without re-sending it again.
-	evidence := !r.limited && pk.addr.IsValid() && h.tries >= 2 && r.unans[pk.addr] >= 2*(1+o.Retries)
+	// Without rate limiting seen, probes past the same interface unanswered in two rounds
+	// or more, twice the sends this one's re-sends would make: silent, without re-sending
+	// it again.
+	evidence := !r.limited && pk.addr.IsValid() && r.unansRounds[pk.addr][1] > r.unansRounds[pk.addr][0] &&
+		r.unans[pk.addr] >= 2*(1+o.Retries)
 	switch {
 	case h.tries < 1+o.Retries && !h.bpend && !evidence:
 		h.readyAt = time.Time{} // re-send at once
