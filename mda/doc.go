@@ -46,6 +46,17 @@
 //     (classic MDA, as scamper's tracelb), for comparison and for networks known to
 //     balance non-uniformly.
 //
+// After branches of unequal length converge, every vertex shows at several TTLs, and the
+// hop rule would ask n_k flows at each of them. Where it is cheaper, the layer takes the
+// per-vertex rule instead, counting a vertex's flows at every TTL (the stricter test: no
+// uniformity assumed); more flows through a vertex are asked where they cost one probe
+// each (flows known there, not probed one hop further), else by node control, which
+// counts on pending flows from a predecessor that leads to the vertex.
+//
+// When the kernel's route to the target has a single next hop (not a multipath route:
+// Options.OneFirstHop, from 'ip route get fibmatch'), every flow meets the same router at
+// TTL 1, and one flow there is enough.
+//
 // The first batch probes n_1 flows at the first TTL and one flow at each of the next
 // Options.Window TTLs; every batch then asks for what the rules lack at every TTL at once,
 // and looks Window TTLs past the deepest answer until the destination answers.
@@ -56,7 +67,11 @@
 // vertex at a time. What it means then depends on the other flows from the same vertex:
 //
 //   - none of them was ever answered, and nothing answers at that TTL: a silent router
-//     (an anonymous vertex, and all such flows from that vertex are silent at once);
+//     (an anonymous vertex, and all such flows from that vertex are silent at once, at
+//     every TTL: one probe per predecessor is re-sent, whatever its TTL). Until rate
+//     limiting shows, probes past the same interface unanswered over two rounds, twice
+//     the sends of one probe's re-sends, are evidence enough; and a re-send waits when
+//     fresh probes past that interface go out anyway;
 //   - nothing from that vertex answers, but other routers answer at the TTL: maybe a
 //     rate-limited router (once any probe of the run was answered only when re-sent;
 //     until then, silent after the re-sends, re-opened when rate limiting shows), so the
