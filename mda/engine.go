@@ -467,14 +467,15 @@ func (r *run) plan() {
 			prev, h := &f.hops[t-1], &f.hops[t]
 			if prev.st == stAnswered && !prev.dest && (h.st == stWaiting || h.st == stSilent) && !r.beyond(f, t) {
 				r.unans[prev.addr] += h.tries
+				first := h.sentIn
+				if h.tries > 1 {
+					first-- // sent in an earlier round too
+				}
 				rs, ok := r.unansRounds[prev.addr]
 				if !ok {
-					rs = [2]int{h.sentIn, h.sentIn}
+					rs = [2]int{first, h.sentIn}
 				}
-				if h.tries > 1 {
-					rs[0] = min(rs[0], h.sentIn-1) // sent before too
-				}
-				r.unansRounds[prev.addr] = [2]int{min(rs[0], h.sentIn), max(rs[1], h.sentIn)}
+				r.unansRounds[prev.addr] = [2]int{min(rs[0], first), max(rs[1], h.sentIn)}
 			}
 		}
 	}
