@@ -6,16 +6,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netns"
-
+	"github.com/turnpath/turnpath/lab"
 	"github.com/turnpath/turnpath/probe"
 )
 
-// inNewNetns runs fn on a thread in a fresh network namespace set up by the ip commands
+// inNewNetns runs fn (through lab.InNetNS) in a fresh network namespace set up by the ip commands
 // (run with -n NAME), and removes the namespace after.
 func inNewNetns(t *testing.T, setup [][]string, fn func()) {
 	t.Helper()
@@ -36,23 +34,9 @@ func inNewNetns(t *testing.T, setup [][]string, fn func()) {
 			t.Fatalf("ip %s: %v %s", strings.Join(args, " "), err, out)
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		h, err := netns.GetFromName(name)
-		if err != nil {
-			t.Errorf("open netns: %v", err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			t.Errorf("enter netns: %v", err)
-			return
-		}
-		fn()
-	}()
-	<-done
+	if err := lab.InNetNS(name, func() error { fn(); return nil }); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestLookupNexthops(t *testing.T) {
