@@ -95,8 +95,14 @@ func run(profile, target, bin, skip string) error {
 	var res []*outcome
 	res = append(res, turnpath(ns, bin, dst))
 	if !strings.Contains(skip, "tracelb") {
-		pause()
-		res = append(res, tracelb(ns, dst))
+		// Both ways tracelb can vary the flow: its default (the destination port, from
+		// 33435: closed ports, so the destination answers with port unreachables), and
+		// turnpath's way (the source port, to the relay's port 3478, which answers STUN
+		// only: tracelb never recognises the destination).
+		for _, method := range []string{"", "-P udp-sport -d 3478 "} {
+			pause()
+			res = append(res, tracelb(ns, dst, method))
+		}
 	}
 	if !strings.Contains(skip, "dublin") {
 		pause()
@@ -171,11 +177,16 @@ func turnpath(ns, bin string, dst netip.Addr) *outcome {
 
 var tracelbHeader = regexp.MustCompile(`tracelb from \S+ to \S+, \d+ nodes, \d+ links, (\d+) probes`)
 
-// tracelb runs scamper's MDA at the same confidence and parses its text output:
-// "a -> b" links, "a -> * -> b" through silent hops.
-func tracelb(ns string, dst netip.Addr) *outcome {
-	args := []string{"scamper", "-O", "text", "-c", "tracelb -P udp-sport -d 3478 -c 95", "-i", dst.String()}
-	o := &outcome{tool: "scamper tracelb", cmd: `scamper -O text -c "tracelb -P udp-sport -d 3478 -c 95" -i ` + dst.String()}
+// tracelb runs scamper's MDA at the same confidence with the given probe method options
+// and parses its text output: "a -> b" links, "a -> * -> b" through silent hops.
+func tracelb(ns string, dst netip.Addr, method string) *outcome {
+	c := "tracelb " + method + "-c 95"
+	args := []string{"scamper", "-O", "text", "-c", c, "-i", dst.String()}
+	tool := "scamper tracelb"
+	if method != "" {
+		tool += " " + strings.TrimSpace(method)
+	}
+	o := &outcome{tool: tool, cmd: `scamper -O text -c "` + c + `" -i ` + dst.String()}
 	out, wall, err := inNS(ns, 20*time.Minute, "", args...)
 	o.wall = wall
 	if err != nil {
