@@ -89,8 +89,10 @@
 //
 // # Sharing between targets (RunMany)
 //
-// RunMany explores the targets one after the other and keeps, for every vertex whose next
-// hops a finished exploration established, that set. For the next target, the layers from
+// RunMany explores the targets in waves of 1, 2, 4 ... targets (up to Options.Parallel), the
+// targets of a wave in the same rounds: each round is one batch with all their probes. It
+// keeps, for every vertex whose next hops a finished wave established, that set. For the
+// targets of later waves, the layers from
 // the prober outward are taken from that knowledge as long as what n_1 flows of the new
 // target show agrees with it (every vertex and link seen is a known one, and every vertex
 // at the near end has known next hops); from the first layer where they differ (a new
@@ -100,7 +102,17 @@
 // known vertices and links there (Shared). A vertex whose next hops differ between two
 // targets (routes per destination) is never shared again. The assumption is doubletree's:
 // a router's ECMP set is the same for the targets sharing the prefix; a target routed over
-// a strict subset of a known set cannot be told apart with n_1 flows.
+// a strict subset of a known set cannot be told apart with n_1 flows. The first target
+// goes alone so that its prefix (the prober's own routers, at least) is known to all
+// others; doubling keeps the waves, each a few rounds, to the logarithm of the list.
+//
+// The targets share the routers' ICMP budgets (Linux's are per destination of the error,
+// the prober). Once a run sees rate limiting, the rest of its wave goes one target at a
+// time and later waves have one target: several at once would only spend the budgets the
+// back-offs wait for. A trial (see above) goes alone across the wave, its pause counted
+// from the last probe of any target. And with rate limiting seen, a probe unanswered one
+// hop past an answering interface goes on trial even when nothing at its TTL answered
+// yet: an earlier target may have spent the budget of the router there.
 //
 // # Limits
 //

@@ -142,8 +142,10 @@ type run struct {
 	rep         map[vkey]*hop
 	unans       map[netip.Addr]int    // unanswered sends one hop past an answering interface
 	unansRounds map[netip.Addr][2]int // ... the first and last rounds they went in
-	// lastSend is when the last batch went: a trial waits RateLimitBackoff after it.
-	lastSend time.Time
+	// lastSend is when the last batch went, shared by the runs explored together: a
+	// trial waits RateLimitBackoff after it.
+	lastSend *time.Time
+	done     time.Time // when the run finished
 }
 
 func newRun(p Prober, target int, o Options, known *knowledge) *run {
@@ -151,6 +153,7 @@ func newRun(p Prober, target int, o Options, known *knowledge) *run {
 	r := &run{o: o, p: p, target: target, known: known,
 		full: map[int]bool{}, seenAt: map[vkey][]int{}, silentAfter: map[vkey]bool{}, shared: map[int][]vkey{}, sharedL: map[int]bool{}}
 	r.layers = make([]layer, o.MaxTTL+2)
+	r.lastSend = new(time.Time)
 	table := stoppingTable(conf, 16)
 	r.nk = func(k int) int {
 		if k < 1 {
@@ -237,35 +240,106 @@ func (r *run) backoff(n int) time.Duration {
 
 // explore runs rounds until the stopping rules are met everywhere.
 func (r *run) explore(ctx context.Context) error {
-	for {
+	return exploreAll(ctx, r.p, []*run{r})
+}
+
+// exploreAll explores several targets at once (a wave of RunMany), in rounds: each round
+// one batch with every target's wanted probes, until rate limiting is seen. A probe on
+// trial still goes alone: the targets share routers, and the pause before a trial is
+// counted from the last probe of any of them (lastSend is shared). The runs' done times
+// are set as they finish.
+func exploreAll(ctx context.Context, p Prober, runs []*run) error {
+	last := new(time.Time)
+	for _, r := range runs {
+		r.lastSend = last
+	}
+	active := slices.Clone(runs)
+	byTarget := map[int][]Answer{}
+	for len(active) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		now := r.now()
-		r.plan()
-		reqs, wait := r.batch(now)
-		if len(reqs) == 0 && wait <= 0 && !r.truncatedNow() {
-			// Once more: a pass sees what the one before learnt (e.g. a vertex's next
-			// hops at another TTL) and may want more.
+		now := active[0].now()
+		for _, r := range active {
 			r.plan()
-			reqs, wait = r.batch(now)
+		}
+		// Runs with a probe on trial go first, alone: the others send nothing until it is
+		// through, so that the pause before it is one. And once a router is seen to rate
+		// limit, one run at a time: the targets share the routers' ICMP budgets, and the
+		// probes of one would take the answers another's back-offs wait for.
+		step := active
+		for i, r := range active {
+			if r.trialWanted() {
+				step = active[i : i+1]
+				break
+			}
+		}
+		if len(step) > 1 && slices.ContainsFunc(active, func(r *run) bool { return r.limited }) {
+			step = active[:1]
+		}
+		var reqs []Request
+		var sent []*run
+		var wait time.Duration
+		done := map[*run]bool{}
+		for _, r := range step {
+			q, w := r.batch(now)
+			if len(q) == 0 && w <= 0 && !r.truncatedNow() {
+				// Once more: a pass sees what the one before learnt (e.g. a vertex's
+				// next hops at another TTL) and may want more.
+				r.plan()
+				q, w = r.batch(now)
+			}
+			switch {
+			case len(q) > 0:
+				reqs = append(reqs, q...)
+				sent = append(sent, r)
+			case w > 0:
+				if wait == 0 || w < wait {
+					wait = w
+				}
+			default:
+				done[r] = true
+				r.done = now
+			}
+		}
+		if len(done) > 0 {
+			active = slices.DeleteFunc(active, func(r *run) bool { return done[r] })
 		}
 		if len(reqs) == 0 {
-			if wait <= 0 {
-				return nil
-			}
-			if err := r.sleep(ctx, wait); err != nil {
-				return err
+			if wait > 0 {
+				if err := active[0].sleep(ctx, wait); err != nil {
+					return err
+				}
 			}
 			continue
 		}
-		answers, err := r.p.Probe(ctx, reqs)
+		answers, err := p.Probe(ctx, reqs)
 		if err != nil {
 			return err
 		}
-		r.rounds++
-		r.apply(answers)
+		clear(byTarget)
+		for _, a := range answers {
+			byTarget[a.Target] = append(byTarget[a.Target], a)
+		}
+		for _, r := range sent {
+			r.rounds++
+			r.apply(byTarget[r.target])
+		}
 	}
+	return nil
+}
+
+// trialWanted reports whether a probe of the run waits to go on trial (see batch).
+func (r *run) trialWanted() bool {
+	for _, f := range r.flows {
+		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
+			h := &f.hops[t]
+			if h.want && h.weak && h.bpend && h.st == stWaiting && !h.hold && !r.beyond(f, t) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // batch collects the wanted probes that can go now. With none, wait is how long until a
@@ -310,7 +384,7 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 		}
 		r.send(trial, now)
 		r.sent++
-		r.lastSend = now
+		*r.lastSend = now
 		return []Request{trialReq}, 0
 	}
 	// A TTL with probes backing off gets no new ones meanwhile: they would take the
@@ -366,7 +440,7 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 	reqs = append(again, reqs...)
 	r.sent += len(reqs)
 	if len(reqs) > 0 {
-		r.lastSend = now
+		*r.lastSend = now
 	}
 	if len(reqs) == 0 && !next.IsZero() {
 		wait = max(next.Sub(now), time.Millisecond)
@@ -710,9 +784,11 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 	switch {
 	case h.tries < 1+o.Retries && !h.bpend && !evidence:
 		h.readyAt = time.Time{} // re-send at once
-	case ly.answered > 0 && h.trials < trials && o.RateLimitRetries > 0 && r.limited:
+	case (ly.answered > 0 || pk.addr.IsValid()) && h.trials < trials && o.RateLimitRetries > 0 && r.limited:
 		// Others answer at this TTL, from elsewhere: maybe the router drops for lack of
-		// ICMP budget. On trial before calling it silent.
+		// ICMP budget. On trial before calling it silent. So too when nothing answered
+		// here yet but pk answers: the routers' budgets are shared by every target, and
+		// an earlier one may have spent them all.
 		h.weak = true
 		r.later(h)
 	default:

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/turnpath/turnpath/mda"
 	"github.com/turnpath/turnpath/mda/sim"
@@ -463,4 +464,42 @@ func BenchmarkMDARandom(b *testing.B) {
 		sent += g.Sent
 	}
 	b.ReportMetric(float64(sent)/float64(b.N), "probes/op")
+}
+
+// RunMany explores targets in waves: the same links as one target after the other, in far
+// less time; where routers rate-limit their answers (the targets share their budgets),
+// one target at a time again, and no false silent hop from a budget an earlier target
+// spent.
+func TestRunManyWaves(t *testing.T) {
+	for _, limited := range []bool{false, true} {
+		var took [2]time.Duration
+		var probes [2]int
+		for i, par := range []int{1, 32} {
+			n := sim.Lab(20)
+			if limited {
+				n.SetRateLimit(&sim.LinuxLimit)
+			}
+			o := mda.DefaultOptions()
+			o.Parallel = par
+			start := n.Now()
+			gs, err := mda.RunMany(context.Background(), n, n.TargetAddrs(), n.Options(o))
+			if err != nil {
+				t.Fatal(err)
+			}
+			took[i] = n.Now().Sub(start)
+			for j, g := range gs {
+				probes[i] += g.Sent
+				if missing, extra := n.Compare(j, g); len(missing)+len(extra) > 0 {
+					t.Errorf("rate limited %v, parallel %d, target %v: missing %v, extra %v", limited, par, g.Target, missing, extra)
+				}
+			}
+		}
+		t.Logf("21 targets, rate limited %v: one after the other %v (virtual), %d probes; in waves %v, %d probes",
+			limited, took[0], probes[0], took[1], probes[1])
+		// Rate limiting seen (toward the first target already, here): one target at a
+		// time after all, since they share the routers' budgets.
+		if !limited && took[1]*2 > took[0] || limited && took[1] > took[0] {
+			t.Errorf("rate limited %v: waves took %v, one after the other %v", limited, took[1], took[0])
+		}
+	}
 }

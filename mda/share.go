@@ -117,10 +117,11 @@ func Run(ctx context.Context, p Prober, opts Options) (*Graph, error) {
 	return gs[0], err
 }
 
-// RunMany explores the targets one after the other (Request.Target is the index in
-// targets) and shares what it learns: a prefix of hops already explored for an earlier
-// target is not explored again (see the package documentation). It returns one graph per
-// target explored; on error, the graphs done so far.
+// RunMany explores the targets in waves of 1, 2, 4 ... up to Options.Parallel targets at
+// once (Request.Target is the index in targets), and shares what it learns: a prefix of
+// hops already explored for a target of an earlier wave is not explored again (see the
+// package documentation). It returns one graph per target explored; on error, the graphs
+// done so far, those of the wave that failed partial.
 func RunMany(ctx context.Context, p Prober, targets []netip.Addr, opts Options) ([]*Graph, error) {
 	return runMany(ctx, p, targets, opts, true)
 }
@@ -135,20 +136,41 @@ func runMany(ctx context.Context, p Prober, targets []netip.Addr, opts Options, 
 	}
 	var out []*Graph
 	limited := false // rate limiting seen toward an earlier target
-	for i, dst := range targets {
-		r := newRun(p, i, opts, known)
-		r.limited = limited
-		start := r.now()
-		err := r.explore(ctx)
-		g := r.graph()
-		g.Target = dst
-		g.Duration = r.now().Sub(start)
-		if err != nil {
-			return append(out, g), err
+	// Waves double: the first target alone establishes the common prefix (the prober's
+	// own routers, usually) that every later one inherits; targets of one wave cannot
+	// inherit from each other, so doubling keeps most of the sharing while the number of
+	// waves, each a few rounds of round trips, grows only with the logarithm of the list.
+	// Once a router is seen to rate limit, one target at a time: the routers' ICMP budgets
+	// are shared by all targets, and several at once would only wait longer for them.
+	for next, wave := 0, 1; next < len(targets); next, wave = next+wave, min(2*wave, opts.Parallel) {
+		if limited {
+			wave = 1
 		}
-		r.record()
-		limited = r.limited
-		out = append(out, g)
+		size := min(wave, len(targets)-next)
+		runs := make([]*run, size)
+		for j := range runs {
+			runs[j] = newRun(p, next+j, opts, known)
+			runs[j].limited = limited
+		}
+		start := runs[0].now()
+		err := exploreAll(ctx, p, runs)
+		for j, r := range runs {
+			g := r.graph()
+			g.Target = targets[next+j]
+			end := r.done
+			if end.IsZero() {
+				end = r.now()
+			}
+			g.Duration = end.Sub(start)
+			out = append(out, g)
+		}
+		if err != nil {
+			return out, err
+		}
+		for _, r := range runs {
+			r.record()
+			limited = limited || r.limited
+		}
 	}
 	return out, nil
 }

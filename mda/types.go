@@ -72,6 +72,10 @@ type Options struct {
 	// MaxGap stops the exploration this many TTLs past the last answering router while
 	// the destination has not answered. Default 5.
 	MaxGap int
+	// Parallel bounds how many targets RunMany explores at once: it goes in waves of 1,
+	// 2, 4 ... targets up to this many, each wave inheriting what the earlier ones
+	// established. 1 explores one target after the other (the most sharing). Default 32.
+	Parallel int
 	// Full disables MDA-Lite: every interface gets the per-interface stopping rule with
 	// node control (classic MDA, as scamper's tracelb). For comparison and for networks
 	// known to balance non-uniformly.
@@ -102,6 +106,7 @@ func DefaultOptions() Options {
 		RateLimitRetries: 8,
 		Window:           5,
 		MaxGap:           5,
+		Parallel:         32,
 	}
 }
 
@@ -133,6 +138,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("window %d must be at least 1", o.Window)
 	case o.MaxGap < 1:
 		return fmt.Errorf("max gap %d must be at least 1", o.MaxGap)
+	case o.Parallel < 1:
+		return fmt.Errorf("parallel %d must be at least 1", o.Parallel)
 	}
 	return nil
 }

@@ -108,6 +108,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"multipath", "--confidence", "-5", "198.18.0.1"}, "--confidence -5"},
 		{[]string{"multipath", "--confidence", "150", "198.18.0.1"}, "--confidence 150"},
 		{[]string{"multipath", "--confidence", "ninety", "198.18.0.1"}, "confidence"},
+		{[]string{"multipath", "--parallel", "0", "198.18.0.1"}, "parallel 0 must be at least 1"},
 		{[]string{"multipath", "--format", "png", "198.18.0.1"}, "unknown --format"},
 		{[]string{"multipath", "--max-flows", "0", "198.18.0.1"}, "max flows 0"},
 		{[]string{"multipath", "--sport", "65530", "--max-flows", "64", "198.18.0.1"}, "port 65535"},

@@ -41,6 +41,7 @@ func multipathCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-ttl", Aliases: []string{"m"}, Value: 30, Usage: "last TTL to probe (1..255)"},
 			&cli.IntFlag{Name: "max-flows", Value: 256, Usage: "flows (source ports) per target at most"},
 			&cli.IntFlag{Name: "max-probes", Value: 20000, Usage: "probes per target at most"},
+			&cli.IntFlag{Name: "parallel", Value: 32, Usage: "targets explored at once, in waves of 1, 2, 4 ... up to this (each wave reuses the hops earlier ones established; 1: one after the other)"},
 			&cli.DurationFlag{Name: "wait", Aliases: []string{"w"}, Value: time.Second, Usage: "longest wait for an answer (adapts to the RTTs seen, up to this)"},
 			&cli.DurationFlag{Name: "rate-limit-wait", Value: time.Second, Usage: "first back-off before re-probing a router that ran out of ICMP budget (doubles, up to 8x)"},
 			&cli.Float64Flag{Name: "rate", Value: 1000, Usage: "probes per second (0: no cap)"},
@@ -85,6 +86,7 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 	o.FirstTTL, o.MaxTTL = c.Int("first-ttl"), c.Int("max-ttl")
 	o.FlowBase, o.MaxFlows, o.MaxProbes = sport, c.Int("max-flows"), c.Int("max-probes")
 	o.RateLimitBackoff = c.Duration("rate-limit-wait")
+	o.Parallel = c.Int("parallel")
 	if err := o.Validate(); err != nil {
 		if errors.Is(err, mda.ErrConfidence) {
 			return nil, fmt.Errorf("--confidence %v: must be above 0 and below 100 (percent)", o.Confidence)
