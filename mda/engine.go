@@ -280,7 +280,6 @@ func exploreAll(ctx context.Context, p Prober, runs []*run) error {
 		var reqs []Request
 		var sent []*run
 		var wait time.Duration
-		done := map[*run]bool{}
 		for _, r := range step {
 			q, w := r.batch(now)
 			if len(q) == 0 && w <= 0 && !r.truncatedNow() {
@@ -298,13 +297,10 @@ func exploreAll(ctx context.Context, p Prober, runs []*run) error {
 					wait = w
 				}
 			default:
-				done[r] = true
 				r.done = now
 			}
 		}
-		if len(done) > 0 {
-			active = slices.DeleteFunc(active, func(r *run) bool { return done[r] })
-		}
+		active = slices.DeleteFunc(active, func(r *run) bool { return !r.done.IsZero() })
 		if len(reqs) == 0 {
 			if wait > 0 {
 				if err := active[0].sleep(ctx, wait); err != nil {
