@@ -30,9 +30,14 @@
  * depends on the echo data). cfg_proto 1 and 58 both mean "ICMP echo probes"
  * (ICMP on IPv4, ICMPv6 on IPv6).
  *
- * For a probe it writes sent[{daddr, sport, id}] = bpf_ktime_get_ns().
- * IPv4 destinations are stored IPv4-mapped. Non-first IPv4 fragments and IPv6
- * packets with extension headers are not probes.
+ * A probe-shaped packet is this run's probe only when (own_probe) its TTL is
+ * the one its id carries, on IPv4 UDP its IP ID equals its checksum, its flow
+ * (daddr, sport) is registered in `flow_keys`, and it carries the run's nonce
+ * where the probes have one (cfg_nonce_off): other programs and other
+ * turnpath runs send from the same ports too. For a probe of this run it
+ * writes sent[{daddr, sport, id}] = bpf_ktime_get_ns(). IPv4 destinations are
+ * stored IPv4-mapped. Non-first IPv4 fragments and IPv6 packets with
+ * extension headers are not probes.
  *
  * XDP (xdp_rx) looks at every received frame and matches, in this order:
  *  (a) ICMP Time Exceeded (11) / Destination Unreachable (3) and ICMPv6 Time
@@ -62,17 +67,26 @@
  *      attributes that are complete in ext[]).
  *  (d) TCP SYN-ACK or RST(+ACK) from cfg_dport to a port in the sport range:
  *      key.id = (ack - 1) >> 16.
- * For a match it looks up `sent` (tx_ns, or 0 and TP_F_NO_TX when absent: the
- * event is still emitted, Go decides) and writes one `struct tp_event` to the
- * `events` ring buffer. Every copy of a reply is reported: duplicates produce
- * duplicate events (the `sent` entry is not consumed), Go de-duplicates.
+ * A reply is this run's when `sent` has its probe or it carries the run's
+ * nonce (a STUN answer; an echo reply; an ICMP error whose quote reaches the
+ * nonce: Linux routers quote up to 576 / 1280 bytes). A quote or echo that
+ * shows another nonce is someone else's (another run sending the same flow):
+ * passed, not reported, even when `sent` has the same key. For a reply of
+ * ours it writes one `struct tp_event` to the `events` ring buffer (tx_ns,
+ * or 0 and TP_F_NO_TX when `sent` lost the entry; TP_F_NONCE when the nonce
+ * was seen). Every copy of a reply is reported: duplicates produce duplicate
+ * events (the `sent` entry is not consumed), Go de-duplicates.
  *
- * Verdict: a matched reply is XDP_DROP when cfg_drop is set AND the match is
- * certain: an ICMP error quoting a UDP/TCP probe (proto + sport range + dport),
- * a STUN answer carrying our nonce, or any match that has a `sent` entry. Echo
- * replies / TCP answers / ICMP errors quoting echo requests without a `sent`
- * entry are reported but passed (they could belong to someone else's ping).
- * A match whose event could not be written (ring buffer full) is passed too.
+ * Verdict: with cfg_drop set, a reply of ours is dropped when it carries the
+ * nonce, or when its quote is consistent with our probe (IPv4 UDP: quoted IP
+ * ID == quoted checksum). Everything else passes untouched, so other
+ * applications and other runs get their replies. A match whose event could
+ * not be written (ring buffer full) is passed too.
+ *
+ * The same matching runs at XDP (xdp_rx) or, for a run that finds the
+ * interface's XDP hook held by another program, at TCX ingress
+ * (tcx_ingress): TCX chains programs, so any number of runs match side by
+ * side, each taking only its own replies.
  * Everything else - outer IPv4 fragments, IPv6 extension headers, VLAN
  * stacks deeper than one tag (one 802.1Q/802.1ad tag is parsed), truncated
  * frames, other traffic - is XDP_PASS, untouched.
@@ -99,7 +113,16 @@ volatile const __u16 cfg_sport_lo = 1;       /* default: empty range, matches no
 volatile const __u16 cfg_sport_hi = 0;
 volatile const __u16 cfg_dport = 0;          /* UDP/TCP destination port */
 volatile const __u32 cfg_nonce = 0;          /* STUN transaction id bytes 0..3 */
-volatile const __u8 cfg_drop = 0;            /* XDP_DROP certain matches */
+volatile const __u8 cfg_drop = 0;            /* drop replies verified as ours */
+/*
+ * Offset of the run's 4-byte nonce from the start of the transport header, 0
+ * when the probes carry none: 16 for UDP probes with a STUN/TURN/MS-TURN
+ * payload (8-byte UDP header + transaction id bytes 0..3), 8 for ICMP echo
+ * probes (echo data bytes 0..3). TC egress records a probe only when the
+ * nonce is there; an ICMP error whose quote reaches it is ours only when it
+ * matches.
+ */
+volatile const __u16 cfg_nonce_off = 0;
 
 /* ---- maps ---- */
 
@@ -123,6 +146,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct flow_val);
 } flows SEC(".maps");
+
+/*
+ * (dst, sport) -> flowtag: the run's registered flows, written by Go together
+ * with `flows`. TC egress records a packet as a probe only when its flow is
+ * one of these, so another program's (or another turnpath run's) packets
+ * from the same port range never enter `sent`.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 16);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct flow_val);
+	__type(value, __u32);
+} flow_keys SEC(".maps");
 
 /*
  * Matched replies, 4 MiB (~17000 events). The value type is only there to put
@@ -271,6 +308,42 @@ static __always_inline int probe_l4(const struct l4words *l4, int v6,
 
 /* ---- TC egress ---- */
 
+/*
+ * Is this probe-shaped packet one of this run's probes? Another turnpath run
+ * (or any program) may send from the same port range to the same port; only
+ * what this run sent may enter `sent`, or its replies would be taken from
+ * their owner. Checked, cheapest first:
+ *  - the TTL is the one the probe id carries (id = ttl | attempt << 8);
+ *  - IPv4 UDP: the IP ID equals the UDP checksum (both are the id);
+ *  - the flow (destination, source port / echo base) is registered;
+ *  - the probe carries the run's nonce where it has one (cfg_nonce_off).
+ */
+static __always_inline int own_probe(struct __sk_buff *skb,
+				     const struct probe_key *key,
+				     const struct probe_match *m, __u32 l4off,
+				     __u8 ttl, int v6)
+{
+	struct flow_val fk = {};
+
+	if ((m->id & 0xff) != ttl)
+		return 0;
+	if (!v6 && cfg_proto == IPPROTO_UDP && m->csum != m->id)
+		return 0;
+	__builtin_memcpy(fk.daddr, key->daddr, 16);
+	fk.sport = m->sport;
+	if (!bpf_map_lookup_elem(&flow_keys, &fk))
+		return 0;
+	if (cfg_nonce && cfg_nonce_off) {
+		__be32 n;
+
+		if (bpf_skb_load_bytes(skb, l4off + cfg_nonce_off, &n, sizeof(n)))
+			return 0;
+		if (n != bpf_htonl(cfg_nonce))
+			return 0;
+	}
+	return 1;
+}
+
 static __always_inline void tc_record(struct __sk_buff *skb)
 {
 	struct probe_key key = {};
@@ -279,6 +352,7 @@ static __always_inline void tc_record(struct __sk_buff *skb)
 	__u32 off = ETH_HLEN, l4off;
 	__be16 proto = skb->protocol;
 	__u16 ipid = 0;
+	__u8 ttl;
 	int v6;
 
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
@@ -299,6 +373,7 @@ static __always_inline void tc_record(struct __sk_buff *skb)
 			return;
 		l4off = off + ip.ihl * 4;
 		ipid = bpf_ntohs(ip.id);
+		ttl = ip.ttl;
 		set_v4mapped(key.daddr, ip.daddr);
 		v6 = 0;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -309,6 +384,7 @@ static __always_inline void tc_record(struct __sk_buff *skb)
 		if (ip6.version != 6 || ip6.nexthdr != probe_l4proto(1))
 			return;
 		l4off = off + sizeof(ip6);
+		ttl = ip6.hop_limit;
 		__builtin_memcpy(key.daddr, &ip6.daddr, 16);
 		v6 = 1;
 	} else {
@@ -319,6 +395,10 @@ static __always_inline void tc_record(struct __sk_buff *skb)
 		return;
 	if (!probe_l4(&l4, v6, ipid, &m))
 		return;
+	if (!own_probe(skb, &key, &m, l4off, ttl, v6)) {
+		STAT_INC(tx_foreign);
+		return;
+	}
 	if (cfg_proto == IPPROTO_TCP) {
 		/* Only the SYN is a probe (not a later RST from the same port). */
 		__u8 flags;
@@ -363,15 +443,45 @@ struct rx {
 	struct tp_event ev;
 	__u8 *ext;       /* RFC 4884 extension structure / STUN message, or NULL */
 	__u32 ext_limit; /* bytes of it inside the IP packet / UDP datagram */
-	int strong;      /* certain match: may be dropped without a `sent` entry */
+	int sure;        /* carries the run's nonce: ours even without `sent` */
+	int plausible;   /* consistent with our probe where the nonce is not seen */
 };
+
+/* quote_nonce results */
+#define NONCE_UNSEEN 0   /* the run has no nonce, or the bytes are not there */
+#define NONCE_MATCH 1    /* the run's nonce */
+#define NONCE_FOREIGN -1 /* another value: someone else's packet */
+
+/*
+ * The nonce in a probe as it came back (quoted in an ICMP error, or echoed):
+ * l4 is its transport header, limit the end of the bytes that are really the
+ * probe (quoted IP length, outer IP length, frame end: trailing padding is
+ * not). All zeros counts as unseen: RFC 4884 zero-pads a short original
+ * datagram field, and a run's nonce is never 0.
+ */
+static __always_inline int quote_nonce(void *l4, void *limit, void *end)
+{
+	__u8 *p;
+	__u32 n;
+
+	if (!cfg_nonce || !cfg_nonce_off || cfg_nonce_off > 64)
+		return NONCE_UNSEEN;
+	p = (__u8 *)l4 + cfg_nonce_off;
+	if ((void *)(p + 4) > end || (void *)(p + 4) > limit)
+		return NONCE_UNSEEN;
+	__builtin_memcpy(&n, p, 4);
+	if (n == 0)
+		return NONCE_UNSEEN;
+	return n == bpf_htonl(cfg_nonce) ? NONCE_MATCH : NONCE_FOREIGN;
+}
 
 static __always_inline void ev_init(struct rx *rx, __u8 kind, int v6)
 {
 	__builtin_memset(&rx->ev, 0, sizeof(rx->ev));
 	rx->ext = 0;
 	rx->ext_limit = 0;
-	rx->strong = 0;
+	rx->sure = 0;
+	rx->plausible = 0;
 	rx->ev.kind = kind;
 	rx->ev.family = v6 ? 6 : 4;
 	rx->ev.proto = probe_l4proto(v6);
@@ -416,6 +526,13 @@ static __always_inline void copy_ext(struct tp_event *ev, __u8 *p,
 	ev->ext_len = n;
 }
 
+/*
+ * Emit the event of a match and decide its fate: 1 drop, 0 pass. A reply is
+ * ours when `sent` has its probe or it carries the run's nonce; anything
+ * else is passed untouched and not reported (another run's or another
+ * program's). Only replies that are ours and consistent with our probe are
+ * dropped (cfg_drop).
+ */
 static __always_inline int finish(struct rx *rx, void *end)
 {
 	struct tp_event *ev = &rx->ev;
@@ -428,10 +545,16 @@ static __always_inline int finish(struct rx *rx, void *end)
 	key.sport = ev->sport;
 	key.id = ev->id;
 	tx = bpf_map_lookup_elem(&sent, &key);
-	if (tx)
+	if (tx) {
 		ev->tx_ns = *tx;
-	else
+	} else if (!rx->sure) {
+		STAT_INC(rx_foreign);
+		return 0;
+	} else {
 		ev->flags |= TP_F_NO_TX;
+	}
+	if (rx->sure)
+		ev->flags |= TP_F_NONCE;
 
 	if (rx->ext)
 		copy_ext(ev, rx->ext, rx->ext_limit, end);
@@ -441,16 +564,14 @@ static __always_inline int finish(struct rx *rx, void *end)
 	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0)) {
 		if (s)
 			s->ringbuf_drops++;
-		return XDP_PASS;
+		return 0;
 	}
 	if (s) {
 		s->rx_matched++;
 		if (!tx)
 			s->rx_no_tx++;
 	}
-	if (cfg_drop && (tx || rx->strong))
-		return XDP_DROP;
-	return XDP_PASS;
+	return cfg_drop && (rx->sure || rx->plausible);
 }
 
 /* ICMP Time Exceeded / Destination Unreachable quoting an IPv4 probe. */
@@ -461,6 +582,8 @@ static __always_inline int rx_icmp4_err(struct rx *rx, struct iphdr *ip,
 	struct probe_match m;
 	struct l4words *l4;
 	__u8 rfc4884_len;
+	void *limit;
+	int nonce;
 
 	if ((void *)(q + 1) > end) {
 		STAT_INC(truncated);
@@ -476,6 +599,17 @@ static __always_inline int rx_icmp4_err(struct rx *rx, struct iphdr *ip,
 	}
 	if (!probe_l4(l4, 0, bpf_ntohs(q->id), &m))
 		goto unmatched;
+	/* The probe's own bytes end at its quoted length, the reply's at its
+	 * IP length (an RFC 4884 length field bounds the quote further, but
+	 * only with zero padding, which quote_nonce treats as unseen). */
+	limit = (void *)ip + bpf_ntohs(ip->tot_len);
+	if ((void *)q + bpf_ntohs(q->tot_len) < limit)
+		limit = (void *)q + bpf_ntohs(q->tot_len);
+	nonce = quote_nonce(l4, limit, end);
+	if (nonce == NONCE_FOREIGN) {
+		STAT_INC(rx_foreign);
+		return 0;
+	}
 
 	ev_init(rx, icmp->type == ICMP_TIME_EXCEEDED ? TP_KIND_TIME_EXCEEDED
 						      : TP_KIND_DEST_UNREACH,
@@ -496,7 +630,9 @@ static __always_inline int rx_icmp4_err(struct rx *rx, struct iphdr *ip,
 	ev->quoted_csum = m.csum;
 	if (q->frag_off & bpf_htons(IP_MF))
 		ev->flags |= TP_F_QUOTE_MF;
-	rx->strong = !icmp_mode();
+	rx->sure = nonce == NONCE_MATCH;
+	/* IPv4 UDP probes carry the id twice (IP ID and checksum). */
+	rx->plausible = cfg_proto != IPPROTO_UDP || m.csum == m.id;
 
 	/* RFC 4884: length of the original datagram field in 32-bit words. */
 	rfc4884_len = icmp->un.reserved[1];
@@ -507,6 +643,21 @@ static __always_inline int rx_icmp4_err(struct rx *rx, struct iphdr *ip,
 		if (tot > off) {
 			rx->ext = (__u8 *)(icmp + 1) + rfc4884_len * 4;
 			rx->ext_limit = tot - off;
+		}
+	} else {
+		/*
+		 * Routers of the RFC 4950 era put the extension structure after
+		 * a 128-byte original datagram with the length field 0 (RFC
+		 * 4884 section 5). Whether these bytes are one is for Go to
+		 * tell (TP_F_EXT_COMPAT): the quote may simply go on.
+		 */
+		__u32 off = ip->ihl * 4 + sizeof(*icmp) + 128;
+		__u32 tot = bpf_ntohs(ip->tot_len);
+
+		if (tot >= off + 8) {
+			rx->ext = (__u8 *)(icmp + 1) + 128;
+			rx->ext_limit = tot - off;
+			ev->flags |= TP_F_EXT_COMPAT;
 		}
 	}
 	return 1;
@@ -524,6 +675,8 @@ static __always_inline int rx_icmp6_err(struct rx *rx, struct ipv6hdr *ip6,
 	struct probe_match m;
 	struct l4words *l4;
 	__u8 rfc4884_len;
+	void *limit;
+	int nonce;
 
 	if ((void *)(q + 1) > end) {
 		STAT_INC(truncated);
@@ -538,6 +691,14 @@ static __always_inline int rx_icmp6_err(struct rx *rx, struct ipv6hdr *ip6,
 	}
 	if (!probe_l4(l4, 1, 0, &m))
 		goto unmatched;
+	limit = (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len);
+	if ((void *)(q + 1) + bpf_ntohs(q->payload_len) < limit)
+		limit = (void *)(q + 1) + bpf_ntohs(q->payload_len);
+	nonce = quote_nonce(l4, limit, end);
+	if (nonce == NONCE_FOREIGN) {
+		STAT_INC(rx_foreign);
+		return 0;
+	}
 
 	ev_init(rx, icmp6->icmp6_type == ICMPV6_TIME_EXCEED
 			    ? TP_KIND_TIME_EXCEEDED
@@ -558,7 +719,8 @@ static __always_inline int rx_icmp6_err(struct rx *rx, struct ipv6hdr *ip6,
 			  ((__u32)q->flow_lbl[1] << 8) | q->flow_lbl[2];
 	ev->quoted_len = bpf_ntohs(q->payload_len);
 	ev->quoted_csum = m.csum;
-	rx->strong = !icmp_mode();
+	rx->sure = nonce == NONCE_MATCH;
+	rx->plausible = 1;
 
 	/* RFC 4884: length of the original datagram field in 64-bit words. */
 	rfc4884_len = icmp6->icmp6_dataun.un_data8[0];
@@ -583,15 +745,22 @@ unmatched:
  * base is recovered exactly as at TC egress (echo_base).
  */
 static __always_inline int rx_echo(struct rx *rx, const struct l4words *l4,
-				   const __u8 *saddr, __be32 saddr4, __u8 ttl,
-				   int v6)
+				   void *limit, void *end, const __u8 *saddr,
+				   __be32 saddr4, __u8 ttl, int v6)
 {
 	__u16 ident = bpf_ntohs(l4->w[2]);
 	__u16 seq = bpf_ntohs(l4->w[3]);
 	__u16 base;
+	int nonce;
 
 	if (!echo_base(ident, seq, &base)) {
 		STAT_INC(rx_unmatched_icmp);
+		return 0;
+	}
+	/* The echo data is ours, nonce included: someone else's ping is not. */
+	nonce = quote_nonce((void *)l4, limit, end);
+	if (nonce == NONCE_FOREIGN) {
+		STAT_INC(rx_foreign);
 		return 0;
 	}
 
@@ -608,6 +777,8 @@ static __always_inline int rx_echo(struct rx *rx, const struct l4words *l4,
 	ev->icmp_type = bpf_ntohs(l4->w[0]) >> 8;
 	ev->icmp_code = bpf_ntohs(l4->w[0]) & 0xff;
 	ev->reply_ttl = ttl;
+	rx->sure = nonce == NONCE_MATCH;
+	rx->plausible = 1;
 	return 1;
 }
 
@@ -655,7 +826,7 @@ static __always_inline int rx_stun(struct rx *rx, struct udphdr *udp,
 	ev->stun_type = bpf_ntohs(s->type);
 	ev->flowtag = tag;
 	ev->reply_ttl = ttl;
-	rx->strong = 1;
+	rx->sure = 1;
 
 	/*
 	 * The STUN message itself (from its header, UDP length - 8 bytes) goes
@@ -703,6 +874,7 @@ static __always_inline int rx_tcp(struct rx *rx, struct tcphdr *tcp, void *end,
 	ev->id = (bpf_ntohl(tcp->ack_seq) - 1) >> 16;
 	ev->tcp_flags = flags;
 	ev->reply_ttl = ttl;
+	rx->plausible = 1;
 	return 1;
 }
 
@@ -728,7 +900,9 @@ static __always_inline int rx_ipv4(struct rx *rx, struct iphdr *ip, void *end)
 			return rx_icmp4_err(rx, ip, icmp, end);
 		if (icmp->type == ICMP_ECHOREPLY && icmp->code == 0 &&
 		    icmp_mode())
-			return rx_echo(rx, l4, 0, ip->saddr, ip->ttl, 0);
+			return rx_echo(rx, l4,
+				       (void *)ip + bpf_ntohs(ip->tot_len), end,
+				       0, ip->saddr, ip->ttl, 0);
 		return 0;
 	}
 	if (ip->protocol == IPPROTO_UDP && cfg_proto == IPPROTO_UDP) {
@@ -764,7 +938,9 @@ static __always_inline int rx_ipv6(struct rx *rx, struct ipv6hdr *ip6,
 			return rx_icmp6_err(rx, ip6, icmp6, end);
 		if (icmp6->icmp6_type == ICMPV6_ECHO_REPLY &&
 		    icmp6->icmp6_code == 0 && icmp_mode())
-			return rx_echo(rx, l4, ip6->saddr.in6_u.u6_addr8, 0,
+			return rx_echo(rx, l4,
+				       l4 + bpf_ntohs(ip6->payload_len), end,
+				       ip6->saddr.in6_u.u6_addr8, 0,
 				       ip6->hop_limit, 1);
 		return 0;
 	}
@@ -782,11 +958,9 @@ static __always_inline int rx_ipv6(struct rx *rx, struct ipv6hdr *ip6,
 	return 0;
 }
 
-SEC("xdp")
-int xdp_rx(struct xdp_md *ctx)
+/* Parse one Ethernet frame; 1: a reply of ours to drop, 0: pass it. */
+static __always_inline int rx_frame(void *data, void *end)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct rx rx;
 	__be16 proto;
@@ -794,14 +968,14 @@ int xdp_rx(struct xdp_md *ctx)
 	int ok;
 
 	if ((void *)(eth + 1) > end)
-		return XDP_PASS;
+		return 0;
 	proto = eth->h_proto;
 	l3 = eth + 1;
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		struct vlan_hdr *vlan = l3;
 
 		if ((void *)(vlan + 1) > end)
-			return XDP_PASS;
+			return 0;
 		proto = vlan->h_vlan_encapsulated_proto;
 		l3 = vlan + 1;
 	}
@@ -811,8 +985,40 @@ int xdp_rx(struct xdp_md *ctx)
 	else if (proto == bpf_htons(ETH_P_IPV6))
 		ok = rx_ipv6(&rx, l3, end);
 	else
-		return XDP_PASS;
+		return 0;
 	if (!ok)
-		return XDP_PASS;
+		return 0;
 	return finish(&rx, end);
+}
+
+SEC("xdp")
+int xdp_rx(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+
+	return rx_frame(data, end) ? XDP_DROP : XDP_PASS;
+}
+
+/*
+ * The same matching on the TCX ingress hook, for a run that finds the
+ * interface's XDP hook taken (by another turnpath run or any XDP user): TCX
+ * chains any number of programs. Headers must be in the linear part for
+ * direct access; an ICMP error or STUN answer is small, so at most
+ * RX_PULL_MAX bytes are pulled, and only when the linear part is shorter.
+ * The receive timestamp is taken later than at XDP (after the skb is built).
+ */
+#define RX_PULL_MAX 1536
+
+SEC("tcx/ingress")
+int tcx_ingress(struct __sk_buff *skb)
+{
+	__u32 lin = skb->data_end - skb->data;
+
+	if (lin < skb->len && lin < RX_PULL_MAX)
+		bpf_skb_pull_data(skb, skb->len < RX_PULL_MAX ? skb->len
+							       : RX_PULL_MAX);
+	return rx_frame((void *)(long)skb->data, (void *)(long)skb->data_end)
+		       ? TCX_DROP
+		       : TCX_NEXT;
 }

@@ -37,6 +37,9 @@ struct flow_val {
 #define TP_F_EXT_TRUNC 0x02 /* more than TP_EXT_MAX ext bytes (extension / STUN) */
 #define TP_F_NO_FLOW 0x04   /* STUN: flowtag not in `flows` (target zero) */
 #define TP_F_QUOTE_MF 0x08  /* quoted IPv4 header had MF set (first fragment) */
+#define TP_F_NONCE 0x10     /* the reply carries the run's nonce (certainly ours) */
+#define TP_F_EXT_COMPAT 0x20 /* ext[]: the bytes after a 128-byte quote with the
+			      * RFC 4884 length 0, maybe an extension (RFC 4884 s5) */
 
 #define TP_EXT_MAX 128
 
@@ -87,6 +90,8 @@ struct tp_stats {
 	__u64 ringbuf_drops;     /* XDP: bpf_ringbuf_output failed (ring full) */
 	__u64 truncated;         /* XDP: candidate reply cut short, passed */
 	__u64 stun_no_flow;      /* XDP: STUN answer with unknown flowtag */
+	__u64 tx_foreign;        /* TC: probe-shaped packet that is not this run's */
+	__u64 rx_foreign;        /* XDP: reply to a probe that is not this run's */
 };
 
 #endif /* __TURNPATH_H */

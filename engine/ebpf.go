@@ -42,7 +42,7 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 	lo, hi := cfg.sportRange()
 	proto := uint8(cfg.shape()[0].Proto)
 	objs, err := loader.Load(loader.Config{Proto: proto, SportLo: lo, SportHi: hi, DPort: cfg.shape()[0].DPort,
-		Nonce: cfg.Nonce, Drop: true})
+		Nonce: cfg.Nonce, NonceOff: nonceOff(probe.Proto(proto), cfg.Payload), Drop: true})
 	if err != nil {
 		return nil, err
 	}
@@ -79,6 +79,28 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 	e.wg.Add(1)
 	go e.readLoop()
 	return e, nil
+}
+
+// nonceOff is where this run's probes carry the nonce (loader.Config.NonceOff), so the
+// kernel side tells them, and the replies to them, from another run's.
+func nonceOff(proto probe.Proto, p probe.Payload) uint16 {
+	switch {
+	case proto == probe.ProtoICMP:
+		return loader.NonceOffEcho
+	case proto == probe.ProtoUDP && p.IsSTUN():
+		return loader.NonceOffSTUN
+	}
+	return 0
+}
+
+// Rx reports where each interface's replies are matched (XDP, or TCX ingress when
+// another program held XDP), in Config.Ifindexes order.
+func (e *EBPF) Rx() []loader.RxHook {
+	out := make([]loader.RxHook, len(e.attach))
+	for i, a := range e.attach {
+		out[i] = a.Rx()
+	}
+	return out
 }
 
 func (e *EBPF) Name() string                { return "ebpf" }
@@ -191,10 +213,10 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	switch ev.Kind {
 	case loader.KindTimeExceeded:
 		rep.Kind = trace.KindTimeExceeded
-		rep.MPLS = mplsOf(ev.Ext)
+		rep.MPLS = mplsOf(eventExt(ev))
 	case loader.KindDestUnreach:
 		rep.Kind = trace.KindUnreachable
-		rep.MPLS = mplsOf(ev.Ext)
+		rep.MPLS = mplsOf(eventExt(ev))
 	case loader.KindEcho:
 		rep.Kind = trace.KindEcho
 	case loader.KindSTUN:
@@ -231,6 +253,16 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	}
 	rep.NAT = natNote(fl, ev.QuotedSrc)
 	return rep, true
+}
+
+// eventExt is the RFC 4884 extension structure of an ICMP error event: what follows the
+// quote, or, after a 128-byte quote with the length field 0 (FlagExtCompat), those bytes
+// when they look like an extension, as the socket engine decides for the same packet.
+func eventExt(ev *loader.Event) []byte {
+	if ev.Flags&loader.FlagExtCompat != 0 && !probe.LooksLikeExtension(ev.Ext) {
+		return nil
+	}
+	return ev.Ext
 }
 
 // stunOf parses the STUN answer the XDP program copied into ev.Ext (at most loader.ExtMax

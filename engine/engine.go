@@ -256,10 +256,9 @@ func mplsOf(ext []byte) []trace.MPLSLabel {
 	if len(ext) == 0 {
 		return nil
 	}
-	e, err := probe.ParseExtensions(ext)
-	if err != nil {
-		return nil
-	}
+	// ParseExtensions keeps what decoded before an error: a structure the kernel's
+	// 128-byte copy cut inside an object still has its whole label entries.
+	e, _ := probe.ParseExtensions(ext)
 	var out []trace.MPLSLabel
 	for _, m := range e.MPLS() {
 		out = append(out, trace.MPLSLabel{Label: m.Label, TC: m.TC, S: m.S, TTL: m.TTL})

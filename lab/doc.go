@@ -8,6 +8,10 @@
 // network was built to do. Nothing is connected to the host namespace: the lab uses only
 // 198.18.0.0/15 and fd51::/16, and no namespace has a default route.
 //
+// The namespaces are bind mounts in /run/netns, as with `ip netns`. Up first makes
+// /run/netns a shared mount point the way `ip netns add` does (PrepareNetnsDir), so that
+// a later `ip netns add` does not bind-mount it over the lab's namespaces and hide them.
+//
 // Typical use from a test (as root):
 //
 //	l, err := lab.Up(ctx, lab.Options{Prefix: "tpt1234", Profile: lab.ProfileFast})

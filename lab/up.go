@@ -386,6 +386,11 @@ func (b *builder) parallel(fn func(n Node) error) error {
 }
 
 func (b *builder) createNamespaces(context.Context) error {
+	// Before the first namespace, so a later `ip netns add` cannot hide them (see
+	// PrepareNetnsDir).
+	if err := PrepareNetnsDir(); err != nil {
+		return err
+	}
 	if err := b.parallel(func(n Node) error { return createNS(b.ns(n.Name)) }); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 
@@ -27,8 +28,23 @@ const (
 	TCModeLegacy TCMode = "legacy" // cls_bpf filter on a clsact qdisc
 )
 
+// RxHook says where replies are matched.
+type RxHook string
+
+const (
+	// RxXDP: the XDP hook, the earliest receive timestamp. An interface has one XDP
+	// program (bpf_link), so only one process at a time gets it.
+	RxXDP RxHook = "xdp"
+	// RxTCX: the TCX ingress hook (kernel >= 6.6), which chains any number of
+	// programs: the hook of every run that finds XDP taken.
+	RxTCX RxHook = "tcx-ingress"
+)
+
 // AttachOptions tune Attach.
 type AttachOptions struct {
+	// Rx forces where replies are matched; "" takes XDP when it is free and TCX
+	// ingress when another program holds XDP.
+	Rx RxHook
 	// ForceLegacyTC skips TCX and uses a clsact qdisc + cls_bpf filter.
 	ForceLegacyTC bool
 	// XDPFlags selects the XDP mode; 0 lets the kernel use driver (native)
@@ -54,18 +70,26 @@ var (
 	newNetlink = func() (tcNetlink, error) { return netlink.NewHandle(unix.NETLINK_ROUTE) }
 	attachTCX  = link.AttachTCX
 	attachXDP  = link.AttachXDP
+	// programHolders lists live processes holding a program (tests: none).
+	programHolders = func(id uint32) []Process { return ProgramHolders("/proc", id, os.Getpid()) }
 )
+
+// ErrXDPBusy is wrapped by Attach when another program holds the interface's XDP
+// hook and TCX ingress is not available (kernel < 6.6) to match replies instead.
+var ErrXDPBusy = errors.New("the XDP hook is held by another program")
 
 // Attachment is the programs attached to one interface. Close detaches them.
 type Attachment struct {
 	ifindex int
 	tcMode  TCMode
 	xdpMode string
+	rx      RxHook
 
 	mu      sync.Mutex
 	closed  bool
 	nl      tcNetlink // bound to the network namespace Attach ran in
 	tcLink  link.Link
+	rxLink  link.Link // TCX ingress, when XDP was taken
 	xdpLink link.Link
 	legacy  *legacyFilter
 }
@@ -77,8 +101,11 @@ func (a *Attachment) Ifindex() int { return a.ifindex }
 func (a *Attachment) TCMode() TCMode { return a.tcMode }
 
 // XDPMode reports the XDP mode the kernel chose: "driver", "generic",
-// "offload" or "" if unknown.
+// "offload" or "" if unknown (or replies are matched at TCX ingress).
 func (a *Attachment) XDPMode() string { return a.xdpMode }
+
+// Rx reports where replies are matched.
+func (a *Attachment) Rx() RxHook { return a.rx }
 
 // Attach attaches TC egress (TCX, falling back to a legacy clsact filter when
 // TCX is not supported) and XDP to the interface ifindex in the calling
@@ -137,20 +164,49 @@ func (o *Objects) AttachWithOptions(ifindex int, opts AttachOptions) (*Attachmen
 		a.legacy, a.tcMode = lf, TCModeLegacy
 	}
 
-	xl, err := attachXDP(link.XDPOptions{
-		Program:   o.objs.XdpRx,
-		Interface: ifindex,
-		Flags:     opts.XDPFlags,
-	})
-	if err != nil {
+	if err := o.attachRx(a, ifindex, opts); err != nil {
 		a.Close()
-		return nil, attachErr("attach XDP", err)
-	}
-	a.xdpLink = xl
-	if l, err := nl.LinkByIndex(ifindex); err == nil && l.Attrs().Xdp != nil {
-		a.xdpMode = xdpModeName(l.Attrs().Xdp.AttachMode)
+		return nil, err
 	}
 	return a, nil
+}
+
+// attachRx attaches the reply matcher: XDP where it is free, else (or when asked)
+// the same matching at TCX ingress. Every run's matcher passes what is not its own,
+// so runs chained on TCX behind one on XDP each see their replies.
+func (o *Objects) attachRx(a *Attachment, ifindex int, opts AttachOptions) error {
+	if opts.Rx != RxTCX {
+		xl, err := attachXDP(link.XDPOptions{
+			Program:   o.objs.XdpRx,
+			Interface: ifindex,
+			Flags:     opts.XDPFlags,
+		})
+		switch {
+		case err == nil:
+			a.xdpLink, a.rx = xl, RxXDP
+			if l, err := a.nl.LinkByIndex(ifindex); err == nil && l.Attrs().Xdp != nil {
+				a.xdpMode = xdpModeName(l.Attrs().Xdp.AttachMode)
+			}
+			return nil
+		case opts.Rx == RxXDP || !(errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST)):
+			return attachErr("attach XDP", err)
+		}
+		// EBUSY: another program (another turnpath run, any XDP user) holds it;
+		// EEXIST: one is attached in the other mode (native vs generic).
+	}
+	l, err := attachTCX(link.TCXOptions{
+		Interface: ifindex,
+		Program:   o.objs.TcxIngress,
+		Attach:    ebpf.AttachTCXIngress,
+	})
+	if err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("loader: attach reply matcher: %w, and TCX ingress needs kernel >= 6.6", ErrXDPBusy)
+		}
+		return attachErr("attach TCX ingress", err)
+	}
+	a.rxLink, a.rx = l, RxTCX
+	return nil
 }
 
 func attachErr(what string, err error) error {
@@ -187,6 +243,11 @@ func (a *Attachment) Close() error {
 	if a.xdpLink != nil {
 		if err := a.xdpLink.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("detach XDP: %w", err))
+		}
+	}
+	if a.rxLink != nil {
+		if err := a.rxLink.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach TCX ingress: %w", err))
 		}
 	}
 	if a.tcLink != nil {
@@ -377,9 +438,9 @@ func (lf *legacyFilter) removeQdisc(nl tcNetlink) error {
 
 // CleanupStale removes legacy TC filters named turnpath_* (ingress and egress)
 // left on the interface by a run that crashed: bpf_links (TCX, XDP) die with
-// their process, cls_bpf filters do not. It works in the calling thread's
-// network namespace. Do not call it while another turnpath process uses a
-// legacy attach on the same interface. The clsact qdisc is left in place.
+// their process, cls_bpf filters do not. A filter whose program some live
+// process still holds (another turnpath run) is left alone. It works in the
+// calling thread's network namespace. The clsact qdisc is left in place.
 func CleanupStale(ifindex int) error {
 	nl, err := newNetlink()
 	if err != nil {
@@ -411,6 +472,11 @@ func cleanupStale(nl tcNetlink, ifindex int) (int, error) {
 		}
 		for _, bf := range bfs {
 			if !strings.HasPrefix(bf.Name, LegacyFilterPrefix) {
+				continue
+			}
+			// A live run's filter: its process holds the program. Only a crashed
+			// run's filter has nobody behind it.
+			if bf.Id != 0 && len(programHolders(uint32(bf.Id))) > 0 {
 				continue
 			}
 			bf.Fd = -1

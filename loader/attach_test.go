@@ -309,7 +309,8 @@ func TestICMPEchoThroughVeth(t *testing.T) {
 
 	const base, id = 40007, 0x0b03 // ttl 3, attempt 11
 	f := probe.Flow{Src: p.addrA, Dst: p.addrB, Proto: probe.ProtoICMP, SPort: base}
-	req := buildProbe(t, f, id, 3, 5, nonceT, "hex:c0ffee")
+	req := buildProbe(t, f, id, uint8(id&0xff), 5, nonceT, "hex:c0ffee")
+	registerFlowKey(t, o, p.addrB, base)
 	key := ProbeKey{Dst: p.addrB, SPort: base, ID: id}
 	sendRaw(t, p.nsA, p.addrB, req)
 	tx := waitSent(t, o, key)
@@ -346,6 +347,7 @@ func sendThroughVeth(t *testing.T, p *vethPair, o *Objects, rd *EventReader) {
 	const id = 0x0305
 	probe := ipv4(p.addrA, p.addrB, 17, ip4opts{id: id, ttl: 5, fragOff: 0x4000}, udp(40033, dportT, id, make([]byte, 24)))
 	key := ProbeKey{Dst: p.addrB, SPort: 40033, ID: id}
+	registerFlowKey(t, o, p.addrB, 40033)
 
 	sendRaw(t, p.nsA, p.addrB, probe)
 	tx := waitSent(t, o, key)
@@ -456,5 +458,76 @@ func TestAttachRejectsBadInterface(t *testing.T) {
 	})
 	if err != nil {
 		t.Error(err)
+	}
+}
+
+// TestSecondRunMatchesAtTCXIngress: a run that finds the XDP hook taken (by another
+// run) matches at TCX ingress; each run gets exactly its own replies.
+func TestSecondRunMatchesAtTCXIngress(t *testing.T) {
+	p := setupVeth(t)
+	a, b := loadT(t, stunConfig(nonceT)), loadT(t, stunConfig(nonceB))
+	rdA, rdB := eventsT(t, a), eventsT(t, b)
+	attA := p.attach(t, a, AttachOptions{})
+	attB := p.attach(t, b, AttachOptions{})
+	if attA.Rx() != RxXDP || attB.Rx() != RxTCX {
+		t.Fatalf("rx hooks %s, %s; want %s, %s", attA.Rx(), attB.Rx(), RxXDP, RxTCX)
+	}
+	var holder XDPHolder
+	if err := inNetns(p.nsA, func() error {
+		h, ok, err := HolderOfXDP(p.idxA)
+		if err == nil && !ok {
+			err = errors.New("XDP hook reported free")
+		}
+		holder = h
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if holder.ProgID != uint32(progID(t, a.objs.XdpRx)) || holder.ProgName != "xdp_rx" {
+		t.Errorf("holder %v, want run A's xdp_rx", holder)
+	}
+
+	const sport = 40033
+	for _, o := range []*Objects{a, b} {
+		registerFlowKey(t, o, p.addrB, sport)
+	}
+	mk := func(id uint16, nonce uint32) []byte {
+		f := probe.Flow{Src: p.addrA, Dst: p.addrB, Proto: probe.ProtoUDP, SPort: sport, DPort: dportT}
+		return buildProbe(t, f, id, uint8(id&0xff), 3, nonce, "stun")
+	}
+	probeA, probeB := mk(0x0102, nonceT), mk(0x0103, nonceB)
+	sendRaw(t, p.nsA, p.addrB, probeA)
+	sendRaw(t, p.nsA, p.addrB, probeB)
+	waitSent(t, a, ProbeKey{p.addrB, sport, 0x0102})
+	waitSent(t, b, ProbeKey{p.addrB, sport, 0x0103})
+	for _, q := range [][]byte{probeB, probeA} {
+		sendRaw(t, p.nsB, p.addrA, ipv4(p.addrB, p.addrA, 1, ip4opts{ttl: 64}, icmp(11, 0, [4]byte{}, q)))
+	}
+	// B's kernel also answers each probe with a port unreachable: each run must see
+	// both answers to its own probe and nothing of the other's.
+	for _, c := range []struct {
+		name string
+		rd   *EventReader
+		id   uint16
+	}{{"A (XDP)", rdA, 0x0102}, {"B (TCX ingress)", rdB, 0x0103}} {
+		kinds := map[Kind]bool{}
+		c.rd.SetDeadline(time.Now().Add(time.Second))
+		for len(kinds) < 2 {
+			e, err := c.rd.Read()
+			if err != nil {
+				t.Fatalf("%s: got %v, then: %v", c.name, kinds, err)
+			}
+			if e.ID != c.id || e.RTT() <= 0 {
+				t.Errorf("%s: event id %#x rtt %v, want id %#x", c.name, e.ID, e.RTT(), c.id)
+			}
+			kinds[e.Kind] = true
+		}
+		if !kinds[KindTimeExceeded] || !kinds[KindDestUnreach] {
+			t.Errorf("%s: kinds %v", c.name, kinds)
+		}
+		c.rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		if e, err := c.rd.Read(); err == nil {
+			t.Errorf("%s: unexpected event %+v", c.name, e)
+		}
 	}
 }

@@ -49,9 +49,16 @@ func TestBuilderProbeKeys(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			o := loadT(t, c.cfg)
+			cfg := c.cfg
+			switch {
+			case c.payload == "stun" || c.payload == "turn":
+				cfg.NonceOff = NonceOffSTUN
+			case cfg.Proto == ProtoICMP:
+				cfg.NonceOff, cfg.Nonce = NonceOffEcho, nonceT
+			}
+			o := loadT(t, cfg)
 			const tag = 21
-			pkt := buildProbe(t, c.flow, c.id, 4, tag, nonceT, c.payload)
+			pkt := buildProbe(t, c.flow, c.id, uint8(c.id), tag, nonceT, c.payload)
 			key := ProbeKey{Dst: c.flow.Dst, SPort: c.flow.SPort, ID: c.id}
 
 			want(t, "id on the wire", c.wireID(pkt), c.id)

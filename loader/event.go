@@ -44,6 +44,10 @@ const (
 	FlagExtTrunc uint8 = 0x02 // the extension structure / STUN answer was longer than 128 bytes
 	FlagNoFlow   uint8 = 0x04 // STUN: flowtag unknown, Target is invalid
 	FlagQuoteMF  uint8 = 0x08 // the quoted IPv4 header had MF set
+	FlagNonce    uint8 = 0x10 // the reply carries the run's nonce: certainly this run's
+	// FlagExtCompat: Ext holds the bytes after a 128-byte quote whose RFC 4884 length
+	// field was 0; they are an extension structure only if they look like one (RFC 4884 §5).
+	FlagExtCompat uint8 = 0x20
 )
 
 // ExtMax is the maximum number of RFC 4884 extension / STUN answer bytes in an Event.

@@ -33,7 +33,7 @@ func TestStructLayout(t *testing.T) {
 		{"ext", unsafe.Offsetof(e.Ext), 104},
 		{"sizeof(probe_key)", unsafe.Sizeof(TurnpathProbeKey{}), 20},
 		{"sizeof(flow_val)", unsafe.Sizeof(TurnpathFlowVal{}), 18},
-		{"sizeof(tp_stats)", unsafe.Sizeof(TurnpathTpStats{}), 64},
+		{"sizeof(tp_stats)", unsafe.Sizeof(TurnpathTpStats{}), 80},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %d, want %d (bpf/turnpath.h)", c.name, c.got, c.want)

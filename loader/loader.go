@@ -35,9 +35,22 @@ type Config struct {
 	// Nonce is written big endian into STUN transaction id bytes 0..3.
 	// 0 disables STUN answer matching.
 	Nonce uint32
-	// Drop makes XDP drop replies it is certain are ours (see bpf/turnpath.c).
+	// NonceOff is where the probes carry Nonce, counted from the transport header:
+	// NonceOffSTUN for UDP probes with a STUN/TURN/MS-TURN payload, NonceOffEcho for
+	// ICMP echo probes, 0 when they carry none (TCP, other payloads). TC egress then
+	// records only probes with the nonce, and a reply whose quote shows another value
+	// is someone else's.
+	NonceOff uint16
+	// Drop makes the programs drop replies verified as this run's (see bpf/turnpath.c).
 	Drop bool
 }
+
+// Where probes carry the nonce (Config.NonceOff): UDP header + STUN transaction id
+// bytes 0..3, or the first 4 bytes of echo data.
+const (
+	NonceOffSTUN uint16 = 8 + 8
+	NonceOffEcho uint16 = 8
+)
 
 func (c Config) validate() error {
 	switch c.Proto {
@@ -51,6 +64,9 @@ func (c Config) validate() error {
 	}
 	if c.SportLo == 0 || c.SportLo > c.SportHi {
 		return fmt.Errorf("loader: config: bad source port range %d-%d", c.SportLo, c.SportHi)
+	}
+	if c.NonceOff != 0 && c.NonceOff != NonceOffSTUN && c.NonceOff != NonceOffEcho {
+		return fmt.Errorf("loader: config: nonce offset %d (want 0, %d or %d)", c.NonceOff, NonceOffEcho, NonceOffSTUN)
 	}
 	return nil
 }
@@ -115,12 +131,13 @@ func Spec(cfg Config) (*ebpf.CollectionSpec, error) {
 		drop = 1
 	}
 	for name, val := range map[string]any{
-		TurnpathVarCfgProto:   cfg.Proto,
-		TurnpathVarCfgSportLo: cfg.SportLo,
-		TurnpathVarCfgSportHi: cfg.SportHi,
-		TurnpathVarCfgDport:   cfg.DPort,
-		TurnpathVarCfgNonce:   cfg.Nonce,
-		TurnpathVarCfgDrop:    drop,
+		TurnpathVarCfgProto:    cfg.Proto,
+		TurnpathVarCfgSportLo:  cfg.SportLo,
+		TurnpathVarCfgSportHi:  cfg.SportHi,
+		TurnpathVarCfgDport:    cfg.DPort,
+		TurnpathVarCfgNonce:    cfg.Nonce,
+		TurnpathVarCfgDrop:     drop,
+		TurnpathVarCfgNonceOff: cfg.NonceOff,
 	} {
 		v, ok := spec.Variables[name]
 		if !ok {
@@ -187,7 +204,9 @@ func (k ProbeKey) raw() TurnpathProbeKey {
 	return TurnpathProbeKey{Daddr: addr16(k.Dst), Sport: k.SPort, Id: k.ID}
 }
 
-// SetFlow tells XDP which (destination, source port) a STUN flowtag stands for.
+// SetFlow registers one of the run's flows: TC egress records only probes of registered
+// flows (destination, source port; ICMP echo: the flow base), and XDP turns a STUN
+// flowtag back into its flow.
 func (o *Objects) SetFlow(tag uint32, daddr netip.Addr, sport uint16) error {
 	if !daddr.IsValid() {
 		return fmt.Errorf("loader: SetFlow: invalid address")
@@ -196,12 +215,34 @@ func (o *Objects) SetFlow(tag uint32, daddr netip.Addr, sport uint16) error {
 	if err := o.objs.Flows.Put(tag, val); err != nil {
 		return fmt.Errorf("loader: SetFlow %d: %w", tag, err)
 	}
+	if err := o.objs.FlowKeys.Put(val, tag); err != nil {
+		_ = o.objs.Flows.Delete(tag)
+		return fmt.Errorf("loader: SetFlow %d: %w", tag, err)
+	}
 	return nil
 }
 
-// DeleteFlow removes a flowtag set with SetFlow.
+// DeleteFlow removes a flow set with SetFlow.
 func (o *Objects) DeleteFlow(tag uint32) error {
+	var val TurnpathFlowVal
+	if err := o.objs.Flows.Lookup(tag, &val); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		return fmt.Errorf("loader: DeleteFlow %d: %w", tag, err)
+	}
+	var errs []error
+	// The key may have been taken over by a later SetFlow of the same flow.
+	var owner uint32
+	if err := o.objs.FlowKeys.Lookup(val, &owner); err == nil && owner == tag {
+		if err := o.objs.FlowKeys.Delete(val); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
 	if err := o.objs.Flows.Delete(tag); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("loader: DeleteFlow %d: %w", tag, err)
 	}
 	return nil
@@ -227,6 +268,8 @@ type Stats struct {
 	RingbufDrops    uint64 // events lost because the ring buffer was full
 	Truncated       uint64 // candidate replies too short to parse
 	STUNNoFlow      uint64 // STUN answers with an unknown flowtag
+	TxForeign       uint64 // probe-shaped packets TC egress did not take as this run's
+	RxForeign       uint64 // replies to probes that were not this run's (passed untouched)
 }
 
 // Stats reads and sums the per-CPU counters.
@@ -245,6 +288,8 @@ func (o *Objects) Stats() (Stats, error) {
 		s.RingbufDrops += c.RingbufDrops
 		s.Truncated += c.Truncated
 		s.STUNNoFlow += c.StunNoFlow
+		s.TxForeign += c.TxForeign
+		s.RxForeign += c.RxForeign
 	}
 	return s, nil
 }
@@ -262,6 +307,15 @@ const (
 func (o *Objects) RunXDP(frame []byte) (uint32, error) {
 	return o.objs.XdpRx.Run(&ebpf.RunOptions{Data: frame})
 }
+
+// RunTCXIngress runs the TCX ingress matcher (the same matching as XDP) once on an
+// Ethernet frame and returns its verdict: TCXDrop or TCActUnspec (TCX_NEXT).
+func (o *Objects) RunTCXIngress(frame []byte) (uint32, error) {
+	return o.objs.TcxIngress.Run(&ebpf.RunOptions{Data: frame})
+}
+
+// TCXDrop is the TCX ingress verdict for a reply of ours that is dropped.
+const TCXDrop uint32 = 2
 
 // RunTCEgress runs the TC egress program once on an Ethernet frame and returns
 // its verdict (always TCActUnspec). Probes are recorded in `sent`.

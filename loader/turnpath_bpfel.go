@@ -68,25 +68,30 @@ type TurnpathTpStats struct {
 	RingbufDrops    uint64
 	Truncated       uint64
 	StunNoFlow      uint64
+	TxForeign       uint64
+	RxForeign       uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TurnpathMapEvents     = "events"
-	TurnpathMapFlows      = "flows"
-	TurnpathMapSent       = "sent"
-	TurnpathMapStats      = "stats"
-	TurnpathProgTcEgress  = "tc_egress"
-	TurnpathProgTcxEgress = "tcx_egress"
-	TurnpathProgXdpRx     = "xdp_rx"
-	TurnpathVarCfgDport   = "cfg_dport"
-	TurnpathVarCfgDrop    = "cfg_drop"
-	TurnpathVarCfgNonce   = "cfg_nonce"
-	TurnpathVarCfgProto   = "cfg_proto"
-	TurnpathVarCfgSportHi = "cfg_sport_hi"
-	TurnpathVarCfgSportLo = "cfg_sport_lo"
+	TurnpathMapEvents      = "events"
+	TurnpathMapFlowKeys    = "flow_keys"
+	TurnpathMapFlows       = "flows"
+	TurnpathMapSent        = "sent"
+	TurnpathMapStats       = "stats"
+	TurnpathProgTcEgress   = "tc_egress"
+	TurnpathProgTcxEgress  = "tcx_egress"
+	TurnpathProgTcxIngress = "tcx_ingress"
+	TurnpathProgXdpRx      = "xdp_rx"
+	TurnpathVarCfgDport    = "cfg_dport"
+	TurnpathVarCfgDrop     = "cfg_drop"
+	TurnpathVarCfgNonce    = "cfg_nonce"
+	TurnpathVarCfgNonceOff = "cfg_nonce_off"
+	TurnpathVarCfgProto    = "cfg_proto"
+	TurnpathVarCfgSportHi  = "cfg_sport_hi"
+	TurnpathVarCfgSportLo  = "cfg_sport_lo"
 )
 
 // LoadTurnpath returns the embedded CollectionSpec for Turnpath.
@@ -131,31 +136,34 @@ type TurnpathSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TurnpathProgramSpecs struct {
-	TcEgress  *ebpf.ProgramSpec `ebpf:"tc_egress"`
-	TcxEgress *ebpf.ProgramSpec `ebpf:"tcx_egress"`
-	XdpRx     *ebpf.ProgramSpec `ebpf:"xdp_rx"`
+	TcEgress   *ebpf.ProgramSpec `ebpf:"tc_egress"`
+	TcxEgress  *ebpf.ProgramSpec `ebpf:"tcx_egress"`
+	TcxIngress *ebpf.ProgramSpec `ebpf:"tcx_ingress"`
+	XdpRx      *ebpf.ProgramSpec `ebpf:"xdp_rx"`
 }
 
 // TurnpathMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TurnpathMapSpecs struct {
-	Events *ebpf.MapSpec `ebpf:"events"`
-	Flows  *ebpf.MapSpec `ebpf:"flows"`
-	Sent   *ebpf.MapSpec `ebpf:"sent"`
-	Stats  *ebpf.MapSpec `ebpf:"stats"`
+	Events   *ebpf.MapSpec `ebpf:"events"`
+	FlowKeys *ebpf.MapSpec `ebpf:"flow_keys"`
+	Flows    *ebpf.MapSpec `ebpf:"flows"`
+	Sent     *ebpf.MapSpec `ebpf:"sent"`
+	Stats    *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // TurnpathVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TurnpathVariableSpecs struct {
-	CfgDport   *ebpf.VariableSpec `ebpf:"cfg_dport"`
-	CfgDrop    *ebpf.VariableSpec `ebpf:"cfg_drop"`
-	CfgNonce   *ebpf.VariableSpec `ebpf:"cfg_nonce"`
-	CfgProto   *ebpf.VariableSpec `ebpf:"cfg_proto"`
-	CfgSportHi *ebpf.VariableSpec `ebpf:"cfg_sport_hi"`
-	CfgSportLo *ebpf.VariableSpec `ebpf:"cfg_sport_lo"`
+	CfgDport    *ebpf.VariableSpec `ebpf:"cfg_dport"`
+	CfgDrop     *ebpf.VariableSpec `ebpf:"cfg_drop"`
+	CfgNonce    *ebpf.VariableSpec `ebpf:"cfg_nonce"`
+	CfgNonceOff *ebpf.VariableSpec `ebpf:"cfg_nonce_off"`
+	CfgProto    *ebpf.VariableSpec `ebpf:"cfg_proto"`
+	CfgSportHi  *ebpf.VariableSpec `ebpf:"cfg_sport_hi"`
+	CfgSportLo  *ebpf.VariableSpec `ebpf:"cfg_sport_lo"`
 }
 
 // TurnpathObjects contains all objects after they have been loaded into the kernel.
@@ -178,15 +186,17 @@ func (o *TurnpathObjects) Close() error {
 //
 // It can be passed to LoadTurnpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TurnpathMaps struct {
-	Events *ebpf.Map `ebpf:"events"`
-	Flows  *ebpf.Map `ebpf:"flows"`
-	Sent   *ebpf.Map `ebpf:"sent"`
-	Stats  *ebpf.Map `ebpf:"stats"`
+	Events   *ebpf.Map `ebpf:"events"`
+	FlowKeys *ebpf.Map `ebpf:"flow_keys"`
+	Flows    *ebpf.Map `ebpf:"flows"`
+	Sent     *ebpf.Map `ebpf:"sent"`
+	Stats    *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *TurnpathMaps) Close() error {
 	return _TurnpathClose(
 		m.Events,
+		m.FlowKeys,
 		m.Flows,
 		m.Sent,
 		m.Stats,
@@ -197,27 +207,30 @@ func (m *TurnpathMaps) Close() error {
 //
 // It can be passed to LoadTurnpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TurnpathVariables struct {
-	CfgDport   *ebpf.Variable `ebpf:"cfg_dport"`
-	CfgDrop    *ebpf.Variable `ebpf:"cfg_drop"`
-	CfgNonce   *ebpf.Variable `ebpf:"cfg_nonce"`
-	CfgProto   *ebpf.Variable `ebpf:"cfg_proto"`
-	CfgSportHi *ebpf.Variable `ebpf:"cfg_sport_hi"`
-	CfgSportLo *ebpf.Variable `ebpf:"cfg_sport_lo"`
+	CfgDport    *ebpf.Variable `ebpf:"cfg_dport"`
+	CfgDrop     *ebpf.Variable `ebpf:"cfg_drop"`
+	CfgNonce    *ebpf.Variable `ebpf:"cfg_nonce"`
+	CfgNonceOff *ebpf.Variable `ebpf:"cfg_nonce_off"`
+	CfgProto    *ebpf.Variable `ebpf:"cfg_proto"`
+	CfgSportHi  *ebpf.Variable `ebpf:"cfg_sport_hi"`
+	CfgSportLo  *ebpf.Variable `ebpf:"cfg_sport_lo"`
 }
 
 // TurnpathPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadTurnpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TurnpathPrograms struct {
-	TcEgress  *ebpf.Program `ebpf:"tc_egress"`
-	TcxEgress *ebpf.Program `ebpf:"tcx_egress"`
-	XdpRx     *ebpf.Program `ebpf:"xdp_rx"`
+	TcEgress   *ebpf.Program `ebpf:"tc_egress"`
+	TcxEgress  *ebpf.Program `ebpf:"tcx_egress"`
+	TcxIngress *ebpf.Program `ebpf:"tcx_ingress"`
+	XdpRx      *ebpf.Program `ebpf:"xdp_rx"`
 }
 
 func (p *TurnpathPrograms) Close() error {
 	return _TurnpathClose(
 		p.TcEgress,
 		p.TcxEgress,
+		p.TcxIngress,
 		p.XdpRx,
 	)
 }

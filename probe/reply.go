@@ -99,8 +99,10 @@ type Reply struct {
 	// TCPFlags are the flags of a TCP answer.
 	TCPFlags uint8
 
-	// ExtRaw is the RFC 4884 extension structure (nil if none), Ext its
-	// decoding and ExtErr the decoding error, if any.
+	// ExtRaw is the RFC 4884 extension structure (nil if none; see
+	// splitQuote for where it is looked for), Ext its decoding and ExtErr
+	// the decoding error, if any: Ext keeps what was decoded before it (see
+	// ParseExtensions). A checksum mismatch is Ext.ChecksumBad, not an error.
 	ExtRaw []byte
 	Ext    Extensions
 	ExtErr error
@@ -121,9 +123,14 @@ var (
 	ErrBadID           = errors.New("probe: reply carries no valid probe id")
 	ErrExtTruncated    = errors.New("probe: truncated ICMP extension structure")
 	ErrExtVersion      = errors.New("probe: ICMP extension version is not 2")
-	ErrExtChecksum     = errors.New("probe: ICMP extension checksum mismatch")
 	ErrExtObjectLength = errors.New("probe: bad ICMP extension object length")
 )
+
+// ErrExtChecksum is no longer returned.
+//
+// Deprecated: ParseExtensions decodes a structure whose checksum does not
+// verify and sets Extensions.ChecksumBad.
+var ErrExtChecksum = errors.New("probe: ICMP extension checksum mismatch")
 
 // ParseICMPv4 parses a full IPv4 packet carrying ICMP, as a raw IPPROTO_ICMP
 // socket delivers it (IP header, options allowed, then the ICMP message).
@@ -203,7 +210,7 @@ func parseICMP(fam Family, icmp []byte, r *Reply) error {
 		return ErrTruncated
 	}
 	r.ICMPType, r.ICMPCode = icmp[0], icmp[1]
-	// lenUnits: RFC 4884 length field position and unit (0: none).
+	// lenAt, lenUnit: RFC 4884 length field position and unit (0: none).
 	var lenAt, lenUnit int
 	if fam == IPv4 {
 		if Checksum(icmp) != 0 {
@@ -248,36 +255,16 @@ func parseICMP(fam Family, icmp []byte, r *Reply) error {
 		return parseEcho(icmp, r, false)
 	}
 
-	quote := icmp[icmpHeaderLen:]
-	var ext []byte
-	if lenAt != 0 && icmp[lenAt] != 0 {
-		// RFC 4884: the original datagram is length*unit bytes (zero padded),
-		// the extension structure follows. An impossible length means "no
-		// extensions".
-		if ql := int(icmp[lenAt]) * lenUnit; ql <= len(quote) {
-			quote, ext = quote[:ql], quote[ql:]
-		}
-	} else if fam == IPv4 && len(quote) >= 128+8 && looksLikeExtension(quote[128:]) {
-		// Pre-RFC 4884 IPv4 routers (RFC 4950 era) put extensions after a
-		// 128-byte original datagram with the length field 0 (RFC 4884 §5).
-		quote, ext = quote[:128], quote[128:]
+	var n int
+	if lenAt != 0 {
+		n = int(icmp[lenAt])
 	}
+	quote, ext := splitQuote(fam, icmp[icmpHeaderLen:], n, lenUnit)
 	if len(ext) > 0 {
 		r.ExtRaw = ext
 		r.ExtErr = parseExtensions(ext, &r.Ext)
 	}
 	return parseQuote(fam, quote, r)
-}
-
-// looksLikeExtension reports whether b starts an RFC 4884 extension
-// structure: version 2, a nonzero checksum that verifies, and a first object
-// header whose length fits.
-func looksLikeExtension(b []byte) bool {
-	if len(b) < 8 || b[0]>>4 != 2 || binary.BigEndian.Uint16(b[2:]) == 0 || Checksum(b) != 0 {
-		return false
-	}
-	ol := int(binary.BigEndian.Uint16(b[4:]))
-	return ol >= 4 && 4+ol <= len(b)
 }
 
 // parseEcho fills r from an echo reply (or a quoted echo request if quoted).
@@ -529,215 +516,6 @@ func InitialTTL(replyTTL uint8) uint8 {
 // at forward hop t (probe TTL t) has t-1 routers before it, so
 // ReturnHops ≠ t-1 means an asymmetric path (or an unusual initial TTL).
 func ReturnHops(replyTTL uint8) int { return int(InitialTTL(replyTTL)) - int(replyTTL) }
-
-// ---- RFC 4884 extensions ----
-
-// Limits of the fixed-size (allocation-free) Extensions decoding.
-const (
-	MaxMPLSEntries  = 16
-	MaxInterfaces   = 4
-	MaxUnknownExt   = 4
-	maxIfNameLength = 63
-)
-
-// MPLSEntry is one RFC 4950 MPLS label stack entry.
-type MPLSEntry struct {
-	Label uint32 // 20 bits
-	TC    uint8  // traffic class (formerly EXP), 3 bits
-	S     bool   // bottom of stack
-	TTL   uint8
-}
-
-// IfRole is the RFC 5837 interface role.
-type IfRole uint8
-
-// RFC 5837 interface roles.
-const (
-	IfRoleIncoming IfRole = 0 // the incoming IP interface
-	IfRoleSubIP    IfRole = 1 // sub-IP component of the incoming interface
-	IfRoleOutgoing IfRole = 2 // the outgoing IP interface
-	IfRoleNextHop  IfRole = 3 // the IP next hop
-)
-
-func (r IfRole) String() string {
-	switch r {
-	case IfRoleIncoming:
-		return "incoming"
-	case IfRoleSubIP:
-		return "sub-ip"
-	case IfRoleOutgoing:
-		return "outgoing"
-	}
-	return "next-hop"
-}
-
-// InterfaceInfo is one RFC 5837 Interface Information Object.
-type InterfaceInfo struct {
-	Role       IfRole
-	HasIfIndex bool
-	IfIndex    uint32
-	Addr       netip.Addr // invalid if absent
-	HasMTU     bool
-	MTU        uint32
-	nameLen    uint8
-	name       [maxIfNameLength]byte
-}
-
-// Name returns the interface name ("" if absent).
-func (i *InterfaceInfo) Name() string { return string(i.name[:i.nameLen]) }
-
-// ExtObject is an extension object turnpath does not decode.
-type ExtObject struct {
-	Class, CType uint8
-	Data         []byte // aliases the parsed buffer
-}
-
-// Extensions is a decoded RFC 4884 extension structure. It has fixed-size
-// arrays so decoding does not allocate; entries beyond the limits are
-// counted in Dropped.
-type Extensions struct {
-	Raw        []byte // the whole structure (aliases the parsed buffer)
-	Version    uint8
-	Checksum   uint16 // 0: none transmitted
-	NumMPLS    int
-	MPLSStack  [MaxMPLSEntries]MPLSEntry
-	NumIfaces  int
-	Ifaces     [MaxInterfaces]InterfaceInfo
-	NumUnknown int
-	Unknown    [MaxUnknownExt]ExtObject
-	Dropped    int
-}
-
-// MPLS returns the decoded MPLS label stack entries (top first).
-func (e *Extensions) MPLS() []MPLSEntry { return e.MPLSStack[:e.NumMPLS] }
-
-// Interfaces returns the decoded RFC 5837 interface objects.
-func (e *Extensions) Interfaces() []InterfaceInfo { return e.Ifaces[:e.NumIfaces] }
-
-// Objects returns the objects that were not decoded.
-func (e *Extensions) Objects() []ExtObject { return e.Unknown[:e.NumUnknown] }
-
-// ParseExtensions decodes an RFC 4884 ICMP extension structure: RFC 4950
-// MPLS label stacks (class 1, c-type 1) and RFC 5837 interface information
-// (class 2); other objects are returned raw.
-func ParseExtensions(b []byte) (Extensions, error) {
-	var e Extensions
-	err := parseExtensions(b, &e)
-	return e, err
-}
-
-func parseExtensions(b []byte, e *Extensions) error {
-	e.Raw = b
-	if len(b) < 4 {
-		return ErrExtTruncated
-	}
-	e.Version = b[0] >> 4
-	if e.Version != 2 {
-		return ErrExtVersion
-	}
-	e.Checksum = binary.BigEndian.Uint16(b[2:])
-	if e.Checksum != 0 && Checksum(b) != 0 {
-		return ErrExtChecksum
-	}
-	objs := b[4:]
-	for len(objs) > 0 {
-		if len(objs) < 4 {
-			return ErrExtTruncated
-		}
-		ol := int(binary.BigEndian.Uint16(objs))
-		if ol < 4 || ol > len(objs) {
-			return ErrExtObjectLength
-		}
-		class, ctype, data := objs[2], objs[3], objs[4:ol]
-		objs = objs[ol:]
-		switch {
-		case class == 1 && ctype == 1:
-			if len(data)%4 != 0 {
-				return ErrExtObjectLength
-			}
-			for ; len(data) >= 4; data = data[4:] {
-				if e.NumMPLS == MaxMPLSEntries {
-					e.Dropped++
-					continue
-				}
-				v := binary.BigEndian.Uint32(data)
-				e.MPLSStack[e.NumMPLS] = MPLSEntry{Label: v >> 12, TC: uint8(v>>9) & 7, S: v&0x100 != 0, TTL: uint8(v)}
-				e.NumMPLS++
-			}
-		case class == 2:
-			if e.NumIfaces == MaxInterfaces {
-				e.Dropped++
-				continue
-			}
-			if err := parseInterfaceInfo(ctype, data, &e.Ifaces[e.NumIfaces]); err != nil {
-				return err
-			}
-			e.NumIfaces++
-		default:
-			if e.NumUnknown == MaxUnknownExt {
-				e.Dropped++
-				continue
-			}
-			e.Unknown[e.NumUnknown] = ExtObject{Class: class, CType: ctype, Data: data}
-			e.NumUnknown++
-		}
-	}
-	return nil
-}
-
-// parseInterfaceInfo decodes an RFC 5837 Interface Information Object: the
-// c-type is role(2) | reserved(2) | ifIndex | IPAddr | name | MTU, and the
-// sub-objects follow in that order.
-func parseInterfaceInfo(ctype uint8, d []byte, ii *InterfaceInfo) error {
-	*ii = InterfaceInfo{Role: IfRole(ctype >> 6)}
-	if ctype&0x08 != 0 {
-		if len(d) < 4 {
-			return ErrExtObjectLength
-		}
-		ii.HasIfIndex, ii.IfIndex, d = true, binary.BigEndian.Uint32(d), d[4:]
-	}
-	if ctype&0x04 != 0 {
-		if len(d) < 4 {
-			return ErrExtObjectLength
-		}
-		switch binary.BigEndian.Uint16(d) { // AFI
-		case 1:
-			if len(d) < 8 {
-				return ErrExtObjectLength
-			}
-			ii.Addr, d = netip.AddrFrom4([4]byte(d[4:8])), d[8:]
-		case 2:
-			if len(d) < 20 {
-				return ErrExtObjectLength
-			}
-			ii.Addr, d = netip.AddrFrom16([16]byte(d[4:20])), d[20:]
-		default:
-			return ErrExtObjectLength
-		}
-	}
-	if ctype&0x02 != 0 {
-		if len(d) < 1 {
-			return ErrExtObjectLength
-		}
-		nl := int(d[0]) // includes the length octet; multiple of 4, <= 64
-		if nl < 1 || nl > len(d) || nl > maxIfNameLength+1 {
-			return ErrExtObjectLength
-		}
-		name := d[1:nl]
-		for len(name) > 0 && name[len(name)-1] == 0 { // strip padding
-			name = name[:len(name)-1]
-		}
-		ii.nameLen = uint8(copy(ii.name[:], name))
-		d = d[nl:]
-	}
-	if ctype&0x01 != 0 {
-		if len(d) < 4 {
-			return ErrExtObjectLength
-		}
-		ii.HasMTU, ii.MTU = true, binary.BigEndian.Uint32(d)
-	}
-	return nil
-}
 
 // String is a short human-readable summary of the reply.
 func (r *Reply) String() string {

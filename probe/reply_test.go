@@ -568,16 +568,6 @@ func TestExtensions(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%d compat=%v: %v", fam, compat, err)
 				}
-				if compat && fam == IPv6 {
-					// No pre-RFC 4884 heuristic on IPv6: the bytes stay in the quote.
-					if r.ExtRaw != nil {
-						t.Fatalf("v6 compat: ext %x", r.ExtRaw)
-					}
-					if _, err := m.Match(&r, 0); err != nil {
-						t.Fatal(err)
-					}
-					continue
-				}
 				if !bytes.Equal(r.ExtRaw, ext) || r.ExtErr != nil {
 					t.Fatalf("%d compat=%v n=%d: ext raw %x err %v", fam, compat, n, r.ExtRaw, r.ExtErr)
 				}
@@ -588,23 +578,24 @@ func TestExtensions(t *testing.T) {
 			}
 		}
 	}
-	// A bad extension checksum is reported, the quote still matches.
-	bad := append([]byte(nil), ext...)
-	bad[len(bad)-1] ^= 0xff
+	// A bad extension checksum is flagged, the structure decoded anyway and
+	// the quote still matches.
+	bad := withExtChecksum(ext, 0xbad)
 	m := NewMatcher(testNonce, 0)
 	pkt := sentProbe(t, m, udpFlow(IPv4), id, "stun", 1)
 	r, err := ParseICMPv4(routerReply(t, pkt, router4, quoteOpts{ext: bad}))
-	if err != nil || r.ExtErr != ErrExtChecksum {
-		t.Fatalf("bad ext checksum: %v %v", err, r.ExtErr)
+	if err != nil || r.ExtErr != nil || !r.Ext.ChecksumBad || r.Ext.Checksum != 0xbad {
+		t.Fatalf("bad ext checksum: %v %v %+v", err, r.ExtErr, r.Ext)
+	}
+	if ls := r.Ext.MPLS(); len(ls) != 2 || ls[0].Label != 16004 || r.Ext.NumIfaces != 2 || r.Ext.NumUnknown != 1 {
+		t.Fatalf("bad ext checksum: decoded %+v", r.Ext)
 	}
 	if _, err := m.Match(&r, 0); err != nil {
 		t.Fatal(err)
 	}
 	// No checksum transmitted (0) is fine.
-	nock := append([]byte(nil), ext...)
-	nock[2], nock[3] = 0, 0
-	if e, err := ParseExtensions(nock); err != nil || e.NumMPLS != 2 {
-		t.Fatalf("zero checksum: %v", err)
+	if e, err := ParseExtensions(withExtChecksum(ext, 0)); err != nil || e.NumMPLS != 2 || e.Checksum != 0 || e.ChecksumBad {
+		t.Fatalf("zero checksum: %v %+v", err, e)
 	}
 }
 
@@ -617,9 +608,9 @@ func TestParseExtensionsErrors(t *testing.T) {
 		{nil, ErrExtTruncated},
 		{[]byte{0x20, 0}, ErrExtTruncated},
 		{[]byte{0x10, 0, 0, 0}, ErrExtVersion},
-		{good[:len(good)-2], ErrExtChecksum},
+		{good[:len(good)-2], ErrExtTruncated},
 		{buildExt([]byte{0, 2, 1, 1}), ErrExtObjectLength},
-		{buildExt([]byte{0, 12, 1, 1, 0, 0, 0, 0}), ErrExtObjectLength},
+		{buildExt([]byte{0, 12, 1, 1, 0, 0, 0, 0}), ErrExtTruncated},
 		{buildExt(extObj(1, 1, []byte{1, 2, 3})), ErrExtObjectLength},
 		{buildExt(extObj(2, 0x08, []byte{1, 2})), ErrExtObjectLength},
 		{buildExt(extObj(2, 0x04, []byte{0, 3, 0, 0, 1, 2, 3, 4})), ErrExtObjectLength},
@@ -1066,10 +1057,14 @@ func FuzzParseICMPv6(f *testing.F) {
 func FuzzParseExtensions(f *testing.F) {
 	f.Add(testExt())
 	f.Add([]byte{0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 1, 0})
+	f.Add(bigExt()[:128])
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := ParseExtensions(b)
-		if err == nil && (e.NumMPLS > MaxMPLSEntries || e.NumIfaces > MaxInterfaces || e.NumUnknown > MaxUnknownExt) {
+		e, err := ParseExtensions(b) // what decoded is kept on errors too
+		if e.NumMPLS > MaxMPLSEntries || e.NumIfaces > MaxInterfaces || e.NumUnknown > MaxUnknownExt {
 			t.Fatal("limits exceeded")
+		}
+		if err == ErrExtTruncated && e.ChecksumBad {
+			t.Fatal("checksum judged on a truncated structure")
 		}
 	})
 }

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
-	"runtime"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/turnpath/turnpath/lab"
@@ -201,20 +200,11 @@ func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-// createNS creates a named namespace on a thread that is then thrown away (it stays
-// locked, so the runtime ends it), so no Go thread is left inside it.
+// createNS creates a named namespace as the lab does (/run/netns prepared like
+// `ip netns add`, no Go thread left inside).
 func createNS(name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		h, err := netns.NewNamed(name)
-		if err == nil {
-			h.Close()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		return fmt.Errorf("reflector: create netns %s: %w", name, err)
+	if err := lab.CreateNS(name); err != nil {
+		return fmt.Errorf("reflector: %w", err)
 	}
 	return nil
 }
@@ -225,8 +215,8 @@ func (n *Net) deleteNamespaces() error {
 		if _, err := os.Stat("/run/netns/" + name); err != nil {
 			continue
 		}
-		if err := netns.DeleteNamed(name); err != nil {
-			errs = append(errs, fmt.Errorf("reflector: delete netns %s: %w", name, err))
+		if err := lab.DeleteNS(name); err != nil {
+			errs = append(errs, fmt.Errorf("reflector: %w", err))
 		}
 	}
 	return errors.Join(errs...)
