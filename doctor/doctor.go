@@ -74,8 +74,10 @@ const (
 	capBPF      = 39
 )
 
-// Run performs all checks. It returns an error only for bad input (an unknown or unroutable
-// target); environment problems are items in the report.
+// Run performs all checks. It returns an error only for bad input: an unknown target (no
+// report), or one there is no route to (the report too: every check but attaching, which
+// needs the route's interface, with a failing route item; the error wraps
+// probe.ErrNoRoute). Environment problems are items in the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &Report{Engine: "none"}
 	var uts unix.Utsname
@@ -99,6 +101,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		"grant cap_net_raw (see CAP_BPF)"))
 
 	ifindex := 0
+	var routeErr error
 	if o.Target != "" {
 		dst, err := resolve(ctx, o.Target)
 		if err != nil {
@@ -107,10 +110,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		r.Target = dst.String()
 		rt, err := probe.Lookup(dst)
 		if err != nil {
-			return nil, err
+			if !errors.Is(err, probe.ErrNoRoute) {
+				return nil, err
+			}
+			routeErr = err
+			r.add(Item{Name: "route", Status: Fail, Detail: "no route to " + r.Target,
+				Fix: "add a route to it (ip route), or check the address"})
+		} else {
+			ifindex, r.Interface = rt.Ifindex, rt.Ifname
+			r.add(Item{Name: "route", Status: OK, Detail: fmt.Sprintf("%s via %s", dst, rt.Ifname)})
 		}
-		ifindex, r.Interface = rt.Ifindex, rt.Ifname
-		r.add(Item{Name: "route", Status: OK, Detail: fmt.Sprintf("%s via %s", dst, rt.Ifname)})
+	}
+	noAttach := "no target given (turnpath check TARGET)"
+	if routeErr != nil {
+		noAttach = "no route to " + r.Target
 	}
 
 	loaded, attached, why := false, false, ""
@@ -123,7 +136,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		loaded = true
 		r.add(Item{Name: "bpf load", Status: OK, Detail: "TC egress and XDP programs pass the verifier"})
 		if ifindex == 0 {
-			r.add(Item{Name: "bpf attach", Status: Skip, Detail: "no target given (turnpath check TARGET)"})
+			r.add(Item{Name: "bpf attach", Status: Skip, Detail: noAttach})
 		} else if mode, detach, err := o.BPF.Attach(ifindex); err != nil {
 			why = fmt.Sprintf("BPF programs do not attach to %s: %s", r.Interface, oneLine(err))
 			r.add(Item{Name: "bpf attach", Status: Fail, Detail: oneLine(err), Fix: "needs CAP_NET_ADMIN and a kernel with TCX (6.6+) or clsact, and XDP on the interface"})
@@ -145,7 +158,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	case loaded && (attached || ifindex == 0) && rawOK:
 		r.Engine, r.EngineWhy = "ebpf", "BPF programs load and attach; kernel timestamps available"
 		if ifindex == 0 {
-			r.EngineWhy = "BPF programs load (attach not tried: no target given)"
+			r.EngineWhy = "BPF programs load (attach not tried: " + noAttach + ")"
 		}
 	case rawOK:
 		r.Engine, r.EngineWhy = "socket", why
@@ -156,7 +169,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	default:
 		r.EngineWhy = "no engine: raw sockets need CAP_NET_RAW"
 	}
-	return r, nil
+	return r, routeErr
 }
 
 func (r *Report) add(it Item) { r.Items = append(r.Items, it) }

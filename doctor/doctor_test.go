@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/turnpath/turnpath/probe"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,5 +106,49 @@ func TestBadTarget(t *testing.T) {
 	if _, err := Run(context.Background(), Options{Target: "no-such-host.invalid"}); err == nil ||
 		!strings.Contains(err.Error(), "unknown host") {
 		t.Errorf("unknown host: err = %v", err)
+	}
+}
+
+// A target with no route still gets the whole report (attach skipped: there is no
+// interface to attach to), and the error says there is no route.
+func TestNoRouteStillReports(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a network namespace without routes")
+	}
+	type result struct {
+		r   *Report
+		err error
+	}
+	f := &fakeBPF{}
+	done := make(chan result)
+	go func() {
+		// This thread goes into a new network namespace (only lo, down: no route at
+		// all) and is never unlocked, so it ends with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			done <- result{err: err}
+			return
+		}
+		r, err := Run(context.Background(), Options{Target: "198.18.77.1", BPF: f})
+		done <- result{r, err}
+	}()
+	res := <-done
+	if !errors.Is(res.err, probe.ErrNoRoute) {
+		t.Fatalf("err %v, want no route", res.err)
+	}
+	if res.r == nil {
+		t.Fatal("no report")
+	}
+	for _, want := range []struct {
+		name string
+		st   Status
+	}{{"kernel", ""}, {"CAP_NET_RAW", OK}, {"route", Fail}, {"bpf load", OK}, {"bpf attach", Skip}} {
+		it := item(res.r, want.name)
+		if it.Name == "" || want.st != "" && it.Status != want.st {
+			t.Errorf("item %q: %+v, want status %q", want.name, it, want.st)
+		}
+	}
+	if f.attached || !strings.Contains(item(res.r, "route").Detail, "no route to 198.18.77.1") {
+		t.Errorf("attached %v, route item %+v", f.attached, item(res.r, "route"))
 	}
 }

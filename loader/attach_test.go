@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/turnpath/turnpath/lab"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -41,20 +42,19 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 
 func newNamedNetns(t *testing.T, name string) netns.NsHandle {
 	t.Helper()
-	var h netns.NsHandle
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // NewNamed switches this thread: never unlock
-		var err error
-		h, err = netns.NewNamed(name)
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+	// As the lab makes them (/run/netns prepared like `ip netns add`), so an `ip netns
+	// add` of a test running in parallel cannot hide them.
+	if err := lab.CreateNS(name); err != nil {
 		t.Skipf("cannot create network namespace %s: %v", name, err)
+	}
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		lab.DeleteNS(name)
+		t.Fatalf("open netns %s: %v", name, err)
 	}
 	t.Cleanup(func() {
 		h.Close()
-		if err := netns.DeleteNamed(name); err != nil {
+		if err := lab.DeleteNS(name); err != nil {
 			t.Errorf("delete netns %s: %v", name, err)
 		}
 	})

@@ -462,7 +462,7 @@ func TestXDPUDP(t *testing.T) {
 			name:    "time exceeded v4 8-byte quote without sent entry",
 			frame:   timeExceeded4(router4, udpPacket4(target4, 40005, 0x0207, 1)[:28]),
 			verdict: XDPPass, events: 0,
-			stats:   func(t *testing.T, d Stats) { want(t, "foreign", d.RxForeign, 1); want(t, "matched", d.RxMatched, 0) },
+			stats: func(t *testing.T, d Stats) { want(t, "foreign", d.RxForeign, 1); want(t, "matched", d.RxMatched, 0) },
 		},
 		{
 			name:    "time exceeded v4 quote with IP options",
@@ -1005,7 +1005,7 @@ func TestXDPICMPEcho(t *testing.T) {
 			name:    "echo reply without sent entry is someone else's",
 			frame:   eth(etherIPv4, echoReplyOf(other, 55)),
 			verdict: XDPPass, events: 0,
-			stats:   func(t *testing.T, d Stats) { want(t, "foreign", d.RxForeign, 1) },
+			stats: func(t *testing.T, d Stats) { want(t, "foreign", d.RxForeign, 1) },
 		},
 		{
 			name:    "someone else's echo reply (base out of range)",
@@ -1088,7 +1088,7 @@ func TestXDPICMPEcho(t *testing.T) {
 			name:    "unreachable quoting an echo without sent entry: someone else's",
 			frame:   unreach,
 			verdict: XDPPass, events: 0,
-			stats:   func(t *testing.T, d Stats) { want(t, "foreign", d.RxForeign, 1) },
+			stats: func(t *testing.T, d Stats) { want(t, "foreign", d.RxForeign, 1) },
 		},
 		{
 			name:    "time exceeded quoting an echo outside the range",
@@ -1136,7 +1136,7 @@ func TestXDPTCP(t *testing.T) {
 			name:    "RST+ACK v6 without sent entry: someone else's",
 			frame:   eth(etherIPv6, ipv6(target6, local6, 6, 50, 0, tcp(443, 40011, 0, 0x0405<<16+1, 0x14))),
 			verdict: XDPPass, events: 0,
-			stats:   func(t *testing.T, d Stats) { want(t, "foreign", d.RxForeign, 1) },
+			stats: func(t *testing.T, d Stats) { want(t, "foreign", d.RxForeign, 1) },
 		},
 		{
 			name:    "time exceeded quoting the SYN",

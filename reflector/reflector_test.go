@@ -133,7 +133,7 @@ func TestReflectorAnswers(t *testing.T) {
 			}
 			r := checkAnswer(t, out[14:], pkt, c, v6, dest, wantFrom)
 			matchSocket(t, r, c.flow, id, pay, c.ttl)
-			matchXDP(t, out, c.flow, id, dest, wantFrom)
+			matchXDP(t, frame(et, pkt), out, c.flow, id, dest, wantFrom)
 		})
 	}
 }
@@ -288,8 +288,9 @@ func matchSocket(t *testing.T, r probe.Reply, f probe.Flow, id probe.ID, pay pro
 	}
 }
 
-// matchXDP: turnpath's own XDP program matches the answer and drops it.
-func matchXDP(t *testing.T, out []byte, f probe.Flow, id probe.ID, dest bool, from netip.Addr) {
+// matchXDP: turnpath's own programs record the probe as sent (TC egress) and match the
+// answer (XDP) and drop it.
+func matchXDP(t *testing.T, sent, out []byte, f probe.Flow, id probe.ID, dest bool, from netip.Addr) {
 	t.Helper()
 	objs, err := loader.Load(loader.Config{Proto: uint8(f.Proto), SportLo: f.SPort, SportHi: f.SPort,
 		DPort: f.DPort, Nonce: testNonce, Drop: true})
@@ -302,6 +303,12 @@ func matchXDP(t *testing.T, out []byte, f probe.Flow, id probe.ID, dest bool, fr
 		t.Fatal(err)
 	}
 	defer rd.Close()
+	if err := objs.SetFlow(1, f.Dst, f.SPort); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := objs.RunTCEgress(sent); err != nil {
+		t.Fatal(err)
+	}
 	verdict, err := objs.RunXDP(out)
 	if err != nil {
 		t.Fatal(err)

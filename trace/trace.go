@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -46,6 +47,10 @@ type Progress struct {
 	Sent, Answered, Targets, Reached int
 }
 
+// MinRate is the lowest rate (probes per second) that is not 0 (no cap): one probe
+// every 1000 s. Below it the interval between probes would not even fit a time.Duration.
+const MinRate = 0.001
+
 // DefaultWindow is the window when Options.Window is 0: up to 1024 targets at once keep
 // a few hundred KiB of state and at most 1024*MaxTTL*Queries probes outstanding (the
 // eBPF engine's kernel table holds 65536).
@@ -70,8 +75,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("queries %d out of range 1..254", o.Queries)
 	case o.Wait <= 0:
 		return fmt.Errorf("wait %v must be positive", o.Wait)
-	case o.Rate < 0:
-		return fmt.Errorf("rate %v must not be negative", o.Rate)
+	case math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Rate < 0 || o.Rate > 0 && o.Rate < MinRate:
+		return fmt.Errorf("rate %v: must be 0 (no cap) or a finite number of probes per second from %v up", o.Rate, MinRate)
 	case o.Window < 0:
 		return fmt.Errorf("window %d must not be negative", o.Window)
 	}
@@ -95,6 +100,9 @@ type Result struct {
 	Sent    int
 	Start   time.Time // when the target entered the window
 	End     time.Time // when it finished (or the run stopped)
+	// Unfinished: the run stopped (cancelled, engine error) while this target was in the
+	// window: not every probe was sent or waited for.
+	Unfinished bool
 }
 
 // Windowed is implemented by engines that hold per-target state (flows, flowtags) only
@@ -170,7 +178,9 @@ func Run(ctx context.Context, eng Engine, n int, opt Options) ([]Result, error) 
 // Stream traces n targets over eng through a window of Options.Window targets and calls
 // emit with each target's Result as soon as it is finished, in the order they finish; an
 // error from emit stops the run. On cancellation or an engine error the targets in the
-// window are emitted as they are (targets never started are not) and the error returned.
+// window that were sent a probe are emitted as they are (Unfinished set), in target
+// order; targets never probed are not emitted (the caller counts them: n minus the
+// targets emitted), and the error is returned.
 func Stream(ctx context.Context, eng Engine, n int, opt Options, emit func(Result) error) error {
 	if err := opt.Validate(); err != nil {
 		return err
@@ -184,6 +194,9 @@ func Stream(ctx context.Context, eng Engine, n int, opt Options, emit func(Resul
 	if opt.Window == 0 {
 		opt.Window = DefaultWindow
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	r := &run{opt: opt, eng: eng, emit: emit, n: n, active: map[int]*target{}, bySend: list.New()}
 	r.win, _ = eng.(Windowed)
 	err := r.admit()
@@ -191,16 +204,29 @@ func Stream(ctx context.Context, eng Engine, n int, opt Options, emit func(Resul
 		err = r.loop(ctx)
 	}
 	if err != nil {
-		// Hand over what the window holds, in target order.
-		idx := make([]int, 0, len(r.active))
-		for t := range r.active {
-			idx = append(idx, t)
+		if eerr := r.stop(); eerr != nil {
+			return errors.Join(err, eerr)
 		}
-		slices.Sort(idx)
-		for _, t := range idx {
-			if eerr := r.finish(r.active[t]); eerr != nil {
-				return errors.Join(err, eerr)
-			}
+	}
+	return err
+}
+
+// stop hands over, in target order, the targets of the window that were sent a probe,
+// and releases every target of the window; nothing new is admitted.
+func (r *run) stop() error {
+	idx := make([]int, 0, len(r.active))
+	for t := range r.active {
+		idx = append(idx, t)
+	}
+	slices.Sort(idx)
+	var err error
+	for _, t := range idx {
+		st := r.active[t]
+		res := r.result(st)
+		res.Unfinished = true
+		r.forget(st)
+		if st.sentN > 0 && err == nil {
+			err = r.emit(res)
 		}
 	}
 	return err
@@ -254,6 +280,9 @@ func (r *run) loop(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		// Send what the pacer allows right now.
 		now := time.Now()
 		var delay time.Duration
@@ -285,6 +314,11 @@ func (r *run) loop(ctx context.Context) error {
 			r.sentAll++
 			r.progress()
 			if r.sentAll%64 == 0 {
+				// An unpaced run can have a whole window queued: do not make Ctrl-C
+				// wait for it.
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 				if err := r.drain(); err != nil {
 					return err
 				}
@@ -451,11 +485,25 @@ func (r *run) limit(st *target) int {
 
 // finish hands the target's Result over, forgets it and lets the next targets in.
 func (r *run) finish(st *target) error {
+	res := r.result(st)
+	r.forget(st)
+	if err := r.emit(res); err != nil {
+		return err
+	}
+	return r.admit()
+}
+
+// forget drops a target from the window and releases it.
+func (r *run) forget(st *target) {
 	delete(r.active, st.idx)
 	r.bySend.Remove(st.elem)
 	if r.win != nil {
 		r.win.Release(st.idx)
 	}
+}
+
+// result is the target's Result as it stands.
+func (r *run) result(st *target) Result {
 	res := Result{Target: st.idx, Reached: st.reached, DestTTL: st.dest, Sent: st.sentN, Start: st.start, End: time.Now()}
 	last := st.dest
 	if last == 0 { // unreached: show up to the last TTL that answered
@@ -465,10 +513,7 @@ func (r *run) finish(st *target) error {
 		i := r.slot(ttl, 0)
 		res.Hops = append(res.Hops, Hop{TTL: ttl, Replies: st.replies[i : i+r.opt.Queries : i+r.opt.Queries]})
 	}
-	if err := r.emit(res); err != nil {
-		return err
-	}
-	return r.admit()
+	return res
 }
 
 // timeout adapts to the RTTs seen: silent hops are given a few times the slowest answer.

@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"errors"
+	"math"
 	"net/netip"
 	"testing"
 	"time"
@@ -196,6 +197,10 @@ func TestValidate(t *testing.T) {
 		func(o *Options) { o.Queries = 0 },
 		func(o *Options) { o.Wait = 0 },
 		func(o *Options) { o.Rate = -1 },
+		func(o *Options) { o.Rate = math.NaN() },
+		func(o *Options) { o.Rate = math.Inf(1) },
+		func(o *Options) { o.Rate = math.Inf(-1) },
+		func(o *Options) { o.Rate = 1e-300 }, // one probe every 1e291 years: no valid interval
 	} {
 		o := DefaultOptions()
 		mod(&o)

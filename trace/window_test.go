@@ -154,3 +154,59 @@ func TestStreamCancelEmitsWindow(t *testing.T) {
 		t.Fatalf("emitted %v, want the 10 targets of the window", got)
 	}
 }
+
+// A stopped stream (cancelled, or an engine error) hands over the targets it probed,
+// marked unfinished, and not those it admitted but never sent a probe for; every
+// admitted target is released, none is admitted after the stop.
+func TestStreamStopSkipsUnprobed(t *testing.T) {
+	for _, stop := range []string{"cancel", "engine error"} {
+		w := newWindowedNet(200, 50)
+		w.silentDest = true
+		o := fastOpts()
+		o.Window = 50
+		o.Rate, o.Burst = 200, 1 // TTL-major: the first probes go to targets 0, 1, 2 ...
+		o.Wait, o.MinWait = 10*time.Second, 10*time.Second
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			for w.sentCount() < 5 {
+				sleepShort()
+			}
+			if stop == "cancel" {
+				cancel()
+			} else {
+				w.errs <- errors.New("interface gone")
+			}
+		}()
+		var got []Result
+		err := Stream(ctx, w, 200, o, func(r Result) error { got = append(got, r); return nil })
+		cancel()
+		if err == nil {
+			t.Fatalf("%s: no error", stop)
+		}
+		if len(got) < 5 || len(got) > 10 {
+			t.Errorf("%s: emitted %d targets, want the 5-10 probed", stop, len(got))
+		}
+		for _, r := range got {
+			if r.Sent == 0 || !r.Unfinished {
+				t.Errorf("%s: target %d emitted with %d probes, unfinished %v", stop, r.Target, r.Sent, r.Unfinished)
+			}
+		}
+		if w.err != nil || len(w.active) != 0 || len(w.admitted) != 50 {
+			t.Errorf("%s: %v; still active %d, admitted %d (want the first window, 50)", stop, w.err, len(w.active), len(w.admitted))
+		}
+	}
+}
+
+// A cancelled context stops an unpaced run before it sends the whole window.
+func TestStreamCancelledSendsNothing(t *testing.T) {
+	w := newWindowedNet(3000, 0)
+	w.silentDest = true
+	o := fastOpts() // unpaced
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	emitted := 0
+	err := Stream(ctx, w, 3000, o, func(Result) error { emitted++; return nil })
+	if !errors.Is(err, context.Canceled) || w.sentCount() != 0 || emitted != 0 {
+		t.Errorf("err %v, %d probes sent, %d targets emitted; want context.Canceled, 0, 0", err, w.sentCount(), emitted)
+	}
+}

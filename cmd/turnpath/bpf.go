@@ -38,5 +38,14 @@ func (d *bpfDoctor) Attach(ifindex int) (string, func() error, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	if a.Rx() == loader.RxTCX {
+		// Another program holds XDP: say whose, and that runs match at TCX ingress.
+		who := "another program"
+		if h, ok, err := loader.HolderOfXDP(ifindex); err == nil && ok {
+			who = h.String()
+		}
+		return fmt.Sprintf("%s egress, TCX ingress: the XDP hook is taken (%s)",
+			a.TCMode(), who), a.Close, nil
+	}
 	return fmt.Sprintf("%s egress, XDP %s", a.TCMode(), a.XDPMode()), a.Close, nil
 }

@@ -18,7 +18,8 @@ func checkCommand() *cli.Command {
 		ArgsUsage: "[TARGET]",
 		Description: "Loads the BPF programs and, given a TARGET, attaches them to the interface the route\n" +
 			"to TARGET uses and detaches again; then says which engine a trace would use.\n" +
-			"Exit 0 when some engine can trace, 3 when none can, 2 for bad input.",
+			"Exit 0 when some engine can trace, 3 when none can or there is no route to TARGET (the\n" +
+			"report is printed first), 2 for bad input.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"},
 		},
@@ -31,12 +32,10 @@ func checkCommand() *cli.Command {
 				return usageError("check: unknown --format %q (text, json)", format)
 			}
 			r, err := doctor.Run(c.Context, doctor.Options{Target: c.Args().First(), BPF: &bpfDoctor{}})
-			if errors.Is(err, probe.ErrNoRoute) {
-				return runtimeError(fmt.Errorf("check: %w", err)) // same code as trace
-			}
-			if err != nil {
+			if err != nil && !errors.Is(err, probe.ErrNoRoute) {
 				return usageError("check: %w", err)
 			}
+			noRoute := err // the report is there too: print it, then say so
 			if format == "json" {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -45,6 +44,9 @@ func checkCommand() *cli.Command {
 				}
 			} else {
 				printReport(c, r)
+			}
+			if noRoute != nil {
+				return runtimeError(fmt.Errorf("check: %w", noRoute)) // same code as trace
 			}
 			if !r.Usable() {
 				return &exitError{code: exitRuntime, err: fmt.Errorf("check: %s", r.EngineWhy)}

@@ -3,10 +3,18 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"math"
+	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
 	"time"
 
 	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/trace"
 	"github.com/urfave/cli/v2"
 )
 
@@ -24,15 +32,138 @@ func parseProto(s string) (probe.Proto, error) {
 	return 0, fmt.Errorf("unknown --proto %q (udp, icmp, tcp)", s)
 }
 
-// portFlags reads --port and --sport.
-func portFlags(c *cli.Context) (port, sport uint16, err error) {
+// portFlag reads --port.
+func portFlag(c *cli.Context) (uint16, error) {
 	if c.Uint("port") == 0 || c.Uint("port") > 65535 {
-		return 0, 0, fmt.Errorf("--port %d out of range 1..65535", c.Uint("port"))
+		return 0, fmt.Errorf("--port %d out of range 1..65535", c.Uint("port"))
 	}
-	if c.Uint("sport") == 0 || c.Uint("sport") > 65535 {
-		return 0, 0, fmt.Errorf("--sport %d out of range 1..65535", c.Uint("sport"))
+	return uint16(c.Uint("port")), nil
+}
+
+// maxSport is the highest source port a flow can use: the ICMP flow base must not be
+// 0xffff (DESIGN.md), and the engines refuse it for every protocol.
+const maxSport = 65534
+
+// sportFlag reads --sport, a source port in 1..maxSport.
+func sportFlag(c *cli.Context) (uint16, error) {
+	s := c.Uint("sport")
+	if s == 0 || s > maxSport {
+		return 0, fmt.Errorf("--sport %d out of range 1..%d", s, maxSport)
 	}
-	return uint16(c.Uint("port")), uint16(c.Uint("sport")), nil
+	return uint16(s), nil
+}
+
+// checkSportRange: the flows consecutive source ports from sport must all be usable.
+func checkSportRange(sport uint16, flows int) error {
+	if last := int(sport) + flows - 1; last > maxSport {
+		return fmt.Errorf("--sport %d with %d flows per target (--max-flows): the flows would use source ports up to %d, past %d", sport, flows, last, maxSport)
+	}
+	return nil
+}
+
+// finiteFlags refuses NaN and infinities in every float flag of the command (the flag
+// parser takes "NaN" and "Inf"): they would pass range checks written as comparisons.
+func finiteFlags(c *cli.Context) error {
+	for _, f := range c.Command.Flags {
+		ff, ok := f.(*cli.Float64Flag)
+		if !ok {
+			continue
+		}
+		if v := c.Float64(ff.Name); math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("--%s %v: must be a finite number", ff.Name, v)
+		}
+	}
+	return nil
+}
+
+// checkRate: 0 is no cap; anything else a finite number of probes per second the pacers
+// can turn into an interval.
+func checkRate(rate float64) error {
+	if math.IsNaN(rate) || math.IsInf(rate, 0) || rate < 0 || rate > 0 && rate < trace.MinRate {
+		return fmt.Errorf("--rate %v: must be 0 (no cap) or a finite number of probes per second from %v up", rate, trace.MinRate)
+	}
+	return nil
+}
+
+// checkOutputPath makes sure a file can be written at path (its directory exists, is a
+// directory and takes new files; path is not a directory) before a run that ends by
+// writing it. It leaves nothing behind.
+func checkOutputPath(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s is a directory", path)
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s: directory %s does not exist", path, dir)
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("%s: a parent of %s is not a directory", path, dir)
+	case err == nil && !fi.IsDir():
+		return fmt.Errorf("%s: %s is not a directory", path, dir)
+	case err != nil:
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	f, err := os.CreateTemp(dir, ".turnpath-*")
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("%s: cannot write in %s: %w", path, dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// checkProbeSize refuses probes that cannot leave rt's interface in one piece (the raw
+// sockets do not fragment: the first send would fail with EMSGSIZE).
+func checkProbeSize(rt probe.Route, f probe.Flow, p probe.Payload) error {
+	ifc, err := net.InterfaceByIndex(rt.Ifindex)
+	if err != nil {
+		return nil // gone already: the engine says so
+	}
+	if n := probe.PacketLen(f, p); ifc.MTU > 0 && n > ifc.MTU {
+		return fmt.Errorf("probe of %d bytes exceeds the MTU %d of %s", n, ifc.MTU, ifc.Name)
+	}
+	return nil
+}
+
+// vanishedLink names the interface a failed run lost, if it did: sends through a deleted
+// interface fail with "network is unreachable", which names the wrong culprit.
+func vanishedLink(ifaces map[int]string) error {
+	idx := make([]int, 0, len(ifaces))
+	for i := range ifaces {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		ifc, err := net.InterfaceByIndex(i)
+		switch {
+		case err != nil:
+			return fmt.Errorf("interface %s disappeared", ifaces[i])
+		case ifc.Flags&net.FlagUp == 0:
+			return fmt.Errorf("interface %s went down", ifaces[i])
+		}
+	}
+	return nil
+}
+
+// runFailure is the error of a run the engine ended (not a cancellation): the interface
+// that went away rather than the send that failed because of it.
+func runFailure(err error, ifaces map[int]string) error {
+	if lerr := vanishedLink(ifaces); lerr != nil {
+		return lerr
+	}
+	return err
+}
+
+// notProbedNote says how many of n targets a stopped run never probed ("" for none).
+func notProbedNote(skipped, n int) string {
+	if skipped <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d of %d targets not probed", skipped, n)
 }
 
 // defaultPayload parses --payload: STUN toward UDP 3478, nothing elsewhere, and nothing

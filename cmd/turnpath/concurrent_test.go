@@ -18,10 +18,10 @@ import (
 
 // TestConcurrentRunsOneInterface: three traces and a multipath started together on one
 // lab interface, all with --engine ebpf (cron jobs that overlap, a monitor and an ad-hoc
-// trace). Each must use the eBPF engine and report exactly the lab's truth: a run that
-// takes another run's replies makes that run's routers look silent. Meanwhile a plain
-// UDP socket sending from a port in the runs' range to 3478 keeps getting its ICMP
-// errors.
+// trace), all from source port 50000 up. Each must use the eBPF engine and report exactly
+// the lab's truth: a run that takes another run's replies makes that run's routers look
+// silent. Meanwhile a plain UDP socket sending from a port in the runs' range to 3478
+// keeps getting its ICMP errors.
 func TestConcurrentRunsOneInterface(t *testing.T) {
 	_, client, inLab := cliLab(t, "tpcc")
 	truth := lab.DefaultTruth()
@@ -40,7 +40,7 @@ func TestConcurrentRunsOneInterface(t *testing.T) {
 			args: inLab(append([]string{"trace", "-n", "--engine", "ebpf", "--format", "json"}, targets...)...)})
 	}
 	jobs = append(jobs, &job{name: "multipath",
-		args: inLab("multipath", "-n", "--engine", "ebpf", "--format", "json", "198.19.1.1")})
+		args: inLab("multipath", "-n", "--engine", "ebpf", "--sport", "50000", "--format", "json", "198.19.1.1")})
 
 	// The application: its socket is bound to the runs' default first port.
 	appDone := make(chan struct{})
@@ -91,8 +91,8 @@ func TestConcurrentRunsOneInterface(t *testing.T) {
 		var doc struct {
 			Engine  string `json:"engine"`
 			Targets []struct {
-				Address string `json:"address"`
-				Reached bool   `json:"reached"`
+				Address string     `json:"address"`
+				Reached bool       `json:"reached"`
 				Hops    []traceHop `json:"hops"`
 			} `json:"targets"`
 		}
@@ -259,5 +259,30 @@ func udpApp(ns string, dst netip.Addr, done <-chan struct{}) (sent, got int, err
 			}
 		}
 		time.Sleep(time.Until(deadline))
+	}
+}
+
+// TestCheckNamesXDPHolder: while a run holds the interface's XDP hook, `check` says who
+// holds it and that a run would match at TCX ingress (not a missing capability).
+func TestCheckNamesXDPHolder(t *testing.T) {
+	_, _, inLab := cliLab(t, "tpch")
+	args := inLab("trace", "-n", "--engine", "ebpf", "--rate", "20", "198.19.1.1", "198.19.1.2", "198.19.1.3")
+	cmd := exec.Command(args[0], args[1:]...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(unix.SIGINT)
+		cmd.Wait()
+	}()
+	time.Sleep(700 * time.Millisecond) // loaded and attached; ~60 probes at 20/s to go
+	r := run(t, 30*time.Second, inLab("check", "198.19.1.1")...)
+	if r.code != 0 {
+		t.Fatalf("check: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"TCX ingress: the XDP hook is taken", "(xdp_rx), held by turnpath (pid " + fmt.Sprint(cmd.Process.Pid) + ")", "engine: ebpf"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("check output lacks %q:\n%s", want, r.stdout)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -33,7 +34,7 @@ func multipathCommand() *cli.Command {
 			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read targets from `FILE` (one per line, # comments; - for stdin)"},
 			&cli.StringFlag{Name: "proto", Value: "udp", Usage: "probe protocol: udp, tcp or icmp (the flow id is the source port; for icmp the echo identifier)"},
 			&cli.UintFlag{Name: "port", Aliases: []string{"p"}, Value: 3478, Usage: "destination port (udp, tcp)"},
-			&cli.UintFlag{Name: "sport", Value: 50000, Usage: "first source port: flow i uses sport+i"},
+			&cli.UintFlag{Name: "sport", DefaultText: "random", Usage: "first source port: flow i uses sport+i. Without it every run draws its own (32768 and up, shown in the report as the\n\tfirst sport, JSON flow_base), so a rerun samples the routers' hashes anew; give it to repeat a run's flows exactly"},
 			&cli.StringFlag{Name: "payload", Usage: "UDP payload: stun, turn, ms-turn, hex:<bytes>, none (default: stun on port 3478, else none)"},
 			&cli.Float64Flag{Name: "confidence", Aliases: []string{"c"}, Value: 95, Usage: "confidence in percent (0 < c < 100) that every next hop of every interface is found"},
 			&cli.BoolFlag{Name: "full", Usage: "classic MDA at every hop (as scamper tracelb) instead of MDA-Lite"},
@@ -57,15 +58,17 @@ func multipathCommand() *cli.Command {
 }
 
 type multipathFlags struct {
-	proto   probe.Proto
-	port    uint16
-	payload probe.Payload
-	opts    mda.Options
-	popts   mda.ProberOptions
-	engine  string
-	format  string
-	svg     string
-	family  int
+	proto     probe.Proto
+	port      uint16
+	payload   probe.Payload
+	opts      mda.Options
+	popts     mda.ProberOptions
+	engine    string
+	format    string
+	svg       string
+	family    int
+	fixedBase bool   // --sport given: else each run draws its flow base
+	sport     uint16 // --sport
 }
 
 func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
@@ -74,9 +77,23 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 	if mf.proto, err = parseProto(c.String("proto")); err != nil {
 		return nil, err
 	}
-	var sport uint16
-	if mf.port, sport, err = portFlags(c); err != nil {
+	if err := finiteFlags(c); err != nil {
 		return nil, err
+	}
+	if mf.port, err = portFlag(c); err != nil {
+		return nil, err
+	}
+	maxFlows := c.Int("max-flows")
+	if maxFlows < 1 || maxFlows > maxSport {
+		return nil, fmt.Errorf("--max-flows %d out of range 1..%d (one source port each, 1..%d)", maxFlows, maxSport, maxSport)
+	}
+	// The flows per target are known once the targets are: the source port range is
+	// checked (--sport) or drawn then. Until then port 1 stands in for checking the
+	// other options.
+	if mf.fixedBase = c.IsSet("sport"); mf.fixedBase {
+		if mf.sport, err = sportFlag(c); err != nil {
+			return nil, err
+		}
 	}
 	if mf.payload, err = defaultPayload(c.String("payload"), mf.proto, mf.port); err != nil {
 		return nil, err
@@ -84,7 +101,7 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 	o := mda.DefaultOptions()
 	o.Confidence, o.Full = c.Float64("confidence"), c.Bool("full")
 	o.FirstTTL, o.MaxTTL = c.Int("first-ttl"), c.Int("max-ttl")
-	o.FlowBase, o.MaxFlows, o.MaxProbes = sport, c.Int("max-flows"), c.Int("max-probes")
+	o.FlowBase, o.MaxFlows, o.MaxProbes = 1, maxFlows, c.Int("max-probes")
 	o.RateLimitBackoff = c.Duration("rate-limit-wait")
 	o.Parallel = c.Int("parallel")
 	if err := o.Validate(); err != nil {
@@ -99,8 +116,8 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 	if mf.popts.Wait <= 0 {
 		return nil, fmt.Errorf("--wait %v must be positive", mf.popts.Wait)
 	}
-	if mf.popts.Rate < 0 {
-		return nil, fmt.Errorf("--rate %v must not be negative", mf.popts.Rate)
+	if err := checkRate(mf.popts.Rate); err != nil {
+		return nil, err
 	}
 	mf.popts.MinWait = min(mf.popts.MinWait, mf.popts.Wait)
 	if !slices.Contains([]string{"auto", "ebpf", "socket"}, mf.engine) {
@@ -112,7 +129,45 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 	if mf.family, err = familyFlag(c); err != nil {
 		return nil, err
 	}
+	// The picture is written after the run: find out now if it cannot be.
+	if mf.svg != "" {
+		if err := checkOutputPath(mf.svg); err != nil {
+			return nil, fmt.Errorf("--svg %w", err)
+		}
+	}
 	return mf, nil
+}
+
+// minFlows is the fewest flows per target turnpath lowers --max-flows to when many
+// targets share the engine's flow table: fewer would truncate most explorations.
+const minFlows = 32
+
+// flowsPerTarget is how many flows each of n targets gets: --max-flows, lowered so that
+// n x flows fits the engine's flow table, but not below minFlows (or --max-flows, if the
+// user asked for fewer).
+func flowsPerTarget(n, maxFlows int) (int, error) {
+	room := mda.MaxEngineTargets / n
+	if room >= maxFlows {
+		return maxFlows, nil
+	}
+	if floor := min(maxFlows, minFlows); room < floor {
+		if maxFlows < minFlows {
+			return 0, fmt.Errorf("%d targets: at most %d in one run with --max-flows %d", n, mda.MaxEngineTargets/floor, maxFlows)
+		}
+		return 0, fmt.Errorf("%d targets: at most %d in one run (each needs %d flows or more; the engine tracks %d)", n, mda.MaxEngineTargets/floor, floor, mda.MaxEngineTargets)
+	}
+	return room, nil
+}
+
+// randomBaseLo is where random flow bases start: high ports, as scamper's.
+const randomBaseLo = 32768
+
+// randomFlowBase draws the first source port of flows consecutive ones, all within
+// randomBaseLo..maxSport (from lower down when there are more than fit there).
+func randomFlowBase(flows int) uint16 {
+	hi := maxSport - flows + 1
+	lo := min(randomBaseLo, hi)
+	return uint16(lo + mrand.IntN(hi-lo+1))
 }
 
 func runMultipath(c *cli.Context) error {
@@ -126,16 +181,25 @@ func runMultipath(c *cli.Context) error {
 	}
 	ctx := c.Context
 	targets, err := resolveTargets(ctx, names, mf.family)
+	if errors.Is(err, context.Canceled) {
+		return interruptedEarly("multipath", len(names))
+	}
 	if err != nil {
 		return usageError("multipath: %w", err)
 	}
 	targets = dedupe(targets)
 	// Few targets get many flows each; the engine's flow table bounds the product.
-	flows := min(mf.opts.MaxFlows, mda.MaxEngineTargets/len(targets))
-	if flows < 32 {
-		return usageError("multipath: %d targets: at most %d in one run", len(targets), mda.MaxEngineTargets/32)
+	flows, err := flowsPerTarget(len(targets), mf.opts.MaxFlows)
+	if err != nil {
+		return usageError("multipath: %w", err)
 	}
 	mf.opts.MaxFlows = flows
+	mf.opts.FlowBase = mf.sport
+	if !mf.fixedBase {
+		mf.opts.FlowBase = randomFlowBase(flows)
+	} else if err := checkSportRange(mf.sport, flows); err != nil {
+		return usageError("multipath: %w", err)
+	}
 	layout, err := mda.NewLayout(len(targets), mf.opts.FlowBase, flows)
 	if err != nil {
 		return usageError("multipath: %w", err)
@@ -145,17 +209,28 @@ func runMultipath(c *cli.Context) error {
 	infos := make([]targetRoute, len(targets))
 	oneFirst := make([]bool, len(targets))
 	cfg := engine.Config{Payload: mf.payload, Nonce: randomNonce()}
+	ifaces := map[int]string{}
 	for i, t := range targets {
+		if ctx.Err() != nil {
+			return interruptedEarly("multipath", len(targets))
+		}
 		rt, err := routeTo(t.Addr)
 		if err != nil {
 			return runtimeError(fmt.Errorf("multipath: %w", err))
 		}
-		tmpl[i] = probe.Flow{Src: rt.Src, Dst: t.Addr, Proto: mf.proto, DPort: mf.port}
+		tmpl[i] = probe.Flow{Src: rt.Src, Dst: t.Addr, Proto: mf.proto, SPort: mf.opts.FlowBase, DPort: mf.port}
+		if err := checkProbeSize(rt, tmpl[i], mf.payload); err != nil {
+			return usageError("multipath: %w", err)
+		}
 		if !slices.Contains(cfg.Ifindexes, rt.Ifindex) {
 			cfg.Ifindexes = append(cfg.Ifindexes, rt.Ifindex)
+			ifaces[rt.Ifindex] = rt.Ifname
 		}
 		infos[i] = targetRoute{target: t, src: rt.Src}
 		oneFirst[i] = rt.Nexthops == 1
+	}
+	if ctx.Err() != nil {
+		return interruptedEarly("multipath", len(targets))
 	}
 	// Not a multipath route: the first router is the same for every flow.
 	mf.opts.OneFirstHop = func(i int) bool { return oneFirst[i] }
@@ -176,18 +251,25 @@ func runMultipath(c *cli.Context) error {
 	if err != nil {
 		return runtimeError(fmt.Errorf("multipath: %w", err))
 	}
-	prog := &mdaProgress{p: newProgress(c.App.ErrWriter, len(targets)), inner: prober, targets: len(targets)}
+	prog := &mdaProgress{p: newProgress(c.App.ErrWriter, len(targets)), inner: prober, targets: len(targets), last: map[int]bool{}}
 	started := time.Now()
 	graphs, runErr := mda.RunMany(ctx, prog, addrs, mf.opts)
 	prog.p.done()
 	prober.Close()
+	// A run the engine ended (the interface went away) is reported like an interrupted
+	// one: what was explored, then the error, naming the interface rather than the send
+	// that failed because of it. Ask the interfaces before closing the engine.
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		runErr = runFailure(runErr, ifaces)
+	}
 	if cerr := eng.Close(); cerr != nil && runErr == nil {
 		runErr = fmt.Errorf("close engine: %w", cerr)
 	}
-	if runErr != nil && !errors.Is(runErr, context.Canceled) {
-		return runtimeError(fmt.Errorf("multipath: %w", runErr))
+	var unfinished map[int]bool // targets the run stopped in the middle of
+	if runErr != nil {
+		unfinished = prog.last
 	}
-	run := newMultipathRun(c, mf, eng.Name(), why, started, infos, graphs)
+	run := newMultipathRun(c, mf, eng.Name(), why, started, infos, graphs, unfinished)
 	if err := report.WriteMultipath(c.App.Writer, mf.format, run); err != nil {
 		return runtimeError(fmt.Errorf("multipath: write output: %w", err))
 	}
@@ -197,7 +279,14 @@ func runMultipath(c *cli.Context) error {
 		}
 	}
 	if runErr != nil {
-		return runtimeError(errors.New("multipath: interrupted"))
+		msg := "interrupted"
+		if !errors.Is(runErr, context.Canceled) {
+			msg = runErr.Error()
+		}
+		if note := notProbedNote(len(targets)-len(run.Targets), len(targets)); note != "" {
+			msg += ": " + note
+		}
+		return runtimeError(errors.New("multipath: " + msg))
 	}
 	for _, g := range graphs {
 		if !g.Reached {
@@ -212,16 +301,22 @@ type targetRoute struct {
 	src    netip.Addr
 }
 
-// mdaProgress counts probes for the progress line on a terminal.
+// mdaProgress counts probes for the progress line on a terminal, and remembers the
+// targets of the last batch: those a stopped run stopped in the middle of.
 type mdaProgress struct {
 	p       *progress
 	inner   mda.Prober
 	targets int
 	sent    int
 	answers int
+	last    map[int]bool
 }
 
 func (m *mdaProgress) Probe(ctx context.Context, reqs []mda.Request) ([]mda.Answer, error) {
+	clear(m.last)
+	for _, rq := range reqs {
+		m.last[rq.Target] = true
+	}
 	as, err := m.inner.Probe(ctx, reqs)
 	m.sent += len(reqs)
 	m.answers += len(as)

@@ -12,7 +12,9 @@ import (
 )
 
 // newMultipathRun assembles the report: one target per graph, PTR names unless -n.
-func newMultipathRun(c *cli.Context, mf *multipathFlags, eng, why string, started time.Time, infos []targetRoute, gs []*mda.Graph) *report.MultipathRun {
+// unfinished (non-nil when the run stopped) holds the targets it stopped in the middle
+// of; targets it had not sent a probe for are left out.
+func newMultipathRun(c *cli.Context, mf *multipathFlags, eng, why string, started time.Time, infos []targetRoute, gs []*mda.Graph, unfinished map[int]bool) *report.MultipathRun {
 	mode := "mda-lite"
 	if mf.opts.Full {
 		mode = "mda"
@@ -37,16 +39,19 @@ func newMultipathRun(c *cli.Context, mf *multipathFlags, eng, why string, starte
 		cancel()
 		namer = nm.Name
 	}
-	for i, in := range infos {
+	// Targets an interrupted run never probed are left out (the caller counts them), as
+	// trace does.
+	for i, in := range infos[:min(len(infos), len(gs))] {
+		if unfinished != nil && gs[i].Sent == 0 {
+			continue
+		}
 		fam := 6
 		if in.target.Addr.Is4() {
 			fam = 4
 		}
-		t := report.MultipathTarget{Name: in.target.Name, Addr: in.target.Addr, Source: in.src, Family: fam, Names: namer}
-		if i < len(gs) {
-			t.Graph = gs[i]
-		} else {
-			t.Notes = append(t.Notes, "not explored: interrupted")
+		t := report.MultipathTarget{Name: in.target.Name, Addr: in.target.Addr, Source: in.src, Family: fam, Names: namer, Graph: gs[i]}
+		if unfinished[i] {
+			t.Notes = append(t.Notes, "interrupted: the exploration did not finish")
 		}
 		run.Targets = append(run.Targets, t)
 	}

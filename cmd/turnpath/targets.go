@@ -83,6 +83,7 @@ func validHostname(s string) bool {
 }
 
 // resolveTargets turns names into addresses of the wanted family (0 = either, IPv4 first).
+// It returns ctx's error when ctx is done while a name is looked up.
 func resolveTargets(ctx context.Context, names []string, family int) ([]target, error) {
 	out := make([]target, 0, len(names))
 	for _, n := range names {
@@ -99,6 +100,9 @@ func resolveTargets(ctx context.Context, names []string, family int) ([]target, 
 			network = fmt.Sprintf("ip%d", family)
 		}
 		addrs, err := net.DefaultResolver.LookupNetIP(ctx, network, n)
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // Ctrl-C, not an unknown host
+		}
 		if err != nil || len(addrs) == 0 {
 			return nil, fmt.Errorf("resolve %s: unknown host", n)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,5 +44,14 @@ func TestResolveTargets(t *testing.T) {
 	}
 	if _, err := resolveTargets(ctx, []string{"no-such-host.invalid"}, 0); err == nil || !strings.Contains(err.Error(), "unknown host") {
 		t.Errorf("unknown host: %v", err)
+	}
+}
+
+// Ctrl-C while names are looked up is an interruption, not an unknown host.
+func TestResolveTargetsCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := resolveTargets(ctx, []string{"relay.example.test"}, 0); !errors.Is(err, context.Canceled) {
+		t.Errorf("err %v, want context.Canceled", err)
 	}
 }

@@ -68,7 +68,13 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 	if tf.proto, err = parseProto(c.String("proto")); err != nil {
 		return nil, err
 	}
-	if tf.port, tf.sport, err = portFlags(c); err != nil {
+	if err := finiteFlags(c); err != nil {
+		return nil, err
+	}
+	if tf.port, err = portFlag(c); err != nil {
+		return nil, err
+	}
+	if tf.sport, err = sportFlag(c); err != nil { // every target's flow uses --sport
 		return nil, err
 	}
 	if tf.payload, err = defaultPayload(c.String("payload"), tf.proto, tf.port); err != nil {
@@ -79,6 +85,9 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 	tf.opts.Queries, tf.opts.Wait, tf.opts.Rate = c.Int("queries"), c.Duration("wait"), c.Float64("rate")
 	if tf.opts.MinWait > tf.opts.Wait {
 		tf.opts.MinWait = tf.opts.Wait
+	}
+	if err := checkRate(tf.opts.Rate); err != nil {
+		return nil, err
 	}
 	if err := tf.opts.Validate(); err != nil {
 		return nil, err
@@ -106,6 +115,9 @@ func runTrace(c *cli.Context) error {
 	}
 	ctx := c.Context
 	resolved, err := resolveTargets(ctx, names, tf.family)
+	if errors.Is(err, context.Canceled) {
+		return interruptedEarly("trace", len(names))
+	}
 	if err != nil {
 		return usageError("trace: %w", err)
 	}
@@ -120,22 +132,32 @@ func runTrace(c *cli.Context) error {
 	// A reply later than twice the longest wait is of no use to trace: the socket engine
 	// need not remember probes longer than that.
 	cfg := engine.Config{Payload: tf.payload, Nonce: randomNonce(), Timeout: max(2*tf.opts.Wait, 2*time.Second)}
+	ifaces := map[int]string{}
 	for i, dst := range targets.addrs {
+		// A long list takes seconds to route: Ctrl-C must not wait for it.
+		if ctx.Err() != nil {
+			return interruptedEarly("trace", len(targets.addrs))
+		}
 		rt, err := routeTo(dst)
 		if err != nil {
 			return runtimeError(fmt.Errorf("trace: %w", err))
 		}
 		j := slices.IndexFunc(routes, func(r probe.Route) bool { return r.Src == rt.Src && r.Ifindex == rt.Ifindex })
 		if j < 0 {
+			flow := probe.Flow{Src: rt.Src, Dst: dst, Proto: tf.proto, SPort: tf.sport, DPort: tf.port}
+			if err := checkProbeSize(rt, flow, tf.payload); err != nil {
+				return usageError("trace: %w", err)
+			}
 			j = len(routes)
 			routes = append(routes, rt)
 			if !slices.ContainsFunc(shape, func(f probe.Flow) bool { return f.Src == rt.Src }) {
-				shape = append(shape, probe.Flow{Src: rt.Src, Dst: dst, Proto: tf.proto, SPort: tf.sport, DPort: tf.port})
+				shape = append(shape, flow)
 			}
 		}
 		routeOf[i] = int32(j)
 		if !slices.Contains(cfg.Ifindexes, rt.Ifindex) {
 			cfg.Ifindexes = append(cfg.Ifindexes, rt.Ifindex)
+			ifaces[rt.Ifindex] = rt.Ifname
 		}
 	}
 	// Flows are made when trace admits a target, and forgotten when it is done.
@@ -149,6 +171,9 @@ func runTrace(c *cli.Context) error {
 			fam = 4
 		}
 		return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: routes[routeOf[i]].Src, Family: fam}
+	}
+	if ctx.Err() != nil {
+		return interruptedEarly("trace", len(targets.addrs))
 	}
 	eng, why, err := openEngine(tf.engine, cfg)
 	if err != nil {
@@ -173,35 +198,53 @@ func runTrace(c *cli.Context) error {
 		nm = enrich.NewNames()
 	}
 	out := newTraceOutput(c.App.Writer, tf.format, run, nm)
-	reached := 0
+	reached, reported := 0, 0
 	runErr := trace.Stream(ctx, eng, len(targets.addrs), opts, func(r trace.Result) error {
+		if r.Sent == 0 {
+			return nil // never probed (the run stopped): counted, not reported
+		}
+		reported++
 		if r.Reached {
 			reached++
 		}
 		return out.add(info(r.Target), r)
 	})
 	prog.done()
-	if cerr := eng.Close(); cerr != nil && runErr == nil {
-		runErr = fmt.Errorf("close engine: %w", cerr)
-	}
 	var werr *writeError
 	if errors.As(runErr, &werr) {
 		return runtimeError(fmt.Errorf("trace: write output: %w", werr.err))
 	}
+	// A run the engine ended (the interface went away) is reported like an interrupted
+	// one: what finished, then the error. Ask the interfaces before closing the engine.
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
-		return runtimeError(fmt.Errorf("trace: %w", runErr))
+		runErr = runFailure(runErr, ifaces)
+	}
+	if cerr := eng.Close(); cerr != nil && runErr == nil {
+		runErr = fmt.Errorf("close engine: %w", cerr)
 	}
 	run.Finished = time.Now()
-	if err := out.finish(len(targets.addrs), info); err != nil {
+	if err := out.finish(info); err != nil {
 		return runtimeError(fmt.Errorf("trace: write output: %w", err))
 	}
 	if runErr != nil {
-		return runtimeError(errors.New("trace: interrupted"))
+		msg := "interrupted"
+		if !errors.Is(runErr, context.Canceled) {
+			msg = runErr.Error()
+		}
+		if note := notProbedNote(len(targets.addrs)-reported, len(targets.addrs)); note != "" {
+			msg += ": " + note
+		}
+		return runtimeError(errors.New("trace: " + msg))
 	}
 	if reached < len(targets.addrs) {
 		return &exitError{code: exitNotReached, err: errors.New("trace: not every target was reached")}
 	}
 	return nil
+}
+
+// interruptedEarly is Ctrl-C before the first probe: nothing to report but that.
+func interruptedEarly(cmd string, n int) error {
+	return runtimeError(fmt.Errorf("%s: interrupted before the first probe: %s", cmd, notProbedNote(n, n)))
 }
 
 // traceOutput writes the report. jsonl and csv are streamed: each target is written (and
@@ -232,6 +275,19 @@ func newTraceOutput(w io.Writer, format string, run *report.Run, names *enrich.N
 
 func (o *traceOutput) streamed() bool { return o.format == "jsonl" || o.format == "csv" }
 
+// build is one target's report; a target the run stopped in the middle of says so.
+func build(info report.TargetInfo, r trace.Result, names report.Namer) report.Target {
+	t := report.Build(info, r, names)
+	if r.Unfinished {
+		if !t.Reached {
+			t.How = "interrupted before the destination answered"
+		} else {
+			t.Notes = append(t.Notes, "interrupted: not every probe was sent or waited for")
+		}
+	}
+	return t
+}
+
 // add takes one finished target.
 func (o *traceOutput) add(info report.TargetInfo, r trace.Result) error {
 	if !o.streamed() {
@@ -244,7 +300,7 @@ func (o *traceOutput) add(info report.TargetInfo, r trace.Result) error {
 		o.pending[r.Target] = &r
 		return nil
 	}
-	t := report.Build(info, r, o.namer([]trace.Result{r}))
+	t := build(info, r, o.namer([]trace.Result{r}))
 	var err error
 	if o.csv != nil {
 		err = o.csv.Write(t)
@@ -280,23 +336,23 @@ func (o *traceOutput) namer(rs []trace.Result) report.Namer {
 	return o.names.Name
 }
 
-// finish writes text and json: every target in list order, those the run never got to
-// (interrupted) as empty traces.
-func (o *traceOutput) finish(n int, info func(int) report.TargetInfo) error {
+// finish writes text and json: the targets reported, in list order. Targets an
+// interrupted run never probed are not among them (the caller counts them).
+func (o *traceOutput) finish(info func(int) report.TargetInfo) error {
 	if o.streamed() {
 		return nil
 	}
-	results := make([]trace.Result, n)
-	for i := range results {
-		if i < len(o.pending) && o.pending[i] != nil {
-			results[i] = *o.pending[i]
-		} else {
-			results[i] = trace.Result{Target: i, Start: o.run.Started, End: o.run.Finished}
+	var results []trace.Result
+	for _, r := range o.pending {
+		if r != nil {
+			results = append(results, *r)
 		}
 	}
+	o.pending = nil
 	namer := o.namer(results)
-	for i, r := range results {
-		o.run.Targets = append(o.run.Targets, report.Build(info(i), r, namer))
+	o.run.Targets = []report.Target{}
+	for _, r := range results {
+		o.run.Targets = append(o.run.Targets, build(info(r.Target), r, namer))
 	}
 	return writeRun(o.w, o.format, o.run)
 }
