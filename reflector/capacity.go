@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnpath/turnpath/engine"
 	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/session"
 	"github.com/turnpath/turnpath/trace"
 	"golang.org/x/sys/unix"
 )
@@ -116,11 +117,7 @@ func (n *Net) Capacity(ctx context.Context, opts CapacityOptions) (CapacityResul
 	var eng trace.Engine
 	if err := n.Do(func() error {
 		var err error
-		if opts.Engine == "ebpf" {
-			eng, err = engine.NewEBPF(cfg)
-		} else {
-			eng, err = engine.NewSocket(cfg)
-		}
+		eng, _, err = session.OpenEngine(opts.Engine, cfg)
 		return err
 	}); err != nil {
 		return res, fmt.Errorf("reflector: capacity: %s engine: %w", opts.Engine, err)

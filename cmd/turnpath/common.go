@@ -1,24 +1,43 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"time"
 
 	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/session"
 	"github.com/turnpath/turnpath/trace"
 	"github.com/urfave/cli/v2"
 )
 
 // Flag parsing and target handling shared by the probing commands.
+
+// probingFlags are the flags every probing command has, with one meaning everywhere;
+// each command adds its own (sport, format, and what its algorithm needs).
+func probingFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read targets from `FILE` (one per line, # comments; - for stdin)"},
+		&cli.StringFlag{Name: "proto", Value: "udp", Usage: "probe protocol: udp, icmp (echo; the flow id is the identifier base) or tcp (SYN)"},
+		&cli.UintFlag{Name: "port", Aliases: []string{"p"}, Value: 3478, Usage: "destination port (udp, tcp)"},
+		&cli.StringFlag{Name: "payload", Usage: "UDP payload: stun, turn, ms-turn, hex:<bytes>, none (default: stun on port 3478, else none)"},
+		&cli.IntFlag{Name: "first-ttl", Value: 1, Usage: "first TTL to probe"},
+		&cli.IntFlag{Name: "max-ttl", Aliases: []string{"m"}, Value: 30, Usage: "last TTL to probe (1..255)"},
+		&cli.DurationFlag{Name: "wait", Aliases: []string{"w"}, Value: time.Second, Usage: "longest wait for an answer (the wait adapts to the RTTs seen, up to this)"},
+		&cli.Float64Flag{Name: "rate", Value: 1000, Usage: "probes per second over all targets (0: no cap)"},
+		&cli.StringFlag{Name: "engine", Value: "auto", Usage: "auto (eBPF, else the socket engine, saying why), ebpf or socket"},
+		&cli.BoolFlag{Name: "numeric", Aliases: []string{"n"}, Usage: "do not look up PTR names"},
+		&cli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "resolve names to IPv4 only"},
+		&cli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "resolve names to IPv6 only"},
+	}
+}
 
 func parseProto(s string) (probe.Proto, error) {
 	switch s {
@@ -116,46 +135,20 @@ func checkOutputPath(path string) error {
 	return os.Remove(f.Name())
 }
 
-// checkProbeSize refuses probes that cannot leave rt's interface in one piece (the raw
-// sockets do not fragment: the first send would fail with EMSGSIZE).
-func checkProbeSize(rt probe.Route, f probe.Flow, p probe.Payload) error {
-	ifc, err := net.InterfaceByIndex(rt.Ifindex)
-	if err != nil {
-		return nil // gone already: the engine says so
+// routeAll routes the targets through the session: Ctrl-C while routing a long list is
+// an early interrupt, a probe larger than its interface's MTU bad input.
+func routeAll(ctx context.Context, cmd string, sess *session.Session, addrs []netip.Addr) error {
+	err := sess.Route(ctx, addrs)
+	var big *session.ProbeTooBigError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, session.ErrInterrupted):
+		return interruptedEarly(cmd, len(addrs))
+	case errors.As(err, &big):
+		return usageError("%s: %w", cmd, err)
 	}
-	if n := probe.PacketLen(f, p); ifc.MTU > 0 && n > ifc.MTU {
-		return fmt.Errorf("probe of %d bytes exceeds the MTU %d of %s", n, ifc.MTU, ifc.Name)
-	}
-	return nil
-}
-
-// vanishedLink names the interface a failed run lost, if it did: sends through a deleted
-// interface fail with "network is unreachable", which names the wrong culprit.
-func vanishedLink(ifaces map[int]string) error {
-	idx := make([]int, 0, len(ifaces))
-	for i := range ifaces {
-		idx = append(idx, i)
-	}
-	slices.Sort(idx)
-	for _, i := range idx {
-		ifc, err := net.InterfaceByIndex(i)
-		switch {
-		case err != nil:
-			return fmt.Errorf("interface %s disappeared", ifaces[i])
-		case ifc.Flags&net.FlagUp == 0:
-			return fmt.Errorf("interface %s went down", ifaces[i])
-		}
-	}
-	return nil
-}
-
-// runFailure is the error of a run the engine ended (not a cancellation): the interface
-// that went away rather than the send that failed because of it.
-func runFailure(err error, ifaces map[int]string) error {
-	if lerr := vanishedLink(ifaces); lerr != nil {
-		return lerr
-	}
-	return err
+	return runtimeError(fmt.Errorf("%s: %w", cmd, err))
 }
 
 // notProbedNote says how many of n targets a stopped run never probed ("" for none).
@@ -212,16 +205,6 @@ func targetNames(c *cli.Context) ([]string, error) {
 		return nil, fmt.Errorf("no target (turnpath %s TARGET... or -f FILE)", c.Command.Name)
 	}
 	return names, nil
-}
-
-// routeTo looks the route to dst up: its source address goes into the checksums, its
-// interface is where the BPF programs attach.
-func routeTo(dst netip.Addr) (probe.Route, error) {
-	rt, err := probe.Lookup(dst)
-	if err != nil && errors.Is(err, probe.ErrNoRoute) && !dst.Is4() {
-		err = fmt.Errorf("%w (is IPv6 configured here?)", err)
-	}
-	return rt, err
 }
 
 // line shows one status line on a terminal, at most every 100 ms.

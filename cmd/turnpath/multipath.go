@@ -12,10 +12,10 @@ import (
 	"slices"
 	"time"
 
-	"github.com/turnpath/turnpath/engine"
 	"github.com/turnpath/turnpath/mda"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/report"
+	"github.com/turnpath/turnpath/session"
 	"github.com/urfave/cli/v2"
 )
 
@@ -30,29 +30,17 @@ func multipathCommand() *cli.Command {
 			"flows are probed in parallel; hops common to several targets are explored once.\n" +
 			"Exit 0 when every target was reached, 1 when some was not, 2 for bad input, 3 for\n" +
 			"runtime errors.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read targets from `FILE` (one per line, # comments; - for stdin)"},
-			&cli.StringFlag{Name: "proto", Value: "udp", Usage: "probe protocol: udp, tcp or icmp (the flow id is the source port; for icmp the echo identifier)"},
-			&cli.UintFlag{Name: "port", Aliases: []string{"p"}, Value: 3478, Usage: "destination port (udp, tcp)"},
+		Flags: append(probingFlags(),
 			&cli.UintFlag{Name: "sport", DefaultText: "random", Usage: "first source port: flow i uses sport+i. Without it every run draws its own (32768 and up, shown in the report as the\n\tfirst sport, JSON flow_base), so a rerun samples the routers' hashes anew; give it to repeat a run's flows exactly"},
-			&cli.StringFlag{Name: "payload", Usage: "UDP payload: stun, turn, ms-turn, hex:<bytes>, none (default: stun on port 3478, else none)"},
 			&cli.Float64Flag{Name: "confidence", Aliases: []string{"c"}, Value: 95, Usage: "confidence in percent (0 < c < 100) that every next hop of every interface is found"},
 			&cli.BoolFlag{Name: "full", Usage: "classic MDA at every hop (as scamper tracelb) instead of MDA-Lite"},
-			&cli.IntFlag{Name: "first-ttl", Value: 1, Usage: "first TTL to probe"},
-			&cli.IntFlag{Name: "max-ttl", Aliases: []string{"m"}, Value: 30, Usage: "last TTL to probe (1..255)"},
 			&cli.IntFlag{Name: "max-flows", Value: 256, Usage: "flows (source ports) per target at most"},
 			&cli.IntFlag{Name: "max-probes", Value: 20000, Usage: "probes per target at most"},
 			&cli.IntFlag{Name: "parallel", Value: 32, Usage: "targets explored at once, in waves of 1, 2, 4 ... up to this (each wave reuses the hops earlier ones established; 1: one after the other)"},
-			&cli.DurationFlag{Name: "wait", Aliases: []string{"w"}, Value: time.Second, Usage: "longest wait for an answer (adapts to the RTTs seen, up to this)"},
 			&cli.DurationFlag{Name: "rate-limit-wait", Value: time.Second, Usage: "first back-off before re-probing a router that ran out of ICMP budget (doubles, up to 8x)"},
-			&cli.Float64Flag{Name: "rate", Value: 1000, Usage: "probes per second (0: no cap)"},
-			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "auto, ebpf or socket"},
-			&cli.BoolFlag{Name: "numeric", Aliases: []string{"n"}, Usage: "do not look up PTR names"},
-			&cli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "resolve names to IPv4 only"},
-			&cli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "resolve names to IPv6 only"},
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, dot (Graphviz) or svg"},
 			&cli.StringFlag{Name: "svg", Usage: "also write the graph as SVG to `FILE`"},
-		},
+		),
 		Action: runMultipath,
 	}
 }
@@ -205,47 +193,37 @@ func runMultipath(c *cli.Context) error {
 		return usageError("multipath: %w", err)
 	}
 
-	tmpl := make([]probe.Flow, len(targets))
-	infos := make([]targetRoute, len(targets))
-	oneFirst := make([]bool, len(targets))
-	cfg := engine.Config{Payload: mf.payload, Nonce: randomNonce()}
-	ifaces := map[int]string{}
-	for i, t := range targets {
-		if ctx.Err() != nil {
-			return interruptedEarly("multipath", len(targets))
-		}
-		rt, err := routeTo(t.Addr)
-		if err != nil {
-			return runtimeError(fmt.Errorf("multipath: %w", err))
-		}
-		tmpl[i] = probe.Flow{Src: rt.Src, Dst: t.Addr, Proto: mf.proto, SPort: mf.opts.FlowBase, DPort: mf.port}
-		if err := checkProbeSize(rt, tmpl[i], mf.payload); err != nil {
-			return usageError("multipath: %w", err)
-		}
-		if !slices.Contains(cfg.Ifindexes, rt.Ifindex) {
-			cfg.Ifindexes = append(cfg.Ifindexes, rt.Ifindex)
-			ifaces[rt.Ifindex] = rt.Ifname
-		}
-		infos[i] = targetRoute{target: t, src: rt.Src}
-		oneFirst[i] = rt.Nexthops == 1
-	}
-	if ctx.Err() != nil {
-		return interruptedEarly("multipath", len(targets))
-	}
-	// Not a multipath route: the first router is the same for every flow.
-	mf.opts.OneFirstHop = func(i int) bool { return oneFirst[i] }
-	cfg.Flows = layout.EngineFlows(tmpl)
-	eng, why, err := openEngine(mf.engine, cfg)
-	if err != nil {
-		return runtimeError(fmt.Errorf("multipath: %w", err))
-	}
-	defer eng.Close()
-	if mf.engine == "auto" && eng.Name() != "ebpf" {
-		fmt.Fprintf(c.App.ErrWriter, "turnpath: using the socket engine: %s\n", why)
-	}
 	addrs := make([]netip.Addr, len(targets))
 	for i, t := range targets {
 		addrs[i] = t.Addr
+	}
+	sess, err := session.New(session.Spec{Engine: mf.engine, Proto: mf.proto, Port: mf.port, Payload: mf.payload,
+		Numeric: c.Bool("numeric")})
+	if err != nil {
+		return usageError("multipath: %w", err)
+	}
+	defer sess.Close()
+	if err := routeAll(ctx, "multipath", sess, addrs); err != nil {
+		return err
+	}
+	tmpl := make([]probe.Flow, len(targets))
+	infos := make([]targetRoute, len(targets))
+	for i, t := range targets {
+		rt := sess.RouteOf(i)
+		tmpl[i] = sess.Flow(rt, t.Addr, mf.opts.FlowBase)
+		infos[i] = targetRoute{target: t, src: rt.Src}
+	}
+	// Not a multipath route: the first router is the same for every flow.
+	mf.opts.OneFirstHop = func(i int) bool { return sess.RouteOf(i).Nexthops == 1 }
+	cfg := sess.Config(mf.opts.FlowBase)
+	cfg.Shape, cfg.Flows = nil, layout.EngineFlows(tmpl)
+	eng, err := sess.Open(cfg)
+	if err != nil {
+		return runtimeError(fmt.Errorf("multipath: %w", err))
+	}
+	why := sess.Why()
+	if sess.FellBack() {
+		fmt.Fprintf(c.App.ErrWriter, "turnpath: using the socket engine: %s\n", why)
 	}
 	prober, err := mda.NewEngineProber(eng, layout, addrs, mf.popts)
 	if err != nil {
@@ -259,17 +237,15 @@ func runMultipath(c *cli.Context) error {
 	// A run the engine ended (the interface went away) is reported like an interrupted
 	// one: what was explored, then the error, naming the interface rather than the send
 	// that failed because of it. Ask the interfaces before closing the engine.
-	if runErr != nil && !errors.Is(runErr, context.Canceled) {
-		runErr = runFailure(runErr, ifaces)
-	}
-	if cerr := eng.Close(); cerr != nil && runErr == nil {
+	runErr = sess.Failure(runErr)
+	if cerr := sess.Close(); cerr != nil && runErr == nil {
 		runErr = fmt.Errorf("close engine: %w", cerr)
 	}
 	var unfinished map[int]bool // targets the run stopped in the middle of
 	if runErr != nil {
 		unfinished = prog.last
 	}
-	run := newMultipathRun(c, mf, eng.Name(), why, started, infos, graphs, unfinished)
+	run := newMultipathRun(c, mf, sess, eng.Name(), why, started, infos, graphs, unfinished)
 	if err := report.WriteMultipath(c.App.Writer, mf.format, run); err != nil {
 		return runtimeError(fmt.Errorf("multipath: write output: %w", err))
 	}

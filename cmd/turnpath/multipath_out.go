@@ -1,20 +1,19 @@
 package main
 
 import (
-	"context"
 	"net/netip"
 	"time"
 
-	"github.com/turnpath/turnpath/enrich"
 	"github.com/turnpath/turnpath/mda"
 	"github.com/turnpath/turnpath/report"
+	"github.com/turnpath/turnpath/session"
 	"github.com/urfave/cli/v2"
 )
 
 // newMultipathRun assembles the report: one target per graph, PTR names unless -n.
 // unfinished (non-nil when the run stopped) holds the targets it stopped in the middle
 // of; targets it had not sent a probe for are left out.
-func newMultipathRun(c *cli.Context, mf *multipathFlags, eng, why string, started time.Time, infos []targetRoute, gs []*mda.Graph, unfinished map[int]bool) *report.MultipathRun {
+func newMultipathRun(c *cli.Context, mf *multipathFlags, sess *session.Session, eng, why string, started time.Time, infos []targetRoute, gs []*mda.Graph, unfinished map[int]bool) *report.MultipathRun {
 	mode := "mda-lite"
 	if mf.opts.Full {
 		mode = "mda"
@@ -23,22 +22,15 @@ func newMultipathRun(c *cli.Context, mf *multipathFlags, eng, why string, starte
 		Started: started, Finished: time.Now(), Options: report.MultipathOptions{
 			Proto: c.String("proto"), Port: mf.port, Payload: mf.payload.String(), FlowBase: mf.opts.FlowBase,
 			Confidence: mf.opts.Confidence, Mode: mode, FirstTTL: mf.opts.FirstTTL, MaxTTL: mf.opts.MaxTTL}}
-	var namer report.Namer
-	if !c.Bool("numeric") {
-		nm := enrich.NewNames()
-		var addrs []netip.Addr
-		for _, g := range gs {
-			for _, n := range g.Nodes {
-				if n.Addr.IsValid() {
-					addrs = append(addrs, n.Addr)
-				}
+	var addrs []netip.Addr
+	for _, g := range gs {
+		for _, n := range g.Nodes {
+			if n.Addr.IsValid() {
+				addrs = append(addrs, n.Addr)
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		nm.Resolve(ctx, addrs)
-		cancel()
-		namer = nm.Name
 	}
+	namer := report.Namer(sess.Names(addrs))
 	// Targets an interrupted run never probed are left out (the caller counts them), as
 	// trace does.
 	for i, in := range infos[:min(len(infos), len(gs))] {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,10 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/turnpath/turnpath/engine"
-	"github.com/turnpath/turnpath/enrich"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/report"
+	"github.com/turnpath/turnpath/session"
 	"github.com/turnpath/turnpath/trace"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -30,23 +27,11 @@ func traceCommand() *cli.Command {
 		Description: "Sends Paris-style probes (fixed 5-tuple) for every TTL in parallel and reports each hop,\n" +
 			"its RTTs and hints, and how the relay answered. Exit 0 when every target was reached,\n" +
 			"1 when some was not, 2 for bad input, 3 for runtime errors (privileges, BPF, no route).",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read targets from `FILE` (one per line, # comments; - for stdin)"},
-			&cli.StringFlag{Name: "proto", Value: "udp", Usage: "probe protocol: udp, icmp or tcp"},
-			&cli.UintFlag{Name: "port", Aliases: []string{"p"}, Value: 3478, Usage: "destination port (udp, tcp)"},
+		Flags: append(probingFlags(),
 			&cli.UintFlag{Name: "sport", Value: 50000, Usage: "source port: the flow id; fixed for the whole trace (Paris)"},
-			&cli.StringFlag{Name: "payload", Usage: "UDP payload: stun, turn, ms-turn, hex:<bytes>, none (default: stun on port 3478, else none)"},
-			&cli.IntFlag{Name: "first-ttl", Value: 1, Usage: "first TTL to probe"},
-			&cli.IntFlag{Name: "max-ttl", Aliases: []string{"m"}, Value: 30, Usage: "last TTL to probe (1..255)"},
 			&cli.IntFlag{Name: "queries", Aliases: []string{"q"}, Value: 3, Usage: "probes per hop"},
-			&cli.DurationFlag{Name: "wait", Aliases: []string{"w"}, Value: time.Second, Usage: "longest wait for an answer (the wait adapts to the RTTs seen, up to this)"},
-			&cli.Float64Flag{Name: "rate", Value: 1000, Usage: "probes per second over all targets (0: no cap)"},
-			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "auto, ebpf or socket"},
-			&cli.BoolFlag{Name: "numeric", Aliases: []string{"n"}, Usage: "do not look up PTR names"},
-			&cli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "resolve names to IPv4 only"},
-			&cli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "resolve names to IPv6 only"},
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, jsonl or csv"},
-		},
+		),
 		Action: runTrace,
 	}
 }
@@ -123,64 +108,35 @@ func runTrace(c *cli.Context) error {
 	}
 	targets := compactTargets(resolved)
 
-	// Route every target now, so a missing route stops the run before any probe leaves.
-	// A target keeps only the index of its route: per target memory stays a few bytes
-	// beyond its address, whatever the length of the list.
-	var routes []probe.Route
-	var shape []probe.Flow
-	routeOf := make([]int32, len(targets.addrs))
 	// A reply later than twice the longest wait is of no use to trace: the socket engine
 	// need not remember probes longer than that.
-	cfg := engine.Config{Payload: tf.payload, Nonce: randomNonce(), Timeout: max(2*tf.opts.Wait, 2*time.Second)}
-	ifaces := map[int]string{}
-	for i, dst := range targets.addrs {
-		// A long list takes seconds to route: Ctrl-C must not wait for it.
-		if ctx.Err() != nil {
-			return interruptedEarly("trace", len(targets.addrs))
-		}
-		rt, err := routeTo(dst)
-		if err != nil {
-			return runtimeError(fmt.Errorf("trace: %w", err))
-		}
-		j := slices.IndexFunc(routes, func(r probe.Route) bool { return r.Src == rt.Src && r.Ifindex == rt.Ifindex })
-		if j < 0 {
-			flow := probe.Flow{Src: rt.Src, Dst: dst, Proto: tf.proto, SPort: tf.sport, DPort: tf.port}
-			if err := checkProbeSize(rt, flow, tf.payload); err != nil {
-				return usageError("trace: %w", err)
-			}
-			j = len(routes)
-			routes = append(routes, rt)
-			if !slices.ContainsFunc(shape, func(f probe.Flow) bool { return f.Src == rt.Src }) {
-				shape = append(shape, flow)
-			}
-		}
-		routeOf[i] = int32(j)
-		if !slices.Contains(cfg.Ifindexes, rt.Ifindex) {
-			cfg.Ifindexes = append(cfg.Ifindexes, rt.Ifindex)
-			ifaces[rt.Ifindex] = rt.Ifname
-		}
+	sess, err := session.New(session.Spec{Engine: tf.engine, Proto: tf.proto, Port: tf.port, Payload: tf.payload,
+		Timeout: max(2*tf.opts.Wait, 2*time.Second), Numeric: c.Bool("numeric")})
+	if err != nil {
+		return usageError("trace: %w", err)
 	}
+	defer sess.Close()
+	if err := routeAll(ctx, "trace", sess, targets.addrs); err != nil {
+		return err
+	}
+	cfg := sess.Config(tf.sport)
 	// Flows are made when trace admits a target, and forgotten when it is done.
 	cfg.FlowOf = func(i int) (probe.Flow, error) {
-		return probe.Flow{Src: routes[routeOf[i]].Src, Dst: targets.addrs[i], Proto: tf.proto, SPort: tf.sport, DPort: tf.port}, nil
+		return sess.Flow(sess.RouteOf(i), targets.addrs[i], tf.sport), nil
 	}
-	cfg.Shape = shape
 	info := func(i int) report.TargetInfo {
 		fam := 6
 		if targets.addrs[i].Is4() {
 			fam = 4
 		}
-		return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: routes[routeOf[i]].Src, Family: fam}
+		return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: sess.RouteOf(i).Src, Family: fam}
 	}
-	if ctx.Err() != nil {
-		return interruptedEarly("trace", len(targets.addrs))
-	}
-	eng, why, err := openEngine(tf.engine, cfg)
+	eng, err := sess.Open(cfg)
 	if err != nil {
 		return runtimeError(fmt.Errorf("trace: %w", err))
 	}
-	defer eng.Close()
-	if tf.engine == "auto" && eng.Name() != "ebpf" {
+	why := sess.Why()
+	if sess.FellBack() {
 		fmt.Fprintf(c.App.ErrWriter, "turnpath: using the socket engine: %s\n", why)
 	}
 
@@ -193,11 +149,7 @@ func runTrace(c *cli.Context) error {
 			Proto: c.String("proto"), Port: tf.port, SPort: tf.sport, Payload: cfg.Payload.String(),
 			FirstTTL: opts.FirstTTL, MaxTTL: opts.MaxTTL, Queries: opts.Queries,
 			WaitMS: float64(opts.Wait) / 1e6, Rate: opts.Rate}}
-	var nm *enrich.Names
-	if !c.Bool("numeric") {
-		nm = enrich.NewNames()
-	}
-	out := newTraceOutput(c.App.Writer, tf.format, run, nm)
+	out := newTraceOutput(c.App.Writer, tf.format, run, sess.Names)
 	reached, reported := 0, 0
 	runErr := trace.Stream(ctx, eng, len(targets.addrs), opts, func(r trace.Result) error {
 		if r.Sent == 0 {
@@ -216,10 +168,8 @@ func runTrace(c *cli.Context) error {
 	}
 	// A run the engine ended (the interface went away) is reported like an interrupted
 	// one: what finished, then the error. Ask the interfaces before closing the engine.
-	if runErr != nil && !errors.Is(runErr, context.Canceled) {
-		runErr = runFailure(runErr, ifaces)
-	}
-	if cerr := eng.Close(); cerr != nil && runErr == nil {
+	runErr = sess.Failure(runErr)
+	if cerr := sess.Close(); cerr != nil && runErr == nil {
 		runErr = fmt.Errorf("close engine: %w", cerr)
 	}
 	run.Finished = time.Now()
@@ -255,7 +205,7 @@ type traceOutput struct {
 	w       io.Writer
 	format  string
 	run     *report.Run
-	names   *enrich.Names
+	names   func([]netip.Addr) func(netip.Addr) string // the session's enrichment step
 	csv     *report.CSV
 	pending []*trace.Result // text, json: by target (nil: not finished)
 }
@@ -265,7 +215,7 @@ type writeError struct{ err error }
 
 func (e *writeError) Error() string { return e.err.Error() }
 
-func newTraceOutput(w io.Writer, format string, run *report.Run, names *enrich.Names) *traceOutput {
+func newTraceOutput(w io.Writer, format string, run *report.Run, names func([]netip.Addr) func(netip.Addr) string) *traceOutput {
 	o := &traceOutput{w: w, format: format, run: run, names: names}
 	if format == "csv" {
 		o.csv = report.NewCSV(w)
@@ -315,9 +265,6 @@ func (o *traceOutput) add(info report.TargetInfo, r trace.Result) error {
 
 // namer looks up the PTR names of the responders in rs (nil with -n).
 func (o *traceOutput) namer(rs []trace.Result) report.Namer {
-	if o.names == nil {
-		return nil
-	}
 	var addrs []netip.Addr
 	for _, r := range rs {
 		for _, h := range r.Hops {
@@ -328,12 +275,7 @@ func (o *traceOutput) namer(rs []trace.Result) report.Namer {
 			}
 		}
 	}
-	if len(addrs) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		o.names.Resolve(ctx, addrs)
-		cancel()
-	}
-	return o.names.Name
+	return o.names(addrs)
 }
 
 // finish writes text and json: the targets reported, in list order. Targets an
@@ -385,34 +327,6 @@ func writeRun(w io.Writer, format string, run *report.Run) error {
 		}
 	}
 	return nil
-}
-
-// openEngine picks the engine; for auto it tries eBPF first and says why it fell back.
-func openEngine(kind string, cfg engine.Config) (trace.Engine, string, error) {
-	if kind == "socket" {
-		e, err := engine.NewSocket(cfg)
-		return e, "requested with --engine socket", err
-	}
-	e, err := engine.NewEBPF(cfg)
-	if err == nil {
-		return e, "BPF programs attached: kernel timestamps at TC egress and XDP", nil
-	}
-	if kind == "ebpf" {
-		return nil, "", fmt.Errorf("ebpf engine: %w", err)
-	}
-	why := "ebpf engine unavailable: " + firstLine(err.Error())
-	s, serr := engine.NewSocket(cfg)
-	if serr != nil {
-		return nil, "", fmt.Errorf("%s; socket engine: %w", why, serr)
-	}
-	return s, why, nil
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 func dedupe(ts []target) []target {
@@ -467,16 +381,6 @@ func compactTargets(ts []target) *targetList {
 		l.addrs = append(l.addrs, t.Addr)
 	}
 	return l
-}
-
-func randomNonce() uint32 {
-	var b [4]byte
-	for {
-		_, _ = rand.Read(b[:])
-		if n := binary.BigEndian.Uint32(b[:]); n != 0 { // 0 turns STUN matching off
-			return n
-		}
-	}
 }
 
 // progress shows a one-line counter on a terminal and nothing otherwise (cron, pipes).
