@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/turnpath/turnpath/pace"
 	"net/netip"
 	"strings"
 	"time"
@@ -341,13 +342,4 @@ func reachedText(runs []RunRecord) string {
 }
 
 // sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func sleep(ctx context.Context, d time.Duration) error { return pace.System.Sleep(ctx, d) }

@@ -41,14 +41,19 @@
  *
  * XDP (xdp_rx) looks at every received frame and matches, in this order:
  *  (a) ICMP Time Exceeded (11) / Destination Unreachable (3) and ICMPv6 Time
- *      Exceeded (3) / Destination Unreachable (1) whose quoted IP header +
- *      first 8 bytes of transport are a probe (same rules as TC egress,
- *      applied to the quote: any IPv4 options in the quote are skipped via
- *      ihl; a quote of exactly IP header + 8 bytes is enough). The event
- *      carries the quoted fields and, when the RFC 4884 length field (ICMP
- *      byte 5 x 4 / ICMPv6 byte 4 x 8) is non-zero, up to 128 bytes of the
- *      extension structure that follows the original datagram field
- *      (bounded by the IP length, copied in 32-bit units).
+ *      Exceeded (3) / Destination Unreachable (1) / Packet Too Big (2) whose
+ *      quoted IP header + first 8 bytes of transport are a probe (same rules
+ *      as TC egress, applied to the quote: any IPv4 options in the quote are
+ *      skipped via ihl; a quote of exactly IP header + 8 bytes is enough).
+ *      The event carries the quoted fields and, when the RFC 4884 length
+ *      field (ICMP byte 5 x 4 / ICMPv6 byte 4 x 8) is non-zero, up to 128
+ *      bytes of the extension structure that follows the original datagram
+ *      field (bounded by the IP length, copied in 32-bit units).
+ *      Fragmentation Needed (ICMP 3 code 4, for a probe sent with DF) and
+ *      ICMPv6 Packet Too Big are TP_KIND_PKT_TOO_BIG, with the next-hop MTU
+ *      in icmp_info (ICMP bytes 6..7, RFC 1191 / ICMPv6 bytes 4..7, RFC
+ *      8201). ICMPv6 PTB has no RFC 4884 length field (bytes 4..7 are the
+ *      MTU) and quotes as much of the probe as fits in 1280 bytes.
  *  (b) ICMP echo reply (0) / ICMPv6 echo reply (129), code 0: identifier and
  *      sequence are echoed unchanged, so the same rule as for the request
  *      applies: s = identifier +' sequence in the sport range, valid id;
@@ -81,7 +86,10 @@
  * nonce, or when its quote is consistent with our probe (IPv4 UDP: quoted IP
  * ID == quoted checksum). Everything else passes untouched, so other
  * applications and other runs get their replies. A match whose event could
- * not be written (ring buffer full) is passed too.
+ * not be written (ring buffer full) is passed too. A Packet Too Big of ours
+ * is dropped like any other error of ours: the kernel then does not lower
+ * its path MTU to the destination because of a probe that was deliberately
+ * big; other traffic learns the path MTU from its own packets.
  *
  * The same matching runs at XDP (xdp_rx) or, for a run that finds the
  * interface's XDP hook held by another program, at TCX ingress
@@ -103,6 +111,11 @@
 #include "bpf_helpers.h"
 #include "bpf_endian.h"
 #include "turnpath.h"
+
+/* linux/icmp.h, not in the trimmed kernel_types.h */
+#ifndef ICMP_FRAG_NEEDED
+#define ICMP_FRAG_NEEDED 4
+#endif
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -574,7 +587,10 @@ static __always_inline int finish(struct rx *rx, void *end)
 	return cfg_drop && (rx->sure || rx->plausible);
 }
 
-/* ICMP Time Exceeded / Destination Unreachable quoting an IPv4 probe. */
+/*
+ * ICMP Time Exceeded / Destination Unreachable quoting an IPv4 probe;
+ * Unreachable code 4 (Fragmentation Needed) is TP_KIND_PKT_TOO_BIG.
+ */
 static __always_inline int rx_icmp4_err(struct rx *rx, struct iphdr *ip,
 					struct icmphdr *icmp, void *end)
 {
@@ -611,9 +627,13 @@ static __always_inline int rx_icmp4_err(struct rx *rx, struct iphdr *ip,
 		return 0;
 	}
 
-	ev_init(rx, icmp->type == ICMP_TIME_EXCEEDED ? TP_KIND_TIME_EXCEEDED
-						      : TP_KIND_DEST_UNREACH,
-		0);
+	__u8 kind = TP_KIND_DEST_UNREACH;
+
+	if (icmp->type == ICMP_TIME_EXCEEDED)
+		kind = TP_KIND_TIME_EXCEEDED;
+	else if (icmp->code == ICMP_FRAG_NEEDED)
+		kind = TP_KIND_PKT_TOO_BIG;
+	ev_init(rx, kind, 0);
 	struct tp_event *ev = &rx->ev;
 	ev_set_match(ev, &m);
 	set_v4mapped(ev->responder, ip->saddr);
@@ -622,6 +642,10 @@ static __always_inline int rx_icmp4_err(struct rx *rx, struct iphdr *ip,
 	ev->icmp_type = icmp->type;
 	ev->icmp_code = icmp->code;
 	ev->icmp_info = bpf_ntohl(icmp->un.gateway);
+	/* RFC 1191: the MTU is bytes 6..7; byte 5 may be the RFC 4884
+	 * length, handled below like any Destination Unreachable's. */
+	if (kind == TP_KIND_PKT_TOO_BIG)
+		ev->icmp_info = bpf_ntohs(icmp->un.frag.mtu);
 	ev->reply_ttl = ip->ttl;
 	ev->quoted_ttl = q->ttl;
 	ev->quoted_tos = q->tos;
@@ -667,7 +691,8 @@ unmatched:
 	return 0;
 }
 
-/* ICMPv6 Time Exceeded / Destination Unreachable quoting an IPv6 probe. */
+/* ICMPv6 Time Exceeded / Destination Unreachable / Packet Too Big quoting an
+ * IPv6 probe. */
 static __always_inline int rx_icmp6_err(struct rx *rx, struct ipv6hdr *ip6,
 					struct icmp6hdr *icmp6, void *end)
 {
@@ -700,10 +725,13 @@ static __always_inline int rx_icmp6_err(struct rx *rx, struct ipv6hdr *ip6,
 		return 0;
 	}
 
-	ev_init(rx, icmp6->icmp6_type == ICMPV6_TIME_EXCEED
-			    ? TP_KIND_TIME_EXCEEDED
-			    : TP_KIND_DEST_UNREACH,
-		1);
+	__u8 kind = TP_KIND_DEST_UNREACH;
+
+	if (icmp6->icmp6_type == ICMPV6_TIME_EXCEED)
+		kind = TP_KIND_TIME_EXCEEDED;
+	else if (icmp6->icmp6_type == ICMPV6_PKT_TOOBIG)
+		kind = TP_KIND_PKT_TOO_BIG;
+	ev_init(rx, kind, 1);
 	struct tp_event *ev = &rx->ev;
 	ev_set_match(ev, &m);
 	__builtin_memcpy(ev->responder, &ip6->saddr, 16);
@@ -721,6 +749,11 @@ static __always_inline int rx_icmp6_err(struct rx *rx, struct ipv6hdr *ip6,
 	ev->quoted_csum = m.csum;
 	rx->sure = nonce == NONCE_MATCH;
 	rx->plausible = 1;
+
+	/* Packet Too Big has no length field: byte 4 is the top of the MTU
+	 * (non-zero for a jumbo MTU), not a count of 64-bit words. */
+	if (kind == TP_KIND_PKT_TOO_BIG)
+		return 1;
 
 	/* RFC 4884: length of the original datagram field in 64-bit words. */
 	rfc4884_len = icmp6->icmp6_dataun.un_data8[0];
@@ -934,7 +967,8 @@ static __always_inline int rx_ipv6(struct rx *rx, struct ipv6hdr *ip6,
 		if ((void *)(icmp6 + 1) > end)
 			return 0;
 		if (icmp6->icmp6_type == ICMPV6_TIME_EXCEED ||
-		    icmp6->icmp6_type == ICMPV6_DEST_UNREACH)
+		    icmp6->icmp6_type == ICMPV6_DEST_UNREACH ||
+		    icmp6->icmp6_type == ICMPV6_PKT_TOOBIG)
 			return rx_icmp6_err(rx, ip6, icmp6, end);
 		if (icmp6->icmp6_type == ICMPV6_ECHO_REPLY &&
 		    icmp6->icmp6_code == 0 && icmp_mode())

@@ -27,10 +27,13 @@ struct flow_val {
 
 /* tp_event.kind */
 #define TP_KIND_TIME_EXCEEDED 1 /* ICMP 11 / ICMPv6 3 quoting a probe */
-#define TP_KIND_DEST_UNREACH 2  /* ICMP 3 / ICMPv6 1 quoting a probe */
+#define TP_KIND_DEST_UNREACH 2  /* ICMP 3 (not code 4) / ICMPv6 1 quoting a probe */
 #define TP_KIND_ECHO 3          /* ICMP 0 / ICMPv6 129 answering an echo probe */
 #define TP_KIND_STUN 4          /* STUN/TURN answer carrying our nonce */
 #define TP_KIND_TCP 5           /* TCP SYN-ACK or RST answering a SYN probe */
+#define TP_KIND_PKT_TOO_BIG 6   /* ICMP 3 code 4 (Fragmentation Needed) / ICMPv6 2
+				 * (Packet Too Big) quoting a probe; icmp_info
+				 * is the next-hop MTU */
 
 /* tp_event.flags */
 #define TP_F_NO_TX 0x01     /* no `sent` entry for the key: tx_ns == 0 */
@@ -54,7 +57,12 @@ struct tp_event {
 	__u8 target[16];      /*  32 probe destination = key.daddr */
 	__u8 quoted_src[16];  /*  48 quoted source address (ICMP errors), else 0 */
 	__u32 flowtag;        /*  64 STUN flowtag, else 0 */
-	__u32 icmp_info;      /*  68 ICMP header bytes 4..7 (MTU, RFC 4884 length) */
+	__u32 icmp_info;      /*  68 ICMP header bytes 4..7 (RFC 4884 length...);
+			       *     TP_KIND_PKT_TOO_BIG: the MTU alone (IPv4
+			       *     bytes 6..7, RFC 1191; IPv6 bytes 4..7), so
+			       *     readers need not know where each family
+			       *     keeps it (the IPv4 RFC 4884 length has
+			       *     done its work: ext[]) */
 	__u32 quoted_flow;    /*  72 quoted IPv6 flow label (20 bits), else 0 */
 	__u16 sport;          /*  76 key.sport (ICMP echo: flow base F) */
 	__u16 dport;          /*  78 probe dst port (ICMP: the echo identifier) */

@@ -1,10 +1,8 @@
 package engine
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +18,7 @@ type EBPF struct {
 	cfg      Config
 	ft       *flowTable
 	sender   *probe.Sender
+	payloads sizedPayloads
 	objs     *loader.Objects
 	attach   []*loader.Attachment
 	reader   *loader.EventReader
@@ -72,6 +71,8 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 		e.Close()
 		return nil, err
 	}
+	e.sender.DontFragment(cfg.DontFragment)
+	e.payloads.base = cfg.Payload
 	if err := probe.WatchLinks(cfg.Ifindexes, e.errs, e.done); err != nil {
 		e.Close()
 		return nil, err
@@ -140,7 +141,7 @@ func (e *EBPF) Send(p trace.Probe) error {
 		return err
 	}
 	e.sentMono.put(p, loader.KernelNow())
-	return e.sender.Send(f, id, p.TTL, tagOf(p.Target), e.cfg.Nonce, e.cfg.Payload)
+	return e.sender.Send(f, id, p.TTL, tagOf(p.Target), e.cfg.Nonce, e.payloads.of(f, p.Size))
 }
 
 // Close detaches every program and releases everything, collecting all errors.
@@ -190,6 +191,8 @@ func (e *EBPF) readLoop() {
 	}
 }
 
+// convert verifies a kernel event like the socket engine verifies a parsed packet: the
+// same reply type, the same probe.Verify, the same conversion (engine/reply.go).
 func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	var t int
 	var ok bool
@@ -206,109 +209,26 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	if !ok {
 		return trace.Reply{}, false // released meanwhile
 	}
-	tp := toTraceProbe(t, id)
-	rep := trace.Reply{Probe: tp, From: ev.Responder, ICMPType: ev.ICMPType, ICMPCode: ev.ICMPCode,
-		ReplyTTL: ev.ReplyTTL, QuotedTTL: ev.QuotedTTL, Received: time.Now()}
-	var fl probe.Flags
-	switch ev.Kind {
-	case loader.KindTimeExceeded:
-		rep.Kind = trace.KindTimeExceeded
-		rep.MPLS = mplsOf(eventExt(ev))
-	case loader.KindDestUnreach:
-		rep.Kind = trace.KindUnreachable
-		rep.MPLS = mplsOf(eventExt(ev))
-	case loader.KindEcho:
-		rep.Kind = trace.KindEcho
-	case loader.KindSTUN:
-		rep.Kind = trace.KindSTUN
-		if s, ok := e.stunOf(ev); ok {
-			rep.STUN = stunInfo(s)
-			if m := s.Mapped; m.IsValid() && (m.Addr().Unmap() != f.Src.Unmap() || m.Port() != f.SPort) {
-				fl |= probe.FlagNATMapped
-			}
-		} else {
-			// Not parseable (too short): the class from the message type alone.
-			rep.STUN = &trace.STUNInfo{Class: "success"}
-			if ev.STUNType&0x0110 == 0x0110 {
-				rep.STUN.Class = "error"
-			}
-		}
-	case loader.KindTCP:
-		rep.Kind = trace.KindTCP
-	default:
+	r, ok := replyOf(ev, e.cfg.Nonce)
+	if !ok {
 		return trace.Reply{}, false
 	}
+	p := sentProbe(f, tagOf(t), id)
+	fl, err := probe.Verify(&r, &p, e.cfg.Nonce)
+	if err != nil {
+		return trace.Reply{}, false
+	}
+	rep, ok := traceReply(t, id, &r, fl)
+	if !ok {
+		return trace.Reply{}, false
+	}
+	tp := rep.Probe
 	if rtt := ev.RTT(); rtt > 0 {
 		rep.RTT, rep.Kernel = rtt, true
-	} else {
-		if sent := e.sentMono.get(tp); sent != 0 && ev.RxNs > sent {
-			rep.RTT = time.Duration(ev.RxNs - sent)
-		}
+	} else if sent := e.sentMono.get(tp); sent != 0 && ev.RxNs > sent {
+		rep.RTT = time.Duration(ev.RxNs - sent)
 	}
-	if ev.QuotedSrc.IsValid() && ev.QuotedSrc != f.Src.Unmap() {
-		fl |= probe.FlagNATSrc
-	}
-	if f.Proto == probe.ProtoUDP && rep.Kind != trace.KindSTUN && rep.Kind != trace.KindEcho && ev.QuotedCsum != 0 && ev.QuotedCsum != ev.ID {
-		fl |= probe.FlagChecksumRewritten
-	}
-	rep.NAT = natNote(fl, ev.QuotedSrc)
 	return rep, true
-}
-
-// eventExt is the RFC 4884 extension structure of an ICMP error event: what follows the
-// quote, or, after a 128-byte quote with the length field 0 (FlagExtCompat), those bytes
-// when they look like an extension, as the socket engine decides for the same packet.
-func eventExt(ev *loader.Event) []byte {
-	if ev.Flags&loader.FlagExtCompat != 0 && !probe.LooksLikeExtension(ev.Ext) {
-		return nil
-	}
-	return ev.Ext
-}
-
-// stunOf parses the STUN answer the XDP program copied into ev.Ext (at most loader.ExtMax
-// bytes: see loader.Event.Ext) like the socket engine parses the whole datagram. A message
-// longer than what was copied (FlagExtTrunc, or cut by the frame) would fail the declared
-// length check: it is parsed up to its last attribute that is complete in ev.Ext, so
-// ERROR-CODE and XOR-MAPPED-ADDRESS, which servers put first, are still reported.
-func (e *EBPF) stunOf(ev *loader.Event) (*probe.STUNInfo, bool) {
-	msg := stunPrefix(ev.Ext)
-	if msg == nil {
-		return nil, false
-	}
-	r, err := probe.ParseSTUNAnswer(netip.AddrPortFrom(ev.Responder, ev.DPort), msg, e.cfg.Nonce)
-	if err != nil {
-		return nil, false
-	}
-	return &r.STUN, true
-}
-
-// stunHeaderLen is the size of the STUN header (RFC 5389 §6).
-const stunHeaderLen = 20
-
-// stunPrefix returns b when it holds the whole STUN message its header declares, else a
-// copy cut after the last attribute complete in b with the header's length adjusted, or
-// nil when b is shorter than a STUN header.
-func stunPrefix(b []byte) []byte {
-	if len(b) < stunHeaderLen {
-		return nil
-	}
-	declared := int(binary.BigEndian.Uint16(b[2:]))
-	if stunHeaderLen+declared <= len(b) {
-		return b
-	}
-	n := 0 // attribute bytes complete in b
-	for attrs := b[stunHeaderLen:]; len(attrs) >= 4; {
-		l := 4 + int(binary.BigEndian.Uint16(attrs[2:]))
-		l += (4 - l%4) % 4
-		if l > len(attrs) || n+l > declared {
-			break
-		}
-		n += l
-		attrs = attrs[l:]
-	}
-	out := append([]byte(nil), b[:stunHeaderLen+n]...)
-	binary.BigEndian.PutUint16(out[2:], uint16(n))
-	return out
 }
 
 // sendTimes remembers the Go-side send time of the most recent probes, in a fixed table

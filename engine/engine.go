@@ -42,6 +42,33 @@ type Config struct {
 	Ifindexes []int
 	// Timeout after which a reply is stale (socket engine's matcher).
 	Timeout time.Duration
+	// DontFragment sets DF on IPv4 probes (path MTU discovery, with trace.Probe.Size).
+	DontFragment bool
+}
+
+// sizedPayloads is the payload of each probe size a run asks for (path MTU discovery
+// uses a handful: the interface MTU and the MTUs routers report). Not safe for
+// concurrent use: the engines send from one goroutine.
+type sizedPayloads struct {
+	base  probe.Payload
+	sized map[[2]uint16]probe.Payload // (size, family) -> payload
+}
+
+// of is the payload that makes flow f's probes size bytes long (0: the base payload).
+func (s *sizedPayloads) of(f probe.Flow, size uint16) probe.Payload {
+	if size == 0 {
+		return s.base
+	}
+	k := [2]uint16{size, uint16(f.Family())}
+	if p, ok := s.sized[k]; ok {
+		return p
+	}
+	if s.sized == nil {
+		s.sized = map[[2]uint16]probe.Payload{}
+	}
+	p, _ := s.base.Sized(f, int(size))
+	s.sized[k] = p
+	return p
 }
 
 // shape is the flows that describe the run: all of them, or Shape for FlowOf.
@@ -228,18 +255,12 @@ func toTraceProbe(target int, id probe.ID) trace.Probe {
 	return trace.Probe{Target: target, TTL: id.TTL(), Attempt: id.Attempt()}
 }
 
-func kindOf(k probe.Kind) (trace.Kind, bool) {
+// kindOf says whether trace uses replies of kind k.
+func kindOf(k probe.Kind) (probe.Kind, bool) {
 	switch k {
-	case probe.KindTimeExceeded:
-		return trace.KindTimeExceeded, true
-	case probe.KindUnreachable:
-		return trace.KindUnreachable, true
-	case probe.KindEchoReply:
-		return trace.KindEcho, true
-	case probe.KindSTUN:
-		return trace.KindSTUN, true
-	case probe.KindTCP:
-		return trace.KindTCP, true
+	case probe.KindTimeExceeded, probe.KindUnreachable, probe.KindPacketTooBig,
+		probe.KindEchoReply, probe.KindSTUN, probe.KindTCP:
+		return k, true
 	}
 	return 0, false
 }

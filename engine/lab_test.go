@@ -113,7 +113,7 @@ func checkTruth(t *testing.T, l *lab.Lab, kind string, dst netip.Addr, sport uin
 		fam = lab.IPv6
 	}
 	for _, rep := range r.Hops[r.DestTTL-1].Replies {
-		if rep == nil || rep.Kind != trace.KindSTUN || rep.From != tt.STUNReplyFrom() || rep.STUN == nil || rep.STUN.Class != "success" {
+		if rep == nil || rep.Kind != probe.KindSTUN || rep.From != tt.STUNReplyFrom() || rep.STUN == nil || rep.STUN.Class != "success" {
 			t.Fatalf("%s %s: destination answer %+v, want STUN success from %s", kind, dst, rep, tt.STUNReplyFrom())
 		}
 		// No NAT in the lab: the relay sees our own source address and port.

@@ -17,11 +17,12 @@ import (
 // Socket is the plain-socket engine: the fallback where BPF cannot load, and the yardstick
 // the eBPF engine is measured against.
 type Socket struct {
-	cfg    Config
-	ft     *flowTable
-	sender *probe.Sender
-	files  []*os.File
-	mu     sync.Mutex // guards matcher, old, rotated
+	cfg      Config
+	ft       *flowTable
+	sender   *probe.Sender
+	payloads sizedPayloads
+	files    []*os.File
+	mu       sync.Mutex // guards matcher, old, rotated
 	// Outstanding probes live in two generations so memory stays bounded on long runs:
 	// every Timeout, or every maxGeneration probes, the current matcher becomes the old
 	// one and the old one is dropped. A probe is thus kept for at least Timeout (a reply
@@ -53,6 +54,8 @@ func NewSocket(cfg Config) (*Socket, error) {
 	if s.sender, err = probe.NewSender(v4, v6); err != nil {
 		return nil, err
 	}
+	s.sender.DontFragment(cfg.DontFragment)
+	s.payloads.base = cfg.Payload
 	// Receivers are opened before the first probe leaves, so no early answer is lost.
 	if v4 {
 		if err := s.openRaw(unix.AF_INET, unix.IPPROTO_ICMP, kindICMP); err != nil {
@@ -127,10 +130,8 @@ func (s *Socket) Send(p trace.Probe) error {
 		return err
 	}
 	now := time.Now().UnixNano()
-	pr := probe.Probe{Flow: f, Tag: tagOf(p.Target), ID: id, TTL: p.TTL, SentNS: now}
-	if f.Proto == probe.ProtoUDP {
-		pr.Checksum = uint16(id)
-	}
+	pr := sentProbe(f, tagOf(p.Target), id)
+	pr.SentNS = now
 	s.mu.Lock()
 	if now-s.rotated >= int64(s.cfg.Timeout) || s.matcher.Len() >= maxGeneration {
 		s.old, s.matcher, s.rotated = s.matcher, s.newMatcher(), now
@@ -140,7 +141,7 @@ func (s *Socket) Send(p trace.Probe) error {
 	if err != nil {
 		return fmt.Errorf("register probe: %w", err)
 	}
-	return s.sender.Send(f, id, p.TTL, tagOf(p.Target), s.cfg.Nonce, s.cfg.Payload)
+	return s.sender.Send(f, id, p.TTL, tagOf(p.Target), s.cfg.Nonce, s.payloads.of(f, p.Size))
 }
 
 // maxGeneration caps the probes of one matcher generation (see Socket.matcher).
@@ -226,6 +227,12 @@ func (s *Socket) openUDP() error {
 		}
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		// The relay's answer's TTL, as the eBPF engine reports it (return-path length).
+		if family == unix.AF_INET {
+			_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVTTL, 1)
+		} else {
+			_ = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1)
+		}
 		bigReceiveBuffer(fd)
 		if err := unix.Bind(fd, sa); err != nil {
 			unix.Close(fd)
@@ -290,6 +297,9 @@ func (s *Socket) recvLoop(f *os.File, family int, kind sockKind) {
 		switch {
 		case kind == kindUDP:
 			r, err = probe.ParseSTUNAnswer(src, buf[:n], s.cfg.Nonce)
+			if hopLimit > 0 {
+				r.ReplyTTL = uint8(hopLimit)
+			}
 		case kind == kindTCP && family == unix.AF_INET:
 			r, err = probe.ParseTCPv4(buf[:n])
 		case kind == kindTCP:
@@ -324,27 +334,17 @@ func (s *Socket) recvLoop(f *os.File, family int, kind sockKind) {
 }
 
 func (s *Socket) convert(r *probe.Reply, m *probe.MatchResult) (trace.Reply, bool) {
-	kind, ok := kindOf(r.Kind)
-	if !ok {
-		return trace.Reply{}, false
-	}
 	t, ok := s.ft.lookup(m.Probe.Flow.Dst, m.Probe.Flow.SPort)
 	if !ok {
 		return trace.Reply{}, false
 	}
-	rep := trace.Reply{
-		Probe: toTraceProbe(t, m.Probe.ID), Kind: kind, From: r.Responder.Unmap(),
-		RTT: time.Duration(m.RTTNS), ICMPType: r.ICMPType, ICMPCode: r.ICMPCode,
-		ReplyTTL: r.ReplyTTL, QuotedTTL: r.QuotedTTL, NAT: natNote(m.Flags, r.Quoted.Src),
-		MPLS: mplsOf(r.ExtRaw), Received: time.Now(),
-	}
-	if kind == trace.KindSTUN {
-		rep.STUN = stunInfo(&r.STUN)
-	}
-	return rep, true
+	rep, ok := traceReply(t, m.Probe.ID, r, m.Flags)
+	rep.RTT = time.Duration(m.RTTNS)
+	return rep, ok
 }
 
-// parseCmsgs extracts SCM_TIMESTAMPNS (CLOCK_REALTIME ns) and IPV6_HOPLIMIT.
+// parseCmsgs extracts SCM_TIMESTAMPNS (CLOCK_REALTIME ns) and the reply's TTL
+// (IPV6_HOPLIMIT, or IP_TTL on the UDP sockets).
 func parseCmsgs(oob []byte) (rxNS int64, hopLimit int) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
@@ -356,7 +356,8 @@ func parseCmsgs(oob []byte) (rxNS int64, hopLimit int) {
 			sec := int64(binary.NativeEndian.Uint64(m.Data[0:8]))
 			nsec := int64(binary.NativeEndian.Uint64(m.Data[8:16]))
 			rxNS = sec*1e9 + nsec
-		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_HOPLIMIT && len(m.Data) >= 4:
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_HOPLIMIT && len(m.Data) >= 4,
+			m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_TTL && len(m.Data) >= 4:
 			hopLimit = int(binary.NativeEndian.Uint32(m.Data[0:4]))
 		}
 	}

@@ -16,10 +16,13 @@ type Kind uint8
 
 const (
 	KindTimeExceeded Kind = 1 // ICMP 11 / ICMPv6 3 quoting a probe
-	KindDestUnreach  Kind = 2 // ICMP 3 / ICMPv6 1 quoting a probe
+	KindDestUnreach  Kind = 2 // ICMP 3 (not code 4) / ICMPv6 1 quoting a probe
 	KindEcho         Kind = 3 // echo reply to an ICMP echo probe
 	KindSTUN         Kind = 4 // STUN/TURN answer carrying our nonce
 	KindTCP          Kind = 5 // TCP SYN-ACK or RST answering a SYN probe
+	// KindPacketTooBig: ICMP 3 code 4 (Fragmentation Needed) / ICMPv6 2 (Packet Too Big)
+	// quoting a probe; Event.MTU is the next-hop MTU.
+	KindPacketTooBig Kind = 6
 )
 
 func (k Kind) String() string {
@@ -34,6 +37,8 @@ func (k Kind) String() string {
 		return "stun"
 	case KindTCP:
 		return "tcp"
+	case KindPacketTooBig:
+		return "packet-too-big"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -71,7 +76,9 @@ type Event struct {
 	ID    uint16 // probe id
 
 	ICMPType, ICMPCode uint8
-	ICMPInfo           uint32 // ICMP header bytes 4..7 (next-hop MTU, RFC 4884 length, ...)
+	// ICMPInfo is ICMP header bytes 4..7 (RFC 4884 length, ...), except for
+	// KindPacketTooBig, where the kernel has put the MTU alone there (see MTU).
+	ICMPInfo uint32
 
 	QuotedTTL       uint8  // TTL / hop limit in the quote (ICMP errors)
 	ReplyTTL        uint8  // TTL / hop limit of the reply itself
@@ -101,6 +108,16 @@ func (e *Event) RTT() time.Duration {
 		return 0
 	}
 	return time.Duration(e.RxNs - e.TxNs)
+}
+
+// MTU is the next-hop MTU a KindPacketTooBig event reports (ICMPv4 bytes 6..7, RFC 1191;
+// ICMPv6 bytes 4..7), 0 for every other kind. A Fragmentation Needed from a router older
+// than RFC 1191 says 0 too: the MTU is then unknown.
+func (e *Event) MTU() uint32 {
+	if e.Kind != KindPacketTooBig {
+		return 0
+	}
+	return e.ICMPInfo
 }
 
 // Key is the `sent` key the event was matched with.

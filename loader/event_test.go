@@ -26,6 +26,7 @@ func TestStructLayout(t *testing.T) {
 		{"sizeof(tp_event)", unsafe.Sizeof(e), 232},
 		{"responder", unsafe.Offsetof(e.Responder), 16},
 		{"flowtag", unsafe.Offsetof(e.Flowtag), 64},
+		{"icmp_info", unsafe.Offsetof(e.IcmpInfo), 68}, // the MTU of TP_KIND_PKT_TOO_BIG
 		{"sport", unsafe.Offsetof(e.Sport), 76},
 		{"ext_len", unsafe.Offsetof(e.ExtLen), 90},
 		{"kind", unsafe.Offsetof(e.Kind), 92},
@@ -81,6 +82,33 @@ func TestDecodeEvent(t *testing.T) {
 	r.ExtLen = 999 // corrupt: clamped
 	if e, _ := DecodeEvent(rawEvent(r)); len(e.Ext) != ExtMax {
 		t.Errorf("ext %d bytes", len(e.Ext))
+	}
+}
+
+// TestEventMTU: the MTU is read only from a packet-too-big event, whose icmp_info the
+// kernel has reduced to it; other kinds' icmp_info (RFC 4884 length...) is no MTU.
+func TestEventMTU(t *testing.T) {
+	for _, c := range []struct {
+		kind Kind
+		info uint32
+		want uint32
+	}{
+		{KindPacketTooBig, 1300, 1300},
+		{KindPacketTooBig, 0x01000500, 0x01000500}, // IPv6 jumbo
+		{KindPacketTooBig, 0, 0},                   // Fragmentation Needed before RFC 1191
+		{KindDestUnreach, 32<<16 | 1300, 0},
+		{KindTimeExceeded, 1300, 0},
+	} {
+		e, err := DecodeEvent(rawEvent(TurnpathTpEvent{Kind: uint8(c.kind), IcmpInfo: c.info}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.MTU(); got != c.want {
+			t.Errorf("%v with icmp_info %#x: MTU %d, want %d", c.kind, c.info, got, c.want)
+		}
+	}
+	if s := KindPacketTooBig.String(); s != "packet-too-big" {
+		t.Errorf("KindPacketTooBig is %q", s)
 	}
 }
 

@@ -317,7 +317,37 @@ func (s Stats) sub(b Stats) Stats {
 	}
 }
 
+// rxHook is where the reply matcher (rx_frame) runs: XDP, or TCX ingress for a run that
+// found the XDP hook taken. Cases state XDP verdicts; at TCX ingress XDPDrop stands for
+// TCXDrop and XDPPass for TCX_NEXT (TCActUnspec).
+type rxHook struct {
+	name       string
+	run        func(*Objects, []byte) (uint32, error)
+	drop, pass uint32
+}
+
+var (
+	atXDP = rxHook{"xdp", (*Objects).RunXDP, XDPDrop, XDPPass}
+	atTCX = rxHook{"tcx", (*Objects).RunTCXIngress, TCXDrop, TCActUnspec}
+)
+
+// verdict is the hook's verdict for an XDP one.
+func (h rxHook) verdict(xdp uint32) uint32 {
+	switch xdp {
+	case XDPDrop:
+		return h.drop
+	case XDPPass:
+		return h.pass
+	}
+	return xdp
+}
+
 func runXDPCases(t *testing.T, o *Objects, cases []xdpCase) {
+	runRxCases(t, o, atXDP, cases)
+}
+
+// runRxCases runs the cases through the matcher at hook h.
+func runRxCases(t *testing.T, o *Objects, h rxHook, cases []xdpCase) {
 	rd := eventsT(t, o)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -332,12 +362,12 @@ func runXDPCases(t *testing.T, o *Objects, cases []xdpCase) {
 			before := stats(t, o)
 			runs := max(c.runs, 1)
 			for range runs {
-				ret, err := o.RunXDP(c.frame)
+				ret, err := h.run(o, c.frame)
 				if err != nil {
-					t.Fatalf("run xdp: %v", err)
+					t.Fatalf("run %s: %v", h.name, err)
 				}
-				if ret != c.verdict {
-					t.Fatalf("verdict %d, want %d", ret, c.verdict)
+				if w := h.verdict(c.verdict); ret != w {
+					t.Fatalf("%s verdict %d, want %d", h.name, int32(ret), int32(w))
 				}
 			}
 			evs := readEvents(t, rd, c.events)
@@ -901,14 +931,23 @@ func goReply(t *testing.T, pkt []byte) probe.Reply {
 }
 
 // sameAsGo checks that the kernel's event names the probe the Go reply
-// parser names: base F (Quoted.SPort), id, identifier, probe destination.
+// parser names: source port (ICMP echo: base F; Quoted.SPort), id, echo
+// identifier, probe destination; and that both read the same packet-too-big
+// MTU out of it.
 func sameAsGo(t *testing.T, e Event, reply []byte) {
 	t.Helper()
 	r := goReply(t, reply)
 	want(t, "sport vs Go", e.SPort, r.Quoted.SPort)
 	want(t, "id vs Go", e.ID, uint16(r.ID))
-	want(t, "identifier vs Go", e.DPort, r.ICMPIdent)
+	if e.Proto == ProtoICMP || e.Proto == ProtoICMPv6 {
+		want(t, "identifier vs Go", e.DPort, r.ICMPIdent)
+	}
 	want(t, "target vs Go", e.Target, r.Quoted.Dst)
+	// probe.ParseICMPv4 files Fragmentation Needed under Unreachable (its code 4)
+	// with the MTU set; either way it is what the kernel calls packet too big.
+	goTooBig := r.Kind == probe.KindPacketTooBig || e.Family == 4 && r.Kind == probe.KindUnreachable && r.ICMPCode == 4
+	want(t, "packet too big vs Go", e.Kind == KindPacketTooBig, goTooBig)
+	want(t, "MTU vs Go", e.MTU(), r.MTU)
 }
 
 func TestXDPICMPEcho(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 )
 
 // graph assembles the result from the last planning pass.
-func (r *run) graph() *Graph {
+func (r *explorer) graph() *Graph {
 	o := &r.o
 	g := &Graph{Mode: "mda-lite", Confidence: o.Confidence, Sent: r.sent, Answered: r.answered,
 		Rounds: r.rounds, Truncated: r.truncated}
@@ -331,7 +331,7 @@ func diamonds(g *Graph) []Diamond {
 type lk struct{ a, b vkey }
 
 // link adds flow f's link from TTL t to t+1, if it has one.
-func (r *run) link(links map[lk]*Link, f *flow, t int, measured bool) {
+func (r *explorer) link(links map[lk]*Link, f *flow, t int, measured bool) {
 	h := &f.hops[t+1]
 	if !h.keyed || r.beyond(f, t+1) || f.hops[t].keyed != measured {
 		return

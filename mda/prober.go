@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/turnpath/turnpath/pace"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
 )
@@ -69,7 +70,8 @@ func (l Layout) EngineFlows(tmpl []probe.Flow) []probe.Flow {
 // ProberOptions tune how an EngineProber waits and paces.
 type ProberOptions struct {
 	// Wait caps the wait for answers after a batch's last send; the wait adapts to
-	// 3x the largest RTT seen + 10ms, but never below MinWait.
+	// the RTTs seen (pace.Timeout: 3x the largest + 10ms), but never below MinWait.
+	// Until an answer is seen it is Wait: answers after it are lost.
 	Wait, MinWait time.Duration
 	// Rate caps the probes per second (0: no cap); Burst probes may leave back to back.
 	Rate  float64
@@ -88,19 +90,18 @@ type EngineProber struct {
 	eng     trace.Engine
 	layout  Layout
 	targets []netip.Addr
-	opt     ProberOptions
 
 	mu      sync.Mutex
 	batch   map[int]*Answer // by slot (engine target <<8 | TTL) of the batch in flight
 	pending int
 	idle    chan struct{} // signalled when pending reaches 0
-	maxRTT  time.Duration
+	timeout pace.Timeout
 	attempt map[int]uint8 // next attempt per slot: sends of one (flow, TTL) stay distinct
 
-	nextSend time.Time // pacing
-	done     chan struct{}
-	wg       sync.WaitGroup
-	stop     sync.Once
+	bucket *pace.Bucket // Probe's sends; batches do not overlap
+	done   chan struct{}
+	wg     sync.WaitGroup
+	stop   sync.Once
 }
 
 // NewEngineProber drives eng, which must have been built with layout.EngineFlows(...)
@@ -112,14 +113,10 @@ func NewEngineProber(eng trace.Engine, layout Layout, targets []netip.Addr, opt 
 	if opt.Wait <= 0 {
 		return nil, errors.New("wait must be positive")
 	}
-	if opt.MinWait <= 0 || opt.MinWait > opt.Wait {
-		opt.MinWait = opt.Wait
-	}
-	if opt.Burst < 1 {
-		opt.Burst = 1
-	}
-	p := &EngineProber{eng: eng, layout: layout, targets: targets, opt: opt,
-		idle: make(chan struct{}, 1), attempt: map[int]uint8{}, done: make(chan struct{})}
+	p := &EngineProber{eng: eng, layout: layout, targets: targets,
+		timeout: pace.Timeout{Min: opt.MinWait, Max: opt.Wait, MaxUntilRTT: true},
+		bucket:  pace.NewBucket(opt.Rate, opt.Burst),
+		idle:    make(chan struct{}, 1), attempt: map[int]uint8{}, done: make(chan struct{})}
 	p.wg.Add(1)
 	go p.readLoop()
 	return p, nil
@@ -163,10 +160,10 @@ func (p *EngineProber) deliver(rep *trace.Reply) {
 		// wildcard-bound relay may answer from another of its addresses). Other errors
 		// (a router's net unreachable) end the flow at that router.
 		a.Dest, a.From = true, p.targets[a.Target]
-	} else if rep.Kind == trace.KindUnreachable {
+	} else if rep.Kind == probe.KindUnreachable {
 		a.Unreachable = true
 	}
-	p.maxRTT = max(p.maxRTT, rep.RTT)
+	p.timeout.Observe(rep.RTT)
 	p.pending--
 	if p.pending == 0 {
 		select {
@@ -211,7 +208,7 @@ func (p *EngineProber) Probe(ctx context.Context, reqs []Request) ([]Answer, err
 	}()
 
 	for _, pr := range probes {
-		if err := p.pace(ctx); err != nil {
+		if err := p.bucket.Wait(ctx, pace.System); err != nil {
 			return nil, err
 		}
 		if err := p.eng.Send(pr); err != nil {
@@ -219,7 +216,7 @@ func (p *EngineProber) Probe(ctx context.Context, reqs []Request) ([]Answer, err
 		}
 	}
 	p.mu.Lock()
-	wait := p.waitLocked()
+	wait := p.timeout.Duration()
 	left := p.pending
 	p.mu.Unlock()
 	if left > 0 {
@@ -252,35 +249,4 @@ func (p *EngineProber) Probe(ctx context.Context, reqs []Request) ([]Answer, err
 		}
 	}
 	return out, nil
-}
-
-func (p *EngineProber) waitLocked() time.Duration {
-	if p.maxRTT == 0 {
-		return p.opt.Wait
-	}
-	return min(max(3*p.maxRTT+10*time.Millisecond, p.opt.MinWait), p.opt.Wait)
-}
-
-// pace lets Burst probes leave back to back and holds the long-run rate at Rate.
-func (p *EngineProber) pace(ctx context.Context) error {
-	if p.opt.Rate <= 0 {
-		return ctx.Err()
-	}
-	interval := time.Duration(float64(time.Second) / p.opt.Rate)
-	now := time.Now()
-	// The schedule may run ahead of now by at most Burst intervals.
-	if floor := now.Add(-time.Duration(p.opt.Burst) * interval); p.nextSend.Before(floor) {
-		p.nextSend = floor
-	}
-	p.nextSend = p.nextSend.Add(interval)
-	if d := p.nextSend.Sub(now); d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return ctx.Err()
 }

@@ -54,9 +54,9 @@ func (e *simEngine) Send(p trace.Probe) error {
 		return err
 	}
 	a := as[0]
-	rep := trace.Reply{Probe: p, From: a.From, RTT: a.RTT, Kind: trace.KindTimeExceeded, ICMPType: 11}
+	rep := trace.Reply{Probe: p, From: a.From, RTT: a.RTT, Kind: probe.KindTimeExceeded, ICMPType: 11}
 	if a.Dest {
-		rep.Kind, rep.From = trace.KindSTUN, e.relay
+		rep.Kind, rep.From = probe.KindSTUN, e.relay
 	}
 	if delay > 0 {
 		go func() { time.Sleep(delay); e.replies <- rep }()

@@ -15,7 +15,7 @@ const (
 	psUnusable                // given up, or past the flow's destination
 )
 
-func (r *run) status(f *flow, t int) pstatus {
+func (r *explorer) status(f *flow, t int) pstatus {
 	if t > r.o.MaxTTL || r.beyond(f, t) {
 		return psUnusable
 	}
@@ -23,7 +23,7 @@ func (r *run) status(f *flow, t int) pstatus {
 	switch {
 	case h.keyed:
 		return psResolved
-	case h.st == stLost:
+	case h.st == stGivenUp:
 		return psUnusable
 	case h.st == stUnprobed && !h.want:
 		return psFree
@@ -33,7 +33,7 @@ func (r *run) status(f *flow, t int) pstatus {
 
 // pick makes sure need of the candidate flows are (or will be) observed at TTL t, picking
 // free ones in order. It returns how many are missing.
-func (r *run) pick(cands []int, t, need int) int {
+func (r *explorer) pick(cands []int, t, need int) int {
 	have := 0
 	for _, i := range cands {
 		if r.status(r.flows[i], t) == psResolved {
@@ -59,7 +59,7 @@ func (r *run) pick(cands []int, t, need int) int {
 
 // missing is pick without picking: how many of need flows at TTL t the candidates lack,
 // counting the ones observed or on their way.
-func (r *run) missing(cands []int, t, need int) int {
+func (r *explorer) missing(cands []int, t, need int) int {
 	for _, i := range cands {
 		if s := r.status(r.flows[i], t); s == psResolved || s == psPending {
 			need--
@@ -71,7 +71,7 @@ func (r *run) missing(cands []int, t, need int) int {
 // fresh wants n more flows probed at TTL t. With prefer, only flows that can get to those
 // vertices at t-1: first flows known there, then flows not known at t-1, then new flows;
 // without, any flow that reaches t.
-func (r *run) fresh(t, n int, prefer map[vkey]bool) {
+func (r *explorer) fresh(t, n int, prefer map[vkey]bool) {
 	try := func(f *flow, known bool) {
 		if n <= 0 || r.status(f, t) != psFree || (f.dmin > 0 && f.dmin < t) {
 			return
@@ -100,7 +100,7 @@ func (r *run) fresh(t, n int, prefer map[vkey]bool) {
 
 // rules walks the layers (TTL t to t+1) from the prober outward and applies the stopping
 // rules; see the package documentation.
-func (r *run) rules() {
+func (r *explorer) rules() {
 	o := &r.o
 	first := o.FirstTTL
 	// The deepest TTL with a live vertex, and with an answer.
@@ -217,7 +217,7 @@ ahead:
 
 // branching applies the rules to a layer whose near end has several vertices (or, in full
 // MDA, to every layer): flows to t+1 must be known at t.
-func (r *run) branching(t int, single bool) {
+func (r *explorer) branching(t int, single bool) {
 	o := &r.o
 	first := o.FirstTTL
 	var near []vkey
@@ -363,7 +363,7 @@ func (r *run) branching(t int, single bool) {
 	for _, f := range r.flows {
 		if r.status(f, t) == psPending {
 			pending++
-			if h := &f.hops[t]; h.st == stSilent || h.hold {
+			if h := &f.hops[t]; h.st.silent() || h.st == stHeld {
 				unkeyed++ // waiting for its vertex at t-1, or for what its silence means
 			}
 		}
@@ -458,7 +458,7 @@ type vertexAgg struct {
 }
 
 // aggregate collects every vertex's next hops over all TTLs.
-func (r *run) aggregate() {
+func (r *explorer) aggregate() {
 	if r.agg == nil {
 		r.agg = map[vkey]*vertexAgg{}
 	}
@@ -501,7 +501,7 @@ func (r *run) aggregate() {
 	}
 }
 
-func (r *run) aggOf(u vkey) *vertexAgg {
+func (r *explorer) aggOf(u vkey) *vertexAgg {
 	if a := r.agg[u]; a != nil {
 		return a
 	}
@@ -511,7 +511,7 @@ func (r *run) aggOf(u vkey) *vertexAgg {
 // traceBack is edge discovery backwards: every vertex at t+1 needs one flow measured at t
 // too. Inferring where a flow was (see keyAt) is not enough: it would hide a vertex
 // missed at t, which this measurement reveals.
-func (r *run) traceBack(t int) {
+func (r *explorer) traceBack(t int) {
 	ly1 := &r.layers[t+1]
 	for _, v := range ly1.order {
 		var cand *flow

@@ -20,7 +20,7 @@ func newKnowledge() *knowledge {
 // the vertices expected at t, and returns those expected at t+1. It can when every
 // vertex seen at t was expected and has known next hops, and every vertex and link seen
 // at t+1 is one of them. Layers are only taken as a prefix from the prober outward.
-func (r *run) inherit(t int, expect map[vkey]bool) (map[vkey]bool, bool) {
+func (r *explorer) inherit(t int, expect map[vkey]bool) (map[vkey]bool, bool) {
 	k := r.known
 	var near []vkey
 	if t < r.o.FirstTTL {
@@ -58,7 +58,7 @@ func (r *run) inherit(t int, expect map[vkey]bool) (map[vkey]bool, bool) {
 }
 
 // record adds what this run established to the knowledge.
-func (r *run) record() {
+func (r *explorer) record() {
 	if r.known == nil || r.truncated != "" {
 		return
 	}
@@ -147,9 +147,9 @@ func runMany(ctx context.Context, p Prober, targets []netip.Addr, opts Options, 
 			wave = 1
 		}
 		size := min(wave, len(targets)-next)
-		runs := make([]*run, size)
+		runs := make([]*explorer, size)
 		for j := range runs {
-			runs[j] = newRun(p, next+j, opts, known)
+			runs[j] = newExplorer(p, next+j, opts, known)
 			runs[j].limited = limited
 		}
 		start := runs[0].now()

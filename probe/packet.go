@@ -133,7 +133,7 @@ func l4Len(f Flow, p Payload) int {
 	case ProtoUDP:
 		return udpHeaderLen + p.Len()
 	case ProtoICMP:
-		return icmpHeaderLen + icmpEchoTagLen + len(p.user)
+		return icmpHeaderLen + icmpEchoTagLen + len(p.user) + p.pad
 	case ProtoTCP:
 		return tcpHeaderLen
 	}
@@ -289,7 +289,7 @@ func (b *Builder) Build(dst []byte, f Flow, id ID, ttl uint8, tag FlowTag, nonce
 		binary.BigEndian.PutUint16(l4[6:], uint16(id))
 		binary.BigEndian.PutUint32(l4[8:], nonce)
 		binary.BigEndian.PutUint32(l4[12:], uint32(tag))
-		copy(l4[16:], p.user)
+		clear(l4[16+copy(l4[16:], p.user):]) // the padding of a sized probe
 		var acc uint64
 		if fam == IPv6 {
 			acc = asum + uint64(wire) + uint64(ll)

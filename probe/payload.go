@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -47,6 +48,7 @@ type Payload struct {
 	tmpl  []byte // whole UDP payload; nil for the zero value (none)
 	steer int    // offset of the 2 steering bytes in the UDP payload
 	user  []byte // hex: the user's bytes (also used as ICMP echo data)
+	pad   int    // ICMP echo: zero bytes after the user's (Sized); UDP: in tmpl
 }
 
 // ParsePayload parses a payload spec: "stun", "turn", "ms-turn", "none" or
@@ -116,6 +118,54 @@ func parseHex(s string) ([]byte, error) {
 		return nil, fmt.Errorf("invalid hex payload: %d bytes, at most %d", len(b), MaxHexPayload)
 	}
 	return b, nil
+}
+
+// paddingAttr is the STUN attribute that makes a STUN probe bigger (Sized):
+// comprehension-optional (>= 0x8000), so servers ignore it (RFC 5389 section 7.3.1)
+// and still answer, and unassigned, so no server gives it a meaning.
+const paddingAttr = 0x8fff
+
+// Sized returns the payload that makes flow f's probes pktLen bytes long (IP header
+// included), for path MTU discovery, and the length they really get: a STUN message
+// grows by whole 32-bit words (one comprehension-optional attribute, ignored by
+// servers), other UDP payloads and ICMP echo data by zero bytes. A length below the
+// natural one gives the natural one; TCP SYNs do not grow.
+func (p Payload) Sized(f Flow, pktLen int) (Payload, int) {
+	natural := PacketLen(f, p)
+	extra := pktLen - natural
+	if extra <= 0 || f.Proto == ProtoTCP {
+		return p, natural
+	}
+	switch f.Proto {
+	case ProtoICMP:
+		q := p
+		q.pad += extra
+		return q, natural + extra
+	case ProtoUDP:
+		q := p
+		if p.IsSTUN() {
+			extra &^= 3
+			if extra < 4 {
+				return p, natural
+			}
+			t := make([]byte, len(p.tmpl)+extra)
+			copy(t, p.tmpl)
+			a := t[len(p.tmpl):]
+			binary.BigEndian.PutUint16(a[0:], paddingAttr)
+			binary.BigEndian.PutUint16(a[2:], uint16(extra-4))
+			binary.BigEndian.PutUint16(t[2:], binary.BigEndian.Uint16(t[2:])+uint16(extra))
+			q.tmpl = t
+			return q, natural + extra
+		}
+		t := make([]byte, p.Len()+extra)
+		copy(t, p.Template())
+		q.tmpl = t
+		if p.user != nil {
+			q.user = t[:len(p.user):len(p.user)]
+		}
+		return q, natural + extra
+	}
+	return p, natural
 }
 
 // Kind returns the payload kind.

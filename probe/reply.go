@@ -16,7 +16,7 @@ const (
 	KindUnknown      Kind = iota
 	KindTimeExceeded      // ICMP 11 / ICMPv6 3
 	KindUnreachable       // ICMP 3 / ICMPv6 1, all codes
-	KindPacketTooBig      // ICMPv6 2 (ICMPv4 uses Unreachable code 4)
+	KindPacketTooBig      // ICMPv6 2, ICMPv4 3 code 4 (fragmentation needed)
 	KindParamProblem      // ICMP 12 / ICMPv6 4
 	KindEchoReply         // ICMP 0 / ICMPv6 129
 	KindSTUN              // STUN/TURN answer from the relay
@@ -59,8 +59,8 @@ type Reply struct {
 	ICMPType uint8
 	ICMPCode uint8
 	ReplyTTL uint8 // TTL / hop limit the reply arrived with (0 if unknown)
-	// MTU is the next-hop MTU of ICMPv4 Unreachable code 4 and ICMPv6
-	// Packet Too Big (0 otherwise).
+	// MTU is the next-hop MTU of KindPacketTooBig (ICMPv4 Unreachable code 4,
+	// ICMPv6 Packet Too Big; 0 otherwise).
 	MTU uint32
 	// Pointer is the Parameter Problem pointer.
 	Pointer uint32
@@ -109,6 +109,14 @@ type Reply struct {
 
 	// STUN is set for KindSTUN.
 	STUN STUNInfo
+
+	// KernelMatched: the reply was matched in the kernel (the eBPF engine's event),
+	// not parsed from the packet here. Where that differs by nature: the kernel keyed
+	// the match on the quoted destination and source port (a NAT rewrite of either
+	// leaves the reply unmatched, so FlagNATDst/FlagNATPort never show), on TCP's
+	// seq>>16 (QuotedTCPSeq is that id << 16), and it does not verify the ICMP checksum
+	// (BadChecksum is always false). Quoted.Tag is not copied.
+	KernelMatched bool
 }
 
 // Parse errors. They are static values: parsing never allocates.
@@ -222,6 +230,9 @@ func parseICMP(fam Family, icmp []byte, r *Reply) error {
 		case icmp4Unreachable:
 			r.Kind, lenAt, lenUnit = KindUnreachable, 5, 4
 			if icmp[1] == 4 {
+				// Fragmentation needed: the IPv4 packet too big, one kind for both
+				// families (RFC 1191 next-hop MTU; 0 from older routers).
+				r.Kind = KindPacketTooBig
 				r.MTU = uint32(binary.BigEndian.Uint16(icmp[6:]))
 			}
 		case icmp4ParamProblem:

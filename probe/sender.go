@@ -18,6 +18,11 @@ type Sender struct {
 	buf      []byte
 }
 
+// DontFragment sets DF on the IPv4 probes sent from now on (path MTU discovery: a router
+// answers a probe too big for the next link with fragmentation needed instead of
+// fragmenting it). IPv6 routers never fragment.
+func (s *Sender) DontFragment(on bool) { s.b.DontFragment = on }
+
 // NewSender opens the raw sockets for the families needed.
 func NewSender(v4, v6 bool) (*Sender, error) {
 	s := &Sender{fd4: -1, fd6: -1}

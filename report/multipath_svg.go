@@ -7,6 +7,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/turnpath/turnpath/mda"
 )
 
 // The SVG picture is laid out here, without Graphviz: one column per TTL from left to
@@ -400,9 +402,9 @@ func (p *svgPanel) drawBox(s *svgWriter, it *svgItem, x, w, y float64) {
 			fill, dash, text = colSilent, ` stroke-dasharray="4 3"`, "#495057"
 		case n.Dest:
 			fill, line, width = colDest, colDestLine, 2
-		case r&(roleDiverge|roleConverge) != 0:
+		case r&(mda.RoleDivergence|mda.RoleConvergence) != 0:
 			fill, line, width = colEnd, colEndLine, 2
-		case r&roleInside != 0:
+		case r&mda.RoleInside != 0:
 			fill = colInside
 		}
 		if n.Shared {

@@ -7,9 +7,9 @@ package report
 import (
 	"fmt"
 	"net/netip"
-	"sort"
 	"time"
 
+	"github.com/turnpath/turnpath/hopstat"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
 )
@@ -102,7 +102,8 @@ type TargetInfo struct {
 // Namer returns the PTR name of an address ("" if none); nil disables names.
 type Namer func(netip.Addr) string
 
-// Build assembles one target's report.
+// Build assembles one target's report. The statistics and hints are package hopstat's
+// (trace.HopStats): this only puts them into words.
 func Build(info TargetInfo, res trace.Result, names Namer) Target {
 	t := Target{
 		Name: info.Name, Address: info.Addr.String(), Source: info.Source.String(),
@@ -110,8 +111,14 @@ func Build(info TargetInfo, res trace.Result, names Namer) Target {
 		Started: res.Start, Finished: res.End, DurationMS: ms(res.End.Sub(res.Start)),
 	}
 	t.How = "no answer from the destination"
-	for _, h := range res.Hops {
-		hop := buildHop(h, info.Family, names)
+	stats := trace.HopStats(res, ReturnHops)
+	notes := map[int][]string{}
+	for _, h := range hopstat.Hints(stats) {
+		notes[h.TTL] = append(notes[h.TTL], hintNote(h))
+	}
+	for i, h := range res.Hops {
+		hop := buildHop(h, &stats[i], names)
+		hop.Notes = notes[h.TTL]
 		if h.TTL == res.DestTTL {
 			for _, r := range h.Replies {
 				if r != nil {
@@ -122,14 +129,11 @@ func Build(info TargetInfo, res trace.Result, names Namer) Target {
 		}
 		t.Hops = append(t.Hops, hop)
 	}
-	flagInversions(t.Hops)
 	return t
 }
 
-func buildHop(h trace.Hop, family int, names Namer) Hop {
-	hop := Hop{TTL: h.TTL, Sent: len(h.Replies), Addresses: []string{}}
-	count := map[netip.Addr]int{}
-	var rtts []float64
+func buildHop(h trace.Hop, st *hopstat.Hop, names Namer) Hop {
+	hop := Hop{TTL: h.TTL, Sent: st.Sent(), Received: st.Received(), LossPct: st.Loss(), Addresses: []string{}}
 	for a, r := range h.Replies {
 		p := Probe{Attempt: a}
 		if r != nil {
@@ -137,7 +141,7 @@ func buildHop(h trace.Hop, family int, names Namer) Hop {
 			p.From = r.From.String()
 			p.RTTMS = ms(r.RTT)
 			p.KernelTS = r.Kernel
-			p.Kind = kindName(r.Kind)
+			p.Kind = kindString(r.Kind)
 			p.ICMPType, p.ICMPCode = r.ICMPType, r.ICMPCode
 			p.ReplyTTL = r.ReplyTTL
 			p.ReturnHops = ReturnHops(r.ReplyTTL)
@@ -145,81 +149,37 @@ func buildHop(h trace.Hop, family int, names Namer) Hop {
 			p.NAT = r.NAT
 			p.STUN = r.STUN
 			p.MPLS = r.MPLS
-			count[r.From]++
-			rtts = append(rtts, p.RTTMS)
-			hop.Received++
 		}
 		hop.Probes = append(hop.Probes, p)
 	}
-	addrs := make([]netip.Addr, 0, len(count))
-	for a := range count {
-		addrs = append(addrs, a)
-	}
-	sort.Slice(addrs, func(i, j int) bool {
-		if count[addrs[i]] != count[addrs[j]] {
-			return count[addrs[i]] > count[addrs[j]]
-		}
-		return addrs[i].Less(addrs[j])
-	})
-	for _, a := range addrs {
-		hop.Addresses = append(hop.Addresses, a.String())
+	for _, r := range st.Responders() {
+		hop.Addresses = append(hop.Addresses, r.Addr.String())
 		if names != nil {
-			hop.Names = append(hop.Names, names(a))
+			hop.Names = append(hop.Names, names(r.Addr))
 		}
 	}
-	if hop.Sent > 0 {
-		hop.LossPct = 100 * float64(hop.Sent-hop.Received) / float64(hop.Sent)
-	}
-	if len(rtts) > 0 {
-		mn, mx, sum := rtts[0], rtts[0], 0.0
-		for _, v := range rtts {
-			mn, mx, sum = min(mn, v), max(mx, v), sum+v
-		}
-		avg := sum / float64(len(rtts))
+	if st.Received() > 0 {
+		mn, avg, mx := st.Best(), st.Mean(), st.Worst()
 		hop.MinMS, hop.AvgMS, hop.MaxMS = &mn, &avg, &mx
 	}
-	hop.Notes = hopNotes(hop)
 	return hop
 }
 
-// hopNotes are the hints a network engineer can act on.
-func hopNotes(h Hop) []string {
-	var notes []string
-	if len(h.Addresses) > 1 {
-		notes = append(notes, fmt.Sprintf("%d responders at this TTL (route change or per-packet load balancing)", len(h.Addresses)))
+// hintNote says a hint in the words of the trace output.
+func hintNote(h hopstat.Hint) string {
+	switch h.Kind {
+	case hopstat.KindResponders:
+		return fmt.Sprintf("%d responders at this TTL (route change or per-packet load balancing)", h.Responders)
+	case hopstat.KindQuotedTTL:
+		return fmt.Sprintf("quoted TTL %d (expected 1): a hop before does not decrement TTL, or the router quotes late", h.QuotedTTL)
+	case hopstat.KindNAT:
+		return "NAT: " + h.NAT
+	case hopstat.KindReturnPath:
+		return fmt.Sprintf("return path ~%d hops vs %d forward: asymmetric route", h.ReturnHops, h.TTL)
+	case hopstat.KindRTTInversion:
+		return fmt.Sprintf("RTT inversion: slower than hop %d (ICMP generation delay on this router, not path delay)", h.Faster)
 	}
-	seenQ, seenNAT, seenRet := false, false, false
-	for _, p := range h.Probes {
-		if p.Kind == "time-exceeded" && p.QuotedTTL > 1 && !seenQ {
-			notes = append(notes, fmt.Sprintf("quoted TTL %d (expected 1): a hop before does not decrement TTL, or the router quotes late", p.QuotedTTL))
-			seenQ = true
-		}
-		if p.NAT != "" && !seenNAT {
-			notes = append(notes, "NAT: "+p.NAT)
-			seenNAT = true
-		}
-		if p.ReturnHops > 0 && p.Kind == "time-exceeded" && !seenRet && absInt(p.ReturnHops-h.TTL) >= 2 {
-			notes = append(notes, fmt.Sprintf("return path ~%d hops vs %d forward: asymmetric route", p.ReturnHops, h.TTL))
-			seenRet = true
-		}
-	}
-	return notes
-}
-
-// flagInversions marks hops whose best RTT exceeds a later hop's: the extra time is the
-// router's control plane generating ICMP, not the path.
-func flagInversions(hops []Hop) {
-	for i := range hops {
-		if hops[i].MinMS == nil {
-			continue
-		}
-		for j := i + 1; j < len(hops); j++ {
-			if hops[j].MinMS != nil && *hops[i].MinMS > *hops[j].MinMS*1.5+0.5 {
-				hops[i].Notes = append(hops[i].Notes, fmt.Sprintf("RTT inversion: slower than hop %d (ICMP generation delay on this router, not path delay)", hops[j].TTL))
-				break
-			}
-		}
-	}
+	return "hint: " + h.Kind.String()
 }
 
 // ReturnHops is the responder's distance on the way back, comparable with the forward TTL:
@@ -234,7 +194,7 @@ func ReturnHops(replyTTL uint8) int {
 // How describes a destination's answer.
 func How(r *trace.Reply) string {
 	switch r.Kind {
-	case trace.KindSTUN:
+	case probe.KindSTUN:
 		if r.STUN != nil && r.STUN.Class == "error" {
 			s := "STUN error response (relay reached)"
 			switch r.STUN.ErrorCode {
@@ -247,13 +207,13 @@ func How(r *trace.Reply) string {
 			return s + fromNote(r)
 		}
 		return "STUN success" + fromNote(r)
-	case trace.KindEcho:
+	case probe.KindEchoReply:
 		return "echo reply"
-	case trace.KindTCP:
+	case probe.KindTCP:
 		return "TCP answer"
-	case trace.KindUnreachable:
+	case probe.KindUnreachable:
 		return unreachName(r.ICMPType, r.ICMPCode)
-	case trace.KindTimeExceeded:
+	case probe.KindTimeExceeded:
 		return "time exceeded"
 	}
 	return "unknown"
@@ -294,27 +254,7 @@ func unreachName(typ, code uint8) string {
 	return fmt.Sprintf("unreachable code %d", code)
 }
 
-func kindName(k trace.Kind) string {
-	switch k {
-	case trace.KindTimeExceeded:
-		return "time-exceeded"
-	case trace.KindUnreachable:
-		return "unreachable"
-	case trace.KindEcho:
-		return "echo-reply"
-	case trace.KindSTUN:
-		return "stun"
-	case trace.KindTCP:
-		return "tcp"
-	}
-	return "unknown"
-}
+// kindString is a reply kind as the outputs name it (probe.Kind's names: one vocabulary).
+func kindString(k probe.Kind) string { return k.String() }
 
 func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
-
-func absInt(v int) int {
-	if v < 0 {
-		return -v
-	}
-	return v
-}

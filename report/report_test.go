@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"github.com/turnpath/turnpath/probe"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -39,10 +40,10 @@ func sample() (TargetInfo, trace.Result) {
 	t0 := time.Date(2026, 11, 22, 1, 0, 0, 0, time.UTC)
 	a := netip.MustParseAddr
 	te := func(ttl int, from string, rtt time.Duration, replyTTL uint8) *trace.Reply {
-		return &trace.Reply{Kind: trace.KindTimeExceeded, From: a(from), RTT: rtt, Kernel: true, ICMPType: 11, ReplyTTL: replyTTL, QuotedTTL: 1,
+		return &trace.Reply{Kind: probe.KindTimeExceeded, From: a(from), RTT: rtt, Kernel: true, ICMPType: 11, ReplyTTL: replyTTL, QuotedTTL: 1,
 			Probe: trace.Probe{TTL: uint8(ttl)}}
 	}
-	stun := &trace.Reply{Kind: trace.KindSTUN, From: a("198.18.14.2"), RTT: 310 * time.Microsecond, Kernel: true, ReplyTTL: 56,
+	stun := &trace.Reply{Kind: probe.KindSTUN, From: a("198.18.14.2"), RTT: 310 * time.Microsecond, Kernel: true, ReplyTTL: 56,
 		STUN: &trace.STUNInfo{Class: "success", Mapped: netip.MustParseAddrPort("198.18.1.2:50000")}}
 	res := trace.Result{Target: 0, Reached: true, DestTTL: 5, Sent: 40, Start: t0, End: t0.Add(160 * time.Millisecond),
 		Hops: []trace.Hop{
@@ -129,6 +130,33 @@ func TestReturnHops(t *testing.T) {
 	for in, want := range map[uint8]int{64: 1, 60: 5, 128: 1, 120: 9, 255: 1, 250: 6, 0: 0} {
 		if got := ReturnHops(in); got != want {
 			t.Errorf("ReturnHops(%d) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+// The hints of a hop in words, in the order the probes showed them; the destination's
+// answer shows none.
+func TestBuildHints(t *testing.T) {
+	a := netip.MustParseAddr
+	te := func(from string, replyTTL, quoted uint8, nat string) *trace.Reply {
+		return &trace.Reply{Kind: probe.KindTimeExceeded, From: a(from), RTT: time.Millisecond, ReplyTTL: replyTTL, QuotedTTL: quoted, NAT: nat}
+	}
+	dest := &trace.Reply{Kind: probe.KindSTUN, From: a("198.19.1.1"), RTT: time.Millisecond, ReplyTTL: 40, QuotedTTL: 9, NAT: "STUN mapped address differs"}
+	res := trace.Result{Reached: true, DestTTL: 3, Hops: []trace.Hop{
+		{TTL: 1, Replies: []*trace.Reply{te("10.0.0.1", 64, 1, ""), te("10.0.0.1", 64, 1, "")}},
+		{TTL: 2, Replies: []*trace.Reply{nil, te("10.0.0.2", 63, 1, "UDP checksum rewritten"), te("10.0.0.3", 58, 2, "")}},
+		{TTL: 3, Replies: []*trace.Reply{dest, dest}},
+	}}
+	tgt := Build(TargetInfo{Name: "x", Addr: a("198.19.1.1"), Source: a("10.0.0.9"), Family: 4}, res, nil)
+	want := [][]string{nil, {
+		"2 responders at this TTL (route change or per-packet load balancing)",
+		"NAT: UDP checksum rewritten",
+		"quoted TTL 2 (expected 1): a hop before does not decrement TTL, or the router quotes late",
+		"return path ~7 hops vs 2 forward: asymmetric route",
+	}, {"NAT: STUN mapped address differs"}}
+	for i, w := range want {
+		if d := cmp.Diff(w, tgt.Hops[i].Notes); d != "" {
+			t.Errorf("hop %d notes (-want +got):\n%s", i+1, d)
 		}
 	}
 }

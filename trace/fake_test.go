@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"github.com/turnpath/turnpath/probe"
 	"math/rand"
 	"net/netip"
 	"sort"
@@ -14,7 +15,7 @@ type fakeNet struct {
 	mu         sync.Mutex
 	paths      [][]netip.Addr
 	dest       []netip.Addr
-	destKind   Kind
+	destKind   probe.Kind
 	silentDest bool
 	rtt        time.Duration
 	loss       float64
@@ -28,7 +29,7 @@ type fakeNet struct {
 }
 
 func newFakeNet(rtt time.Duration) *fakeNet {
-	f := &fakeNet{rtt: rtt, destKind: KindSTUN, rng: rand.New(rand.NewSource(1)),
+	f := &fakeNet{rtt: rtt, destKind: probe.KindSTUN, rng: rand.New(rand.NewSource(1)),
 		replies: make(chan Reply, 4096), errs: make(chan error, 1)}
 	go f.deliver()
 	return f
@@ -54,12 +55,12 @@ func (f *fakeNet) Send(p Probe) error {
 		if !path[ttl-1].IsValid() {
 			return nil
 		}
-		rep = Reply{Kind: KindTimeExceeded, From: path[ttl-1], ICMPType: 11, QuotedTTL: 1}
+		rep = Reply{Kind: probe.KindTimeExceeded, From: path[ttl-1], ICMPType: 11, QuotedTTL: 1}
 	case f.silentDest:
 		return nil
 	default:
 		rep = Reply{Kind: f.destKind, From: f.dest[p.Target]}
-		if f.destKind == KindUnreachable {
+		if f.destKind == probe.KindUnreachable {
 			rep.ICMPType, rep.ICMPCode = 3, 3
 		}
 	}

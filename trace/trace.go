@@ -21,9 +21,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/turnpath/turnpath/probe"
 	"math"
 	"slices"
 	"time"
+
+	"github.com/turnpath/turnpath/pace"
 )
 
 // Options tune a run.
@@ -141,7 +144,7 @@ type run struct {
 	bySend  *list.List // active targets by last send, oldest first
 	queue   []Probe
 	head    int // queue[head:] is pending
-	maxRTT  time.Duration
+	timeout pace.Timeout
 	sentAll int
 	answers int
 	reached int
@@ -188,16 +191,16 @@ func Stream(ctx context.Context, eng Engine, n int, opt Options, emit func(Resul
 	if n <= 0 {
 		return errors.New("no targets")
 	}
-	if opt.MinWait <= 0 || opt.MinWait > opt.Wait {
-		opt.MinWait = opt.Wait
-	}
 	if opt.Window == 0 {
 		opt.Window = DefaultWindow
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &run{opt: opt, eng: eng, emit: emit, n: n, active: map[int]*target{}, bySend: list.New()}
+	r := &run{opt: opt, eng: eng, emit: emit, n: n, active: map[int]*target{}, bySend: list.New(),
+		// A reply after a target's wait still counts while the target is in the window,
+		// so before any RTT is seen the wait need not be the cap.
+		timeout: pace.Timeout{Min: opt.MinWait, Max: opt.Wait}}
 	r.win, _ = eng.(Windowed)
 	err := r.admit()
 	if err == nil {
@@ -276,14 +279,14 @@ func (r *run) pop() {
 func (r *run) slot(ttl, attempt int) int { return (ttl-r.opt.FirstTTL)*r.opt.Queries + attempt }
 
 func (r *run) loop(ctx context.Context) error {
-	pace := newPacer(r.opt.Rate, r.opt.Burst)
+	bucket := pace.NewBucket(r.opt.Rate, r.opt.Burst)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		// Send what the pacer allows right now.
+		// Send what the token bucket allows right now.
 		now := time.Now()
 		var delay time.Duration
 		for r.head < len(r.queue) {
@@ -297,7 +300,7 @@ func (r *run) loop(ctx context.Context) error {
 				}
 				continue
 			}
-			if delay = pace.take(now); delay > 0 {
+			if delay = bucket.Take(now); delay > 0 {
 				break
 			}
 			r.pop()
@@ -340,8 +343,8 @@ func (r *run) loop(ctx context.Context) error {
 		}
 		switch {
 		case len(r.queue)-r.head > queued:
-			continue // new probes: send what the pacer allows
-		case queued > 0: // the pacer said wait
+			continue // new probes: send what the bucket allows
+		case queued > 0: // the bucket said wait
 			delay = min(delay, wait)
 		default:
 			delay = wait
@@ -380,7 +383,7 @@ func (r *run) drain() error {
 // expire handles the targets whose adaptive wait since their last send is over and
 // returns how long until the next one's is.
 func (r *run) expire(now time.Time) (time.Duration, error) {
-	to := r.timeout()
+	to := r.timeout.Duration()
 	for e := r.bySend.Front(); e != nil; {
 		st := e.Value.(*target)
 		e = e.Next()
@@ -422,10 +425,8 @@ func (r *run) record(rep *Reply) error {
 	st.replies[i] = rep
 	st.maxTTL = max(st.maxTTL, ttl)
 	r.answers++
-	if rep.RTT > r.maxRTT {
-		r.maxRTT = rep.RTT
-	}
-	final := rep.Reached() || rep.Kind == KindUnreachable
+	r.timeout.Observe(rep.RTT)
+	final := rep.Reached() || rep.Kind == probe.KindUnreachable
 	if final && (st.dest == 0 || ttl < st.dest) {
 		r.shrinkLimit(st, ttl)
 		st.dest = ttl
@@ -514,18 +515,6 @@ func (r *run) result(st *target) Result {
 		res.Hops = append(res.Hops, Hop{TTL: ttl, Replies: st.replies[i : i+r.opt.Queries : i+r.opt.Queries]})
 	}
 	return res
-}
-
-// timeout adapts to the RTTs seen: silent hops are given a few times the slowest answer.
-func (r *run) timeout() time.Duration {
-	d := 3*r.maxRTT + 10*time.Millisecond
-	if d < r.opt.MinWait {
-		d = r.opt.MinWait
-	}
-	if d > r.opt.Wait {
-		d = r.opt.Wait
-	}
-	return d
 }
 
 func (r *run) progress() {

@@ -2,44 +2,190 @@ package mda
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/turnpath/turnpath/pace"
 )
 
-// hstate is the state of one (flow, TTL) probe.
-type hstate uint8
+// probeState is where one (flow, TTL) probe is in its life. The state changes only
+// through the transitions below (the methods of hop):
+//
+//	unprobed ──send──▶ sent ──answer──▶ answered (from any state once sent: late answers count)
+//	sent ──pause──▶ backing off | on trial ──send──▶ sent (the re-send after the pause)
+//	sent | backing off | on trial ──resendNow──▶ sent (the pause dropped)
+//	sent | backing off | on trial ──hold──▶ held ──release──▶ the state it was held in
+//	sent | backing off | on trial ──callSilent──▶ silent | silent untried
+//	silent untried ──reopen──▶ sent (rate limiting seen: it deserves a trial after all)
+//	silent | silent untried ──doubt──▶ sent (what follows its predecessor answers others)
+//	any but unprobed, answered ──giveUp──▶ given up
+//
+// Held lasts one planning pass: every pass releases the probes and holds again those
+// that still wait for something. A probe held while backing off keeps its pause, and its
+// TTL stays paused.
+type probeState uint8
 
 const (
-	stUnprobed hstate = iota
-	stWaiting         // sent, unanswered; may be re-sent
+	stUnprobed probeState = iota // never sent
+	stSent                       // sent, unanswered; re-sent at once if wanted
+	// Unanswered though the next hop of its predecessor answers other flows (rate
+	// limiting or loss): re-sent at readyAt, a back-off after its last send.
+	stBackingOff
+	// To be re-sent alone at readyAt, after a pause with nothing sent, to tell a silent
+	// router from a rate-limited one.
+	stOnTrial
+	// Unanswered and not re-sent until what it means is known: blocker's fate (the probe
+	// re-sent for its predecessor vertex, or its own predecessor hop), or, without
+	// blocker, where the flows answered at its TTL come from.
+	stHeld
 	stAnswered
 	stSilent // unanswered and consistent with a silent router (provisional)
-	stLost   // unanswered though its router answers: given up, counted nowhere
+	// Silent, called without a trial before any sign of rate limiting: re-opened if
+	// rate limiting shows.
+	stSilentUntried
+	// Unanswered and given up (its back-offs ran out, or the probe it depended on was
+	// given up): it counts nowhere.
+	stGivenUp
+)
+
+var stateNames = [...]string{"unprobed", "sent", "backing off", "on trial", "held", "answered", "silent", "silent untried", "given up"}
+
+func (s probeState) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("probeState(%d)", s)
+}
+
+// open: sent, unanswered, and nothing concluded from it yet.
+func (s probeState) open() bool {
+	return s == stSent || s == stBackingOff || s == stOnTrial || s == stHeld
+}
+
+func (s probeState) silent() bool { return s == stSilent || s == stSilentUntried }
+
+// unanswered: open or called silent; neither answered nor given up.
+func (s probeState) unanswered() bool { return s.open() || s.silent() }
+
+// flowEnd says whether an answered flow ends at a hop.
+type flowEnd uint8
+
+const (
+	endNone        flowEnd = iota
+	endDest                // the destination answered
+	endUnreachable         // a router answered with an ICMP error other than Time Exceeded
 )
 
 type hop struct {
-	st       hstate
-	dest     bool // the flow ends here: the destination, or an unreachable from a router
-	unreach  bool // ... the latter
-	want     bool // wanted by this planning pass
-	keyed    bool // key is valid (answered, or silent with a known predecessor)
-	bpend    bool // readyAt is a back-off
-	weak     bool // on trial: re-sent alone after a pause, to tell silence from rate limiting
-	trials   int  // trial sends
-	hold     bool // not to be re-sent until what it means is known
-	untried  bool // called silent without a trial, before any sign of rate limiting
-	blocker  *hop // what it waits for, when held
+	st       probeState
+	resume   probeState // held: the state to go back to when released
+	blocker  *hop       // held: what it waits for (nil: flows being traced back)
+	end      flowEnd    // answered: whether, and how, the flow ends here
 	addr     netip.Addr
 	key      vkey
 	rtt      time.Duration
 	nat      string
 	tries    int // sends
+	trials   int // sends on trial
+	backoffs int // sends after a pause (backing off or on trial)
 	sentIn   int // round of the last send
 	ansIn    int // round of the answer
-	backoffs int // sends after a back-off
 	last     time.Time
-	readyAt  time.Time
+	readyAt  time.Time // backing off or on trial (held ones too): when it may go
+
+	// Marks of the planning pass, not of the probe's life: every plan clears and sets
+	// them again.
+	want  bool // wanted by this planning pass
+	keyed bool // key is valid (answered, or silent with a known predecessor)
+}
+
+// The transitions of probeState: the only places a hop's st changes.
+
+// send records that the probe goes now: its first send, a re-send at once, or the re-send
+// after its pause.
+func (h *hop) send(round int, now time.Time) {
+	switch h.st {
+	case stBackingOff:
+		h.backoffs++
+	case stOnTrial:
+		h.backoffs++
+		h.trials++
+	}
+	h.st = stSent
+	h.tries++
+	h.sentIn = round
+	h.last = now
+	h.readyAt = time.Time{}
+}
+
+// answer records an answer, whatever the probe's state: one that comes late still
+// counts.
+func (h *hop) answer(a Answer, round int) {
+	h.st, h.addr, h.rtt, h.nat = stAnswered, a.From, a.RTT, a.NAT
+	switch {
+	case a.Dest:
+		h.end = endDest
+	case a.Unreachable:
+		h.end = endUnreachable
+	default:
+		h.end = endNone
+	}
+	h.ansIn = round
+	h.readyAt = time.Time{}
+}
+
+// pause schedules a re-send after a back-off of d from the last send, backing off or on
+// trial (kind). A probe already paused keeps its time and takes the kind.
+func (h *hop) pause(kind probeState, d time.Duration) {
+	if h.st == stSent {
+		h.readyAt = h.last.Add(d)
+	}
+	h.st = kind
+}
+
+// resendNow drops a pause: the probe goes again as soon as it is wanted.
+func (h *hop) resendNow() { h.st, h.readyAt = stSent, time.Time{} }
+
+// hold keeps the probe from being re-sent until blocker (nil: the flows traced back)
+// tells what it means. A pause in progress is kept for the release.
+func (h *hop) hold(blocker *hop) { h.resume, h.st, h.blocker = h.st, stHeld, blocker }
+
+// release ends a hold: every planning pass decides afresh what a probe waits for.
+func (h *hop) release() {
+	if h.st == stHeld {
+		h.st = h.resume
+	}
+	h.blocker = nil
+}
+
+// callSilent concludes a silent router; untried: without a trial, before any rate
+// limiting showed.
+func (h *hop) callSilent(untried bool) {
+	h.st, h.readyAt = stSilent, time.Time{}
+	if untried {
+		h.st = stSilentUntried
+	}
+}
+
+// reopen takes back a silent call made without a trial, now that rate limiting shows.
+func (h *hop) reopen() { h.st, h.trials = stSent, 0 }
+
+// doubt takes back a silent call: what follows the predecessor answers other flows.
+func (h *hop) doubt() { h.st = stSent }
+
+// giveUp stops re-sending the probe and counting it.
+func (h *hop) giveUp() { h.st, h.readyAt = stGivenUp, time.Time{} }
+
+// pausing reports whether the probe's next send waits for a pause (held ones resume
+// theirs).
+func (h *hop) pausing() bool {
+	s := h.st
+	if s == stHeld {
+		s = h.resume
+	}
+	return s == stBackingOff || s == stOnTrial
 }
 
 type flow struct {
@@ -110,8 +256,10 @@ func (ly *layer) alive() []vkey {
 	return out
 }
 
-// run explores toward one target.
-type run struct {
+// explorer explores toward one target: it plans the probes the stopping rules want
+// (rules.go), sends them in batches with the other targets of its wave (exploreAll) and
+// records what comes back.
+type explorer struct {
 	o      Options
 	p      Prober
 	target int
@@ -142,15 +290,15 @@ type run struct {
 	rep         map[vkey]*hop
 	unans       map[netip.Addr]int    // unanswered sends one hop past an answering interface
 	unansRounds map[netip.Addr][2]int // ... the first and last rounds they went in
-	// lastSend is when the last batch went, shared by the runs explored together: a
+	// lastSend is when the last batch went, shared by the explorers of a wave: a
 	// trial waits RateLimitBackoff after it.
 	lastSend *time.Time
-	done     time.Time // when the run finished
+	done     time.Time // when the exploration finished
 }
 
-func newRun(p Prober, target int, o Options, known *knowledge) *run {
+func newExplorer(p Prober, target int, o Options, known *knowledge) *explorer {
 	conf := o.Confidence
-	r := &run{o: o, p: p, target: target, known: known,
+	r := &explorer{o: o, p: p, target: target, known: known,
 		full: map[int]bool{}, seenAt: map[vkey][]int{}, silentAfter: map[vkey]bool{}, shared: map[int][]vkey{}, sharedL: map[int]bool{}}
 	r.layers = make([]layer, o.MaxTTL+2)
 	r.lastSend = new(time.Time)
@@ -167,28 +315,21 @@ func newRun(p Prober, target int, o Options, known *knowledge) *run {
 	return r
 }
 
-func (r *run) now() time.Time {
+func (r *explorer) now() time.Time {
 	if r.o.Now != nil {
 		return r.o.Now()
 	}
-	return time.Now()
+	return pace.System.Now()
 }
 
-func (r *run) sleep(ctx context.Context, d time.Duration) error {
+func (r *explorer) sleep(ctx context.Context, d time.Duration) error {
 	if r.o.Sleep != nil {
 		return r.o.Sleep(ctx, d)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return pace.System.Sleep(ctx, d)
 }
 
-func (r *run) newFlow() (*flow, bool) {
+func (r *explorer) newFlow() (*flow, bool) {
 	if len(r.flows) >= r.o.MaxFlows {
 		r.truncated = "max-flows"
 		return nil, false
@@ -198,11 +339,11 @@ func (r *run) newFlow() (*flow, bool) {
 	return f, true
 }
 
-func (r *run) beyond(f *flow, t int) bool { return f.dmin > 0 && t > f.dmin }
+func (r *explorer) beyond(f *flow, t int) bool { return f.dmin > 0 && t > f.dmin }
 
 // keyAt returns the vertex of flow f at TTL t: measured, or inferred when every flow passes
 // a single vertex at t.
-func (r *run) keyAt(f *flow, t int) (vkey, bool) {
+func (r *explorer) keyAt(f *flow, t int) (vkey, bool) {
 	if t < r.o.FirstTTL {
 		return srcKey, true
 	}
@@ -221,7 +362,7 @@ func (r *run) keyAt(f *flow, t int) (vkey, bool) {
 
 // answersAfter reports whether a vertex was seen (in the last pass) followed by an
 // answering one.
-func (r *run) answersAfter(u vkey) bool {
+func (r *explorer) answersAfter(u vkey) bool {
 	if a := r.agg[u]; a != nil {
 		for v := range a.succ {
 			if !v.anon() {
@@ -232,28 +373,23 @@ func (r *run) answersAfter(u vkey) bool {
 	return false
 }
 
-func (r *run) truncatedNow() bool { return r.truncated != "" }
+func (r *explorer) truncatedNow() bool { return r.truncated != "" }
 
-func (r *run) backoff(n int) time.Duration {
+func (r *explorer) backoff(n int) time.Duration {
 	return r.o.RateLimitBackoff << min(n, 3)
-}
-
-// explore runs rounds until the stopping rules are met everywhere.
-func (r *run) explore(ctx context.Context) error {
-	return exploreAll(ctx, r.p, []*run{r})
 }
 
 // exploreAll explores several targets at once (a wave of RunMany), in rounds: each round
 // one batch with every target's wanted probes, until rate limiting is seen. A probe on
 // trial still goes alone: the targets share routers, and the pause before a trial is
-// counted from the last probe of any of them (lastSend is shared). The runs' done times
-// are set as they finish.
-func exploreAll(ctx context.Context, p Prober, runs []*run) error {
+// counted from the last probe of any of them (lastSend is shared). The explorers' done
+// times are set as they finish.
+func exploreAll(ctx context.Context, p Prober, wave []*explorer) error {
 	last := new(time.Time)
-	for _, r := range runs {
+	for _, r := range wave {
 		r.lastSend = last
 	}
-	active := slices.Clone(runs)
+	active := slices.Clone(wave)
 	byTarget := map[int][]Answer{}
 	for len(active) > 0 {
 		if err := ctx.Err(); err != nil {
@@ -263,10 +399,11 @@ func exploreAll(ctx context.Context, p Prober, runs []*run) error {
 		for _, r := range active {
 			r.plan()
 		}
-		// Runs with a probe on trial go first, alone: the others send nothing until it is
-		// through, so that the pause before it is one. And once a router is seen to rate
-		// limit, one run at a time: the targets share the routers' ICMP budgets, and the
-		// probes of one would take the answers another's back-offs wait for.
+		// An explorer with a probe on trial goes first, alone: the others send nothing
+		// until it is through, so that the pause before it is one. And once a router is
+		// seen to rate limit, one target at a time: the targets share the routers' ICMP
+		// budgets, and the probes of one would take the answers another's back-offs
+		// wait for.
 		step := active
 		for i, r := range active {
 			if r.trialWanted() {
@@ -274,11 +411,11 @@ func exploreAll(ctx context.Context, p Prober, runs []*run) error {
 				break
 			}
 		}
-		if len(step) > 1 && slices.ContainsFunc(active, func(r *run) bool { return r.limited }) {
+		if len(step) > 1 && slices.ContainsFunc(active, func(r *explorer) bool { return r.limited }) {
 			step = active[:1]
 		}
 		var reqs []Request
-		var sent []*run
+		var sent []*explorer
 		var wait time.Duration
 		for _, r := range step {
 			q, w := r.batch(now)
@@ -300,7 +437,7 @@ func exploreAll(ctx context.Context, p Prober, runs []*run) error {
 				r.done = now
 			}
 		}
-		active = slices.DeleteFunc(active, func(r *run) bool { return !r.done.IsZero() })
+		active = slices.DeleteFunc(active, func(r *explorer) bool { return !r.done.IsZero() })
 		if len(reqs) == 0 {
 			if wait > 0 {
 				if err := active[0].sleep(ctx, wait); err != nil {
@@ -325,12 +462,12 @@ func exploreAll(ctx context.Context, p Prober, runs []*run) error {
 	return nil
 }
 
-// trialWanted reports whether a probe of the run waits to go on trial (see batch).
-func (r *run) trialWanted() bool {
+// trialWanted reports whether a probe of the explorer waits to go on trial (see batch).
+func (r *explorer) trialWanted() bool {
 	for _, f := range r.flows {
 		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
 			h := &f.hops[t]
-			if h.want && h.weak && h.bpend && h.st == stWaiting && !h.hold && !r.beyond(f, t) {
+			if h.want && h.st == stOnTrial && !r.beyond(f, t) {
 				return true
 			}
 		}
@@ -340,7 +477,7 @@ func (r *run) trialWanted() bool {
 
 // batch collects the wanted probes that can go now. With none, wait is how long until a
 // backed-off one can (0: nothing left to do).
-func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
+func (r *explorer) batch(now time.Time) (reqs []Request, wait time.Duration) {
 	var next time.Time
 	var again []Request
 	// A probe on trial (see classify) goes alone, after a pause during which nothing
@@ -350,7 +487,7 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 	for _, f := range r.flows {
 		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
 			h := &f.hops[t]
-			if !h.want || !h.weak || !h.bpend || h.st != stWaiting || h.hold || r.beyond(f, t) {
+			if !h.want || h.st != stOnTrial || r.beyond(f, t) {
 				continue
 			}
 			if quiet := r.lastSend.Add(r.o.RateLimitBackoff); h.readyAt.Before(quiet) {
@@ -378,7 +515,7 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 			r.truncated = "max-probes"
 			return nil, 0
 		}
-		r.send(trial, now)
+		trial.send(r.rounds, now)
 		r.sent++
 		*r.lastSend = now
 		return []Request{trialReq}, 0
@@ -388,7 +525,7 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 	paused := make([]bool, r.o.MaxTTL+2)
 	for _, f := range r.flows {
 		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
-			if h := &f.hops[t]; h.bpend && h.st == stWaiting && !r.beyond(f, t) {
+			if h := &f.hops[t]; h.pausing() && !r.beyond(f, t) {
 				paused[t] = true
 			}
 		}
@@ -404,10 +541,7 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 				if paused[t] {
 					continue
 				}
-			case stWaiting:
-				if h.hold {
-					continue
-				}
+			case stSent, stBackingOff, stOnTrial:
 				if !h.readyAt.IsZero() && h.readyAt.After(now) {
 					if next.IsZero() || h.readyAt.Before(next) {
 						next = h.readyAt
@@ -421,8 +555,8 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 				r.truncated = "max-probes"
 				break
 			}
-			resend := h.bpend
-			r.send(h, now)
+			resend := h.pausing()
+			h.send(r.rounds, now)
 			q := Request{Target: r.target, Flow: f.id, TTL: uint8(t)}
 			if resend {
 				again = append(again, q)
@@ -444,23 +578,7 @@ func (r *run) batch(now time.Time) (reqs []Request, wait time.Duration) {
 	return reqs, wait
 }
 
-// send records that a probe goes now.
-func (r *run) send(h *hop, now time.Time) {
-	if h.bpend {
-		h.backoffs++
-		h.bpend = false
-		if h.weak {
-			h.trials++
-		}
-	}
-	h.st = stWaiting
-	h.tries++
-	h.sentIn = r.rounds
-	h.last = now
-	h.readyAt = time.Time{}
-}
-
-func (r *run) apply(answers []Answer) {
+func (r *explorer) apply(answers []Answer) {
 	for _, a := range answers {
 		if !a.From.IsValid() || a.Target != r.target {
 			continue
@@ -479,11 +597,8 @@ func (r *run) apply(answers []Answer) {
 		if h.tries > 1 {
 			r.limited = true
 		}
-		h.st, h.addr, h.dest, h.rtt, h.nat = stAnswered, a.From, a.Dest || a.Unreachable, a.RTT, a.NAT
-		h.unreach = a.Unreachable && !a.Dest
-		h.ansIn = r.rounds
-		h.bpend, h.readyAt = false, time.Time{}
-		if h.dest && (f.dmin == 0 || t < f.dmin) {
+		h.answer(a, r.rounds)
+		if h.end != endNone && (f.dmin == 0 || t < f.dmin) {
 			f.dmin = t
 		}
 	}
@@ -491,7 +606,7 @@ func (r *run) apply(answers []Answer) {
 
 // plan classifies the unanswered probes, rebuilds the layers and marks the probes the
 // stopping rules want.
-func (r *run) plan() {
+func (r *explorer) plan() {
 	o := &r.o
 	if r.layers == nil {
 		r.layers = make([]layer, o.MaxTTL+2)
@@ -511,8 +626,8 @@ func (r *run) plan() {
 		clear(r.silentAfter) // or the re-opened hops would be called silent again at once
 		for _, f := range r.flows {
 			for t := range f.hops {
-				if h := &f.hops[t]; h.st == stSilent && h.untried {
-					h.st, h.untried, h.trials = stWaiting, false, 0
+				if h := &f.hops[t]; h.st == stSilentUntried {
+					h.reopen()
 				}
 			}
 		}
@@ -535,7 +650,7 @@ func (r *run) plan() {
 	for _, f := range r.flows {
 		for t := o.FirstTTL + 1; t <= o.MaxTTL; t++ {
 			prev, h := &f.hops[t-1], &f.hops[t]
-			if prev.st == stAnswered && !prev.dest && (h.st == stWaiting || h.st == stSilent) && !r.beyond(f, t) {
+			if prev.st == stAnswered && prev.end == endNone && h.st.unanswered() && !r.beyond(f, t) {
 				r.unans[prev.addr] += h.tries
 				first := h.sentIn
 				if h.tries > 1 {
@@ -562,14 +677,14 @@ func (r *run) plan() {
 			if pk, ok := r.keyAt(f, t-1); ok {
 				ly.ansPreds[pk] = true
 				ly.ansSince[pk] = max(ly.ansSince[pk], h.ansIn)
-			} else if f.hops[t-1].st != stLost {
+			} else if f.hops[t-1].st != stGivenUp {
 				ly.ansUnk = append(ly.ansUnk, f)
 			}
 		}
 		// Silent hops already called: what follows their predecessor is silent.
 		for _, f := range r.flows {
 			h := &f.hops[t]
-			if h.st != stSilent || r.beyond(f, t) {
+			if !h.st.silent() || r.beyond(f, t) {
 				continue
 			}
 			if pk, ok := r.keyAt(f, t-1); ok && !ly.ansPreds[pk] && len(ly.ansUnk) == 0 {
@@ -578,11 +693,11 @@ func (r *run) plan() {
 		}
 		for _, f := range r.flows {
 			h := &f.hops[t]
-			if (h.st != stWaiting && h.st != stSilent) || r.beyond(f, t) {
+			if !h.st.unanswered() || r.beyond(f, t) {
 				continue
 			}
 			r.classify(f, t, ly, knownSilent)
-			if h.st == stSilent {
+			if h.st.silent() {
 				if pk, ok := r.keyAt(f, t-1); ok {
 					h.key, h.keyed = pk.after(), true
 				}
@@ -590,7 +705,7 @@ func (r *run) plan() {
 		}
 		for i, f := range r.flows {
 			h := &f.hops[t]
-			if (h.st == stLost || (h.st != stUnprobed && !h.keyed)) && !r.beyond(f, t) {
+			if (h.st == stGivenUp || (h.st != stUnprobed && !h.keyed)) && !r.beyond(f, t) {
 				ly.unsettled++
 			}
 			if !h.keyed {
@@ -598,9 +713,9 @@ func (r *run) plan() {
 			}
 			ly.verts[h.key] = append(ly.verts[h.key], i)
 			ly.resolved++
-			if h.st == stAnswered && h.dest && f.dmin == t {
+			if h.st == stAnswered && h.end != endNone && f.dmin == t {
 				ly.dests[h.key] = true
-				ly.unreach[h.key] = ly.unreach[h.key] || h.unreach
+				ly.unreach[h.key] = ly.unreach[h.key] || h.end == endUnreachable
 			}
 		}
 		for k := range ly.verts {
@@ -646,7 +761,7 @@ func (r *run) plan() {
 		for _, f := range r.flows {
 			for t := o.FirstTTL; t <= o.MaxTTL; t++ {
 				h := &f.hops[t]
-				if h.want && h.hold && h.blocker != nil && !h.blocker.want {
+				if h.want && h.st == stHeld && h.blocker != nil && !h.blocker.want {
 					h.blocker.want = true
 					changed = true
 				}
@@ -659,13 +774,13 @@ func (r *run) plan() {
 		fresh := map[netip.Addr]bool{}
 		for _, f := range r.flows {
 			for t := o.FirstTTL + 1; t <= o.MaxTTL; t++ {
-				if h, prev := &f.hops[t], &f.hops[t-1]; h.want && h.st == stUnprobed && prev.st == stAnswered && !prev.dest {
+				if h, prev := &f.hops[t], &f.hops[t-1]; h.want && h.st == stUnprobed && prev.st == stAnswered && prev.end == endNone {
 					fresh[prev.addr] = true
 				}
 			}
 		}
 		for pk, h := range r.rep {
-			if fresh[pk.addr] && h.want && h.st == stWaiting && !h.hold && !h.bpend && h.readyAt.IsZero() {
+			if fresh[pk.addr] && h.want && h.st == stSent {
 				h.want = false
 			}
 		}
@@ -674,10 +789,10 @@ func (r *run) plan() {
 
 // classify decides what an unanswered probe means: a silent hop, a probe to re-send at
 // once, or a rate-limited (or lost) probe to re-send after a back-off.
-func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
+func (r *explorer) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 	o := &r.o
 	h := &f.hops[t]
-	h.hold, h.blocker = false, nil
+	h.release()
 	pk, ok := r.keyAt(f, t-1)
 	if !ok {
 		// Which router was silent depends on where the flow was one hop before: find out.
@@ -685,20 +800,20 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 		switch prev.st {
 		case stUnprobed:
 			prev.want = true
-		case stLost:
-			h.st = stLost
+		case stGivenUp:
+			h.giveUp()
 			return
 		}
-		if h.st == stSilent {
+		if h.st.silent() {
 			return // keyed again once the predecessor is known
 		}
 		switch {
 		case h.tries < 1+o.Retries:
-			h.readyAt, h.bpend = time.Time{}, false
-		case prev.st == stUnprobed || prev.st == stWaiting || prev.st == stSilent:
-			h.hold, h.blocker = true, prev // until the trace back tells
+			h.resendNow()
+		case prev.st == stUnprobed || prev.st.unanswered():
+			h.hold(prev) // until the trace back tells
 		default:
-			h.st = stLost
+			h.giveUp()
 		}
 		return
 	}
@@ -710,11 +825,11 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 		// unanswered after the trials, with no other flow from pk answered meanwhile,
 		// it meets a silent router beside answering ones (a silent ECMP branch). If
 		// the back-offs run out first, the probe is given up, counting nowhere.
-		if h.st == stSilent {
+		if h.st.silent() {
 			if h.trials >= trials {
 				return
 			}
-			h.st = stWaiting
+			h.doubt()
 		}
 		if ly.ansSince[pk] > h.sentIn {
 			h.trials = 0 // its router may have spent its budget on that one
@@ -722,18 +837,15 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 		switch {
 		case h.trials >= trials:
 			r.silent(h, pk, nil)
-			return
 		case h.backoffs >= o.RateLimitRetries:
-			h.st = stLost
-			return
+			h.giveUp()
 		case h.backoffs >= trialAfter:
-			if !h.bpend {
-				h.weak = true
+			if h.st == stSent { // else it keeps its pause, of either kind
+				r.later(h, stOnTrial)
 			}
 		default:
-			h.weak = false
+			r.later(h, stBackingOff)
 		}
-		r.later(h)
 		return
 	}
 	unsure := false
@@ -745,11 +857,11 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 			continue
 		}
 		unsure = true
-		if prev := &g.hops[t-1]; !prev.keyed && prev.st != stLost {
+		if prev := &g.hops[t-1]; !prev.keyed && prev.st != stGivenUp {
 			prev.want = true
 		}
 	}
-	if h.st == stSilent {
+	if h.st.silent() {
 		return
 	}
 	if knownSilent[pk] && !unsure {
@@ -759,16 +871,16 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 	// One probe per predecessor finds out; the others wait for it. If it stays
 	// unanswered, they are silent too; if it is answered, they were rate limited.
 	// (Not on one that is itself held: it may wait long, for another flow's hop.)
-	if rep := r.rep[pk]; rep != nil && rep != h && !rep.hold {
-		h.hold, h.blocker = true, rep
+	if rep := r.rep[pk]; rep != nil && rep != h && rep.st != stHeld {
+		h.hold(rep)
 		return
 	}
 	r.rep[pk] = h
 	if unsure {
 		if h.tries < 1+o.Retries {
-			h.readyAt, h.bpend = time.Time{}, false
+			h.resendNow()
 		} else {
-			h.hold = true
+			h.hold(nil)
 		}
 		return
 	}
@@ -778,32 +890,24 @@ func (r *run) classify(f *flow, t int, ly *layer, knownSilent map[vkey]bool) {
 	evidence := !r.limited && pk.addr.IsValid() && r.unansRounds[pk.addr][1] > r.unansRounds[pk.addr][0] &&
 		r.unans[pk.addr] >= 2*(1+o.Retries)
 	switch {
-	case h.tries < 1+o.Retries && !h.bpend && !evidence:
-		h.readyAt = time.Time{} // re-send at once
+	case h.tries < 1+o.Retries && h.st == stSent && !evidence:
+		// re-send at once
 	case (ly.answered > 0 || pk.addr.IsValid()) && h.trials < trials && o.RateLimitRetries > 0 && r.limited:
 		// Others answer at this TTL, from elsewhere: maybe the router drops for lack of
 		// ICMP budget. On trial before calling it silent. So too when nothing answered
 		// here yet but pk answers: the routers' budgets are shared by every target, and
 		// an earlier one may have spent them all.
-		h.weak = true
-		r.later(h)
+		r.later(h, stOnTrial)
 	default:
 		r.silent(h, pk, knownSilent)
 	}
 }
 
-// later schedules a re-send after a back-off.
-func (r *run) later(h *hop) {
-	if !h.bpend {
-		h.bpend = true
-		h.readyAt = h.last.Add(r.backoff(h.backoffs))
-	}
-}
+// later schedules a re-send after a back-off, backing off or on trial (kind).
+func (r *explorer) later(h *hop, kind probeState) { h.pause(kind, r.backoff(h.backoffs)) }
 
-func (r *run) silent(h *hop, pk vkey, knownSilent map[vkey]bool) {
-	h.st = stSilent
-	h.bpend, h.readyAt, h.weak = false, time.Time{}, false
-	h.untried = !r.limited
+func (r *explorer) silent(h *hop, pk vkey, knownSilent map[vkey]bool) {
+	h.callSilent(!r.limited)
 	if knownSilent != nil {
 		knownSilent[pk] = true
 	}
