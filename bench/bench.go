@@ -8,6 +8,12 @@
 // (Run) brings labs up and down as sections ask for them, always tears them down, and
 // renders whatever finished.
 //
+// The measurements behind the sections are here too: Capacity (an engine driven directly
+// through the reflector, the process pinned to one core, CPU time from getrusage and
+// /proc/stat), PeakRSS (turnpath's peak RSS under GNU time) and EBPFRTT (the eBPF
+// engine's parts with its replies left on the wire). Package reflector is only the
+// network capacity and memory run against.
+//
 // Safety: every prober runs inside the lab's client namespace (Env.Command prefixes
 // `ip netns exec <prefix>-client`) and probes only lab targets, or, for capacity and
 // memory, inside the prober namespace of a reflector network of its own (package

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/loader"
 	"github.com/turnpath/turnpath/probe"
 )
@@ -18,7 +19,7 @@ import (
 // loader.Config.Drop), so a capture on the client's interface, which sits behind XDP,
 // never sees them. To time the eBPF engine against the wire, `tpbench ebpf-rtt` runs the
 // engine's own parts — the same BPF objects (loader.Load), the same probes
-// (probe.Sender), the same RTT (loader.Event.RTT: XDP receive minus TC egress
+// (hostnet.Sender), the same RTT (loader.Event.RTT: XDP receive minus TC egress
 // timestamp) — with Drop off, so the capture sees every reply. It runs inside the lab's
 // client namespace like every prober.
 
@@ -63,7 +64,7 @@ func EBPFRTT(ctx context.Context, o EBPFRTTOptions) (*EBPFRTTResult, error) {
 	var ifs []int
 	v4, v6 := false, false
 	for _, t := range o.Targets {
-		rt, err := probe.Lookup(t)
+		rt, err := hostnet.Lookup(t)
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +116,7 @@ func EBPFRTT(ctx context.Context, o EBPFRTTOptions) (*EBPFRTTResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	snd, err := probe.NewSender(v4, v6)
+	snd, err := hostnet.NewSender(v4, v6)
 	if err != nil {
 		rd.Close()
 		return nil, err

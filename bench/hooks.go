@@ -56,7 +56,7 @@ var capEngines = []struct{ Kind, Name string }{{"ebpf", "eBPF"}, {"socket", "soc
 // capRun is one capacity run.
 type capRun struct {
 	Round int `json:"round"`
-	reflector.CapacityResult
+	CapacityResult
 	// StealSeconds is the pinned core's steal time over the run (/proc/stat: the
 	// hypervisor ran something else); CoreBusySeconds includes it.
 	StealSeconds float64 `json:"steal_seconds"`
@@ -108,7 +108,7 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 	raw := capRaw{Probes: probes, Targets: capTargets, Depth: capDepth, CPU: cpu, Rounds: rounds}
 	// A short unmeasured run per engine first: BPF objects and page cache warm.
 	for _, e := range capEngines {
-		if _, err := n.Capacity(ctx, reflector.CapacityOptions{Engine: e.Kind, Probes: 20_000, Targets: capTargets, CPU: cpu}); err != nil {
+		if _, err := Capacity(ctx, n, CapacityOptions{Engine: e.Kind, Probes: 20_000, Targets: capTargets, CPU: cpu}); err != nil {
 			return res, fmt.Errorf("warm-up %s: %w", e.Kind, err)
 		}
 	}
@@ -116,7 +116,7 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 		for k := range capEngines {
 			e := capEngines[(r+k)%len(capEngines)]
 			steal0 := stealSeconds(cpu)
-			c, err := n.Capacity(ctx, reflector.CapacityOptions{Engine: e.Kind, Probes: probes, Targets: capTargets, CPU: cpu})
+			c, err := Capacity(ctx, n, CapacityOptions{Engine: e.Kind, Probes: probes, Targets: capTargets, CPU: cpu})
 			run := capRun{Round: r, CapacityResult: c, StealSeconds: stealSeconds(cpu) - steal0}
 			if err != nil {
 				run.Error = err.Error()
@@ -238,7 +238,7 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 	res.Commands = append([]string{
 		fmt.Sprintf("tpbench capacity -engine ebpf -probes %d -cpu %d     # one run on its own reflector network (namespaces tpcap-*), JSON out", probes, cpu),
 		fmt.Sprintf("tpbench capacity -engine socket -probes %d -cpu %d", probes, cpu),
-		fmt.Sprintf("TP_CAPACITY_PROBES=%d TP_CAPACITY_CPU=%d go test -count=1 -run TestCapacity -v ./reflector/   # both engines, as a test", probes, cpu),
+		fmt.Sprintf("TP_CAPACITY_PROBES=%d TP_CAPACITY_CPU=%d go test -count=1 -run TestCapacity -v ./bench/   # both engines, as a test", probes, cpu),
 	}, res.Commands...)
 	return res, nil
 }
@@ -302,8 +302,8 @@ func capProfiles(ctx context.Context, env *Env, n *reflector.Net, cpu int, res *
 		rec.Stderr = &stderr
 		err := rec.Start()
 		if err == nil {
-			var c reflector.CapacityResult
-			c, err = n.Capacity(ctx, reflector.CapacityOptions{Engine: e.Kind, Probes: probes, Targets: capTargets, CPU: cpu})
+			var c CapacityResult
+			c, err = Capacity(ctx, n, CapacityOptions{Engine: e.Kind, Probes: probes, Targets: capTargets, CPU: cpu})
 			werr := rec.Wait()
 			if err == nil && werr != nil {
 				err = fmt.Errorf("perf record: %w: %s", werr, oneLine(stderr.String()))
@@ -448,7 +448,7 @@ const MemoryDepth = 8
 
 type memRun struct {
 	Round int `json:"round"`
-	reflector.RSSResult
+	RSSResult
 	Error string `json:"error,omitempty"`
 }
 

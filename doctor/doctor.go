@@ -16,7 +16,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/hostnet"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,7 +77,7 @@ const (
 // Run performs all checks. It returns an error only for bad input: an unknown target (no
 // report), or one there is no route to (the report too: every check but attaching, which
 // needs the route's interface, with a failing route item; the error wraps
-// probe.ErrNoRoute). Environment problems are items in the report.
+// hostnet.ErrNoRoute). Environment problems are items in the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &Report{Engine: "none"}
 	var uts unix.Utsname
@@ -108,9 +108,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		r.Target = dst.String()
-		rt, err := probe.Lookup(dst)
+		rt, err := hostnet.Lookup(dst)
 		if err != nil {
-			if !errors.Is(err, probe.ErrNoRoute) {
+			if !errors.Is(err, hostnet.ErrNoRoute) {
 				return nil, err
 			}
 			routeErr = err

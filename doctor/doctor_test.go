@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/hostnet"
 	"golang.org/x/sys/unix"
 )
 
@@ -133,7 +133,7 @@ func TestNoRouteStillReports(t *testing.T) {
 		done <- result{r, err}
 	}()
 	res := <-done
-	if !errors.Is(res.err, probe.ErrNoRoute) {
+	if !errors.Is(res.err, hostnet.ErrNoRoute) {
 		t.Fatalf("err %v, want no route", res.err)
 	}
 	if res.r == nil {

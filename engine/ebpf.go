@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/loader"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
@@ -17,7 +18,7 @@ import (
 type EBPF struct {
 	cfg      Config
 	ft       *flowTable
-	sender   *probe.Sender
+	sender   *hostnet.Sender
 	payloads sizedPayloads
 	objs     *loader.Objects
 	attach   []*loader.Attachment
@@ -67,13 +68,13 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	v4, v6 := cfg.families()
-	if e.sender, err = probe.NewSender(v4, v6); err != nil {
+	if e.sender, err = hostnet.NewSender(v4, v6); err != nil {
 		e.Close()
 		return nil, err
 	}
 	e.sender.DontFragment(cfg.DontFragment)
 	e.payloads.base = cfg.Payload
-	if err := probe.WatchLinks(cfg.Ifindexes, e.errs, e.done); err != nil {
+	if err := hostnet.WatchLinks(cfg.Ifindexes, e.errs, e.done); err != nil {
 		e.Close()
 		return nil, err
 	}

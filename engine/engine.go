@@ -1,5 +1,5 @@
-// Package engine runs probes for package trace: it builds and sends them (probe.Sender) and
-// turns whatever answers into trace.Replies. Two engines share everything but the receive
+// Package engine runs probes for packages trace and mda (it implements trace.Engine): it
+// builds and sends them (hostnet.Sender) and turns whatever answers into trace.Replies. Two engines share everything but the receive
 // path, so they are compared on equal terms:
 //
 //   - ebpf: TC egress stamps each probe with the kernel's send time, XDP matches the replies

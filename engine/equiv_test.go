@@ -81,6 +81,12 @@ func TestEnginesAgree(t *testing.T) {
 		{"fragmentation needed v4", udp4, "stun", 0x0109, func(s []byte) []byte {
 			return ip4(eqRouter4, eqLocal4, 1, 250, icmp4msg(3, 4, [4]byte{0, 0, 0x05, 0x14}, routerTTL1(s)))
 		}},
+		{"packet too big v6", udp6, "stun", 0x010c, func(s []byte) []byte {
+			return ip6(eqRouter6, eqLocal6, 58, 61, icmp6msg(eqRouter6, eqLocal6, 2, 0, [4]byte{0, 0, 0x05, 0x14}, routerTTL1(s)))
+		}},
+		{"fragmentation needed v4, 8-byte quote", udp4, "stun", 0x020c, func(s []byte) []byte {
+			return ip4(eqRouter4, eqLocal4, 1, 250, icmp4msg(3, 4, [4]byte{0, 0, 0x05, 0x14}, routerTTL1(s)[:28]))
+		}},
 		{"NAT: quoted source rewritten", udp4, "stun", 0x010a, func(s []byte) []byte {
 			q := routerTTL1(s)
 			copy(q[12:16], eqNAT4.AsSlice())
@@ -133,6 +139,9 @@ func TestEnginesAgree(t *testing.T) {
 			}
 			if sock.Kind == 0 || sock.Probe.TTL != c.id.TTL() {
 				t.Errorf("reply %+v", sock)
+			}
+			if sock.Kind == probe.KindPacketTooBig && sock.MTU != 1300 {
+				t.Errorf("MTU %d, want 1300", sock.MTU)
 			}
 		})
 	}

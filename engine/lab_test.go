@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/turnpath/turnpath/engine"
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/lab"
 	"github.com/turnpath/turnpath/lab/labtest"
 	"github.com/turnpath/turnpath/probe"
@@ -29,7 +30,7 @@ func traceOnce(t *testing.T, l *lab.Lab, kind string, dst netip.Addr, sport uint
 	}
 	var eng trace.Engine
 	err = l.Do(func() error {
-		rt, err := probe.Lookup(dst)
+		rt, err := hostnet.Lookup(dst)
 		if err != nil {
 			return err
 		}

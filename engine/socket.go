@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
 	"golang.org/x/sys/unix"
@@ -19,7 +20,7 @@ import (
 type Socket struct {
 	cfg      Config
 	ft       *flowTable
-	sender   *probe.Sender
+	sender   *hostnet.Sender
 	payloads sizedPayloads
 	files    []*os.File
 	mu       sync.Mutex // guards matcher, old, rotated
@@ -51,7 +52,7 @@ func NewSocket(cfg Config) (*Socket, error) {
 		replies: make(chan trace.Reply, 4096), errs: make(chan error, 4), done: make(chan struct{})}
 	s.matcher = s.newMatcher()
 	var err error
-	if s.sender, err = probe.NewSender(v4, v6); err != nil {
+	if s.sender, err = hostnet.NewSender(v4, v6); err != nil {
 		return nil, err
 	}
 	s.sender.DontFragment(cfg.DontFragment)
@@ -90,7 +91,7 @@ func NewSocket(cfg Config) (*Socket, error) {
 		}
 	}
 	if len(cfg.Ifindexes) > 0 {
-		if err := probe.WatchLinks(cfg.Ifindexes, s.errs, s.done); err != nil {
+		if err := hostnet.WatchLinks(cfg.Ifindexes, s.errs, s.done); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -137,6 +138,12 @@ func (s *Socket) Send(p trace.Probe) error {
 		s.old, s.matcher, s.rotated = s.matcher, s.newMatcher(), now
 	}
 	err = s.matcher.Add(pr)
+	if errors.Is(err, probe.ErrProbeExists) {
+		// The same probe again (path MTU discovery re-sends it smaller after a Packet
+		// Too Big): it replaces the first, whose answer is in.
+		s.matcher.Remove(pr.Flow.Dst, pr.Flow.SPort, pr.ID)
+		err = s.matcher.Add(pr)
+	}
 	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("register probe: %w", err)
@@ -182,7 +189,7 @@ const (
 func (s *Socket) openRaw(family, proto int, kind sockKind) error {
 	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
-		return probe.PrivErr("open raw socket", err)
+		return hostnet.PrivErr("open raw socket", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		unix.Close(fd)
@@ -195,7 +202,7 @@ func (s *Socket) openRaw(family, proto int, kind sockKind) error {
 			return fmt.Errorf("enable hop limit: %w", err)
 		}
 	}
-	f, err := probe.RawFile(fd, "raw")
+	f, err := hostnet.RawFile(fd, "raw")
 	if err != nil {
 		return err
 	}
@@ -238,7 +245,7 @@ func (s *Socket) openUDP() error {
 			unix.Close(fd)
 			return fmt.Errorf("bind UDP %s: %w (another program uses this source port? try --sport)", ap, err)
 		}
-		f, err := probe.RawFile(fd, "udp")
+		f, err := hostnet.RawFile(fd, "udp")
 		if err != nil {
 			return err
 		}
@@ -292,7 +299,7 @@ func (s *Socket) recvLoop(f *os.File, family int, kind sockKind) {
 		if rxNS == 0 {
 			rxNS = time.Now().UnixNano()
 		}
-		src := probe.AddrFromSockaddr(from)
+		src := hostnet.AddrFromSockaddr(from)
 		var r probe.Reply
 		switch {
 		case kind == kindUDP:

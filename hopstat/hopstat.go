@@ -1,7 +1,7 @@
 // Package hopstat keeps the statistics of one hop of a path as its probes complete, and
 // says what the hops of a path hint at. It is pure (no I/O, nothing of packets or
-// engines): a trace fills it once per target, a monitor every round, and the output
-// formats only print it.
+// engines): a trace fills it once per target (trace.HopStats), and the output formats only
+// print it. It is incremental, so a run that repeats its probes can read it between rounds.
 //
 // The statistics are mtr's (ui/net.c, net_process_ping), in milliseconds:
 //

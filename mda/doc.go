@@ -5,9 +5,13 @@
 //
 // It is pure: it thinks in (flow, TTL) probes sent in parallel batches through a Prober,
 // and in the answering interfaces. A flow is a fixed 5-tuple whose source port is the flow
-// id (Options.FlowBase + i), so per-flow ECMP keeps it on one path. The real Prober maps
-// batches onto trace.Engine; package mda/sim is a simulated network (ECMP hashing, silent
-// routers, loss, ICMP rate limiting, a virtual clock) for tests and benchmarks.
+// id (Options.FlowBase + i), so per-flow ECMP keeps it on one path. The real Prober,
+// EngineProber, runs the batches on a trace.Engine, paced by package pace; package mda/sim
+// is a simulated network (ECMP hashing, silent routers, loss, ICMP rate limiting, a virtual
+// clock) for tests and benchmarks. Run and RunMany (share.go) drive the exploration loop
+// (explore.go: every (flow, TTL) probe with an explicit lifecycle), which asks the rules
+// below (rules.go) what to send next. What a finished Graph says is here too: InferPaths
+// (the distinct paths, hops filled in from the graph), Roles (diamonds) and NextHops.
 //
 // # Vertices
 //

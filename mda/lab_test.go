@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/turnpath/turnpath/engine"
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/lab"
 	"github.com/turnpath/turnpath/lab/labtest"
 	"github.com/turnpath/turnpath/mda"
@@ -47,7 +48,7 @@ func explore(t *testing.T, l *lab.Lab, kind string, dsts []netip.Addr, o mda.Opt
 		var tmpl []probe.Flow
 		cfg := engine.Config{Payload: payload, Nonce: 0x6d6461}
 		for _, d := range dsts {
-			rt, err := probe.Lookup(d)
+			rt, err := hostnet.Lookup(d)
 			if err != nil {
 				return err
 			}

@@ -378,7 +378,7 @@ func trippyPackets() []capPacket {
 // testdata/tshark-lab.pcapng: Linux 6.18 answering turnpath probes, captured
 // at the prober. Three network namespaces, prober (198.18.250.1,
 // fd51:fa:1::1) - router (forwarding, ICMP rate limits off) - target
-// (198.18.250.6, fd51:fa:2::2); probe.Sender sent, per family, UDP stun TTL
+// (198.18.250.6, fd51:fa:2::2); hostnet.Sender sent, per family, UDP stun TTL
 // 1 and 2, ICMP echo TTL 1, TCP SYN TTL 1 and UDP ms-turn TTL 1 (a 132/152
 // byte probe: a quote past 128 bytes that holds no extension); dumpcap
 // kept the ICMP errors (-f '(icmp and (icmp[0] == 3 or icmp[0] == 11)) or

@@ -1,10 +1,10 @@
-// Package reflector is a network of any depth for benchmarks: an XDP program
-// (bpf/reflector.c) on the far end of a veth answers every probe with the ICMP
-// Time Exceeded of the router at the probe's TTL, or the destination's answer
+// Package reflector is a network of any depth for benchmarks and tests: an XDP
+// program (bpf/reflector.c) on the far end of a veth answers every probe with the
+// ICMP Time Exceeded of the router at the probe's TTL, or the destination's answer
 // from a configurable depth on, by XDP_TX. Up builds a prober namespace and a
-// reflector namespace joined by such a veth; Capacity drives a turnpath engine
-// through it as fast as it can and counts; PeakRSS measures the memory of
-// `turnpath trace -f` over long target lists.
+// reflector namespace joined by such a veth; Net says where things are (Target,
+// Source, Responder, Do, UseEngine) and what the program answered (Stats). It is
+// the fixture only: package bench measures through it (capacity, peak RSS).
 package reflector
 
 // The generated reflector_bpfel.go and reflector_bpfel.o are committed, like

@@ -1,6 +1,7 @@
 package reflector
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -321,3 +322,24 @@ func Target(i int, v6 bool) netip.Addr {
 
 // Stats reads the reflector's counters.
 func (n *Net) Stats() (Stats, error) { return n.objs.Stats() }
+
+// WriteTargets writes the first n targets the reflector answers for (Target(0..n-1)),
+// one a line.
+func WriteTargets(path string, n int, v6 bool) error {
+	if !v6 && n > MaxTargets4 {
+		return fmt.Errorf("%d targets: the reflector has %d IPv4 targets", n, MaxTargets4)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for i := range n {
+		fmt.Fprintln(w, Target(i, v6))
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,40 +1,19 @@
-package reflector
+package reflector_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/turnpath/turnpath/engine"
 	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/reflector"
+	"github.com/turnpath/turnpath/reflector/reflectortest"
 	"github.com/turnpath/turnpath/trace"
 )
 
-func netUp(t *testing.T, depth int) *Net {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces and BPF")
-	}
-	b := make([]byte, 3)
-	rand.Read(b)
-	n, err := Up(context.Background(), Options{Prefix: "rft" + hex.EncodeToString(b), Depth: depth})
-	if err != nil {
-		t.Fatalf("up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := n.Down(); err != nil {
-			t.Errorf("down: %v", err)
-		}
-	})
-	return n
-}
-
 // openEngine makes an engine of the given kind in the prober namespace.
-func openEngine(n *Net, kind string, flows []probe.Flow, payload string) (trace.Engine, error) {
+func openEngine(n *reflector.Net, kind string, flows []probe.Flow, payload string) (trace.Engine, error) {
 	p, err := probe.ParsePayload(payload)
 	if err != nil {
 		return nil, err
@@ -60,7 +39,7 @@ func openEngine(n *Net, kind string, flows []probe.Flow, payload string) (trace.
 // its responder, the destination at Depth.
 func TestNetTraceDepth(t *testing.T) {
 	const depth = 12
-	n := netUp(t, depth)
+	n := reflectortest.Up(t, "rft", depth)
 	for _, kind := range []string{"ebpf", "socket"} {
 		for _, c := range []struct {
 			proto   probe.Proto
@@ -70,7 +49,7 @@ func TestNetTraceDepth(t *testing.T) {
 			{probe.ProtoTCP, true, "none"}} {
 			var flows []probe.Flow
 			for i := 0; i < 5; i++ {
-				dst := Target(i*1000, c.v6)
+				dst := reflector.Target(i*1000, c.v6)
 				flows = append(flows, probe.Flow{Src: n.Source(dst), Dst: dst, Proto: c.proto, SPort: 50000, DPort: 3478})
 			}
 			eng, err := openEngine(n, kind, flows, c.payload)
@@ -119,25 +98,11 @@ func TestNetTraceDepth(t *testing.T) {
 	}
 }
 
-func TestTargets(t *testing.T) {
-	seen := map[netip.Addr]bool{}
-	for _, i := range []int{0, 1, 65535, 65536, MaxTargets4 - 1} {
-		a := Target(i, false)
-		if !probed4.Contains(a) || seen[a] || a.As4()[2] >= 254 && a.As4()[1] == 18 {
-			t.Errorf("target %d = %s", i, a)
-		}
-		seen[a] = true
-	}
-	if a := Target(70000, true); !probed6.Contains(a) || link6.Contains(a) {
-		t.Errorf("v6 target %s", a)
-	}
-}
-
 // More targets than the eBPF engine's flow table holds (65536), through the window:
 // flows come from FlowOf, flowtags are registered at admission and removed at release.
 func TestNetStreamManyTargets(t *testing.T) {
 	const depth = 2
-	n := netUp(t, depth)
+	n := reflectortest.Up(t, "rft", depth)
 	for _, c := range []struct {
 		kind    string
 		targets int
@@ -146,7 +111,7 @@ func TestNetStreamManyTargets(t *testing.T) {
 			t.Fatal(err)
 		}
 		mk := func(i int) probe.Flow {
-			dst := Target(i, false)
+			dst := reflector.Target(i, false)
 			return probe.Flow{Src: n.Source(dst), Dst: dst, Proto: probe.ProtoUDP, SPort: 50000, DPort: 3478}
 		}
 		p, _ := probe.ParsePayload("stun")

@@ -1,12 +1,13 @@
-// Package report turns trace results into what people and scripts read: a traceroute-style
-// table, and the versioned JSON, JSON Lines and CSV formats documented in the README.
-//
-// Everything here is derived from trace.Result plus run metadata; no I/O but the writer.
+// Package report only formats: a trace (trace.Result, with statistics and hints from
+// hopstat) as a traceroute-style table or the versioned JSON, JSON Lines and CSV formats
+// documented in the README; a multipath run (mda.Graph, paths from mda.InferPaths) as
+// text, JSON, dot or SVG. No I/O but the writer.
 package report
 
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/turnpath/turnpath/hopstat"
@@ -40,6 +41,8 @@ type Options struct {
 	Queries  int     `json:"queries"`
 	WaitMS   float64 `json:"wait_ms"`
 	Rate     float64 `json:"rate"`
+	Size     int     `json:"size,omitempty"` // --size: probe IP packet length
+	PMTU     bool    `json:"pmtu,omitempty"` // --pmtu: path MTU discovery
 }
 
 // Target is one traced destination.
@@ -56,6 +59,13 @@ type Target struct {
 	DurationMS float64   `json:"duration_ms"`
 	Hops       []Hop     `json:"hops"`
 	Notes      []string  `json:"notes,omitempty"`
+	// PathMTU (trace --pmtu) is the size of the probes that reached the destination, or
+	// how far down discovery got; PathMTUHop the TTL of the router in front of the
+	// narrowest link (0: none asked for less, or it never answered at its own TTL) and
+	// PathMTUFrom its address.
+	PathMTU     int    `json:"path_mtu,omitempty"`
+	PathMTUHop  int    `json:"path_mtu_hop,omitempty"`
+	PathMTUFrom string `json:"path_mtu_from,omitempty"`
 }
 
 // Hop is one TTL.
@@ -71,6 +81,9 @@ type Hop struct {
 	MaxMS     *float64 `json:"rtt_max_ms,omitempty"`
 	Probes    []Probe  `json:"probes"`
 	Notes     []string `json:"notes,omitempty"`
+	// MTU is the next-hop MTU this hop's router reported (Packet Too Big): the link
+	// after it is the path's narrowest (trace --pmtu).
+	MTU int `json:"mtu,omitempty"`
 }
 
 // Probe is one query of a hop.
@@ -129,7 +142,31 @@ func Build(info TargetInfo, res trace.Result, names Namer) Target {
 		}
 		t.Hops = append(t.Hops, hop)
 	}
+	pathMTU(&t, res)
 	return t
+}
+
+// pathMTU puts path MTU discovery's result on the target and on the hop in front of the
+// narrowest link.
+func pathMTU(t *Target, res trace.Result) {
+	t.PathMTU = res.PathMTU
+	if res.TooBig == nil {
+		return
+	}
+	from := res.TooBig.From.String()
+	t.PathMTUFrom = from
+	for i := range t.Hops {
+		if slices.Contains(t.Hops[i].Addresses, from) {
+			h := &t.Hops[i]
+			h.MTU = int(res.TooBig.MTU)
+			if h.MTU == 0 { // a router older than RFC 1191: the size that got through
+				h.MTU = res.PathMTU
+			}
+			h.Notes = append(h.Notes, fmt.Sprintf("packet too big for the next link: MTU %d", h.MTU))
+			t.PathMTUHop = h.TTL
+			return
+		}
+	}
 }
 
 func buildHop(h trace.Hop, st *hopstat.Hop, names Namer) Hop {

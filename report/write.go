@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -48,10 +49,16 @@ func WriteJSONLine(w io.Writer, r *Run, t Target) error {
 var CSVHeader = []string{"started", "target", "address", "reached", "ttl", "attempt", "answered", "from", "rtt_ms",
 	"kind", "icmp_type", "icmp_code", "reply_ttl", "quoted_ttl", "nat"}
 
+// CSVPMTUHeader are the columns PMTU adds (trace --pmtu): the target's path MTU and the
+// MTU the hop's router reported, on every row.
+var CSVPMTUHeader = []string{"path_mtu", "mtu"}
+
 // CSV writes rows; the header comes once, before the first target.
 type CSV struct {
 	w      *csv.Writer
 	header bool
+	// PMTU adds the CSVPMTUHeader columns (set before the first Write).
+	PMTU bool
 }
 
 // NewCSV starts a CSV stream.
@@ -60,7 +67,11 @@ func NewCSV(w io.Writer) *CSV { return &CSV{w: csv.NewWriter(w)} }
 // Write appends one target's probes.
 func (c *CSV) Write(t Target) error {
 	if !c.header {
-		if err := c.w.Write(CSVHeader); err != nil {
+		h := CSVHeader
+		if c.PMTU {
+			h = append(slices.Clone(CSVHeader), CSVPMTUHeader...)
+		}
+		if err := c.w.Write(h); err != nil {
 			return err
 		}
 		c.header = true
@@ -74,6 +85,12 @@ func (c *CSV) Write(t Target) error {
 				row[8] = strconv.FormatFloat(p.RTTMS, 'f', 3, 64)
 				row[10], row[11] = strconv.Itoa(int(p.ICMPType)), strconv.Itoa(int(p.ICMPCode))
 				row[12], row[13] = strconv.Itoa(int(p.ReplyTTL)), strconv.Itoa(int(p.QuotedTTL))
+			}
+			if c.PMTU {
+				row = append(row, strconv.Itoa(t.PathMTU), "")
+				if h.MTU > 0 {
+					row[len(row)-1] = strconv.Itoa(h.MTU)
+				}
 			}
 			if err := c.w.Write(row); err != nil {
 				return err
@@ -127,11 +144,27 @@ func WriteText(w io.Writer, r *Run, t Target) error {
 	} else {
 		fmt.Fprintf(&b, "not reached: %s; %d probes, %.0f ms\n", t.How, t.Sent, t.DurationMS)
 	}
+	if t.PathMTU > 0 {
+		fmt.Fprintf(&b, "path MTU %d: %s\n", t.PathMTU, mtuWhere(t))
+	}
 	for _, n := range t.Notes {
 		fmt.Fprintf(&b, "! %s\n", n)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// mtuWhere says where the path MTU comes from, for the summary line.
+func mtuWhere(t Target) string {
+	switch {
+	case t.PathMTUHop > 0:
+		return fmt.Sprintf("the link after hop %d (%s) is the narrowest", t.PathMTUHop, t.PathMTUFrom)
+	case t.PathMTUFrom != "":
+		return fmt.Sprintf("%s asked for it", t.PathMTUFrom)
+	case !t.Reached:
+		return "the largest size tried (the destination did not answer)"
+	}
+	return "no router asked for less"
 }
 
 func nameOf(h Hop, addr string) string {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/turnpath/turnpath/engine"
 	"github.com/turnpath/turnpath/enrich"
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
 )
@@ -47,6 +48,13 @@ type ProbeTooBigError struct {
 	Ifname    string
 }
 
+// ProbeTooSmallError refuses a probe size below what the payload needs.
+type ProbeTooSmallError struct{ Size, Min int }
+
+func (e *ProbeTooSmallError) Error() string {
+	return fmt.Sprintf("probe size %d is below the %d bytes these probes need", e.Size, e.Min)
+}
+
 func (e *ProbeTooBigError) Error() string {
 	return fmt.Sprintf("probe of %d bytes exceeds the MTU %d of %s", e.Size, e.MTU, e.Ifname)
 }
@@ -59,6 +67,9 @@ type Spec struct {
 	Payload probe.Payload // UDP payload
 	// Timeout bounds how long the socket engine remembers a probe (0: its default).
 	Timeout time.Duration
+	// Size is the probes' IP packet length (0: the payload's own); it must fit every
+	// route's interface.
+	Size int
 	// Numeric: no PTR lookups.
 	Numeric bool
 	// NameTimeout bounds the PTR lookups of one Names call (default 3 s).
@@ -70,8 +81,8 @@ type Spec struct {
 type Session struct {
 	spec Spec
 
-	// Lookup finds the route to a destination (probe.Lookup).
-	Lookup func(netip.Addr) (probe.Route, error)
+	// Lookup finds the route to a destination (hostnet.Lookup).
+	Lookup func(netip.Addr) (hostnet.Route, error)
 	// MTU is the MTU of an interface (0: unknown, no check).
 	MTU func(ifindex int) int
 	// NewEBPF and NewSocket open the engines (engine.NewEBPF, engine.NewSocket).
@@ -80,7 +91,8 @@ type Session struct {
 	// Resolver looks PTR names up (nil with Spec.Numeric).
 	Resolver *enrich.Names
 
-	routes  []probe.Route
+	routes  []hostnet.Route
+	mtus    []int        // each route's interface MTU (0: unknown)
 	first   []netip.Addr // the first target of each route
 	routeOf []int32
 	ifaces  map[int]string // the interfaces the run's probes leave by
@@ -105,10 +117,10 @@ func New(spec Spec) (*Session, error) {
 	return s, nil
 }
 
-// lookup is probe.Lookup with a hint for IPv6 hosts without IPv6.
-func lookup(dst netip.Addr) (probe.Route, error) {
-	rt, err := probe.Lookup(dst)
-	if err != nil && errors.Is(err, probe.ErrNoRoute) && !dst.Is4() {
+// lookup is hostnet.Lookup with a hint for IPv6 hosts without IPv6.
+func lookup(dst netip.Addr) (hostnet.Route, error) {
+	rt, err := hostnet.Lookup(dst)
+	if err != nil && errors.Is(err, hostnet.ErrNoRoute) && !dst.Is4() {
 		err = fmt.Errorf("%w (is IPv6 configured here?)", err)
 	}
 	return rt, err
@@ -124,7 +136,7 @@ func ifaceMTU(ifindex int) int {
 
 // Flow is the flow toward dst from route rt with source port sport, as this session's
 // probes make it.
-func (s *Session) Flow(rt probe.Route, dst netip.Addr, sport uint16) probe.Flow {
+func (s *Session) Flow(rt hostnet.Route, dst netip.Addr, sport uint16) probe.Flow {
 	return probe.Flow{Src: rt.Src, Dst: dst, Proto: s.spec.Proto, SPort: sport, DPort: s.spec.Port}
 }
 
@@ -134,7 +146,7 @@ func (s *Session) Flow(rt probe.Route, dst netip.Addr, sport uint16) probe.Flow 
 // list costs a few bytes per target. ctx is checked between targets: Ctrl-C during a
 // long list returns ErrInterrupted at once.
 func (s *Session) Route(ctx context.Context, dsts []netip.Addr) error {
-	s.routes, s.first, s.routeOf = s.routes[:0], s.first[:0], make([]int32, len(dsts))
+	s.routes, s.mtus, s.first, s.routeOf = s.routes[:0], s.mtus[:0], s.first[:0], make([]int32, len(dsts))
 	for i, dst := range dsts {
 		if ctx.Err() != nil {
 			return ErrInterrupted
@@ -143,15 +155,21 @@ func (s *Session) Route(ctx context.Context, dsts []netip.Addr) error {
 		if err != nil {
 			return err
 		}
-		j := slices.IndexFunc(s.routes, func(r probe.Route) bool { return r.Src == rt.Src && r.Ifindex == rt.Ifindex })
+		j := slices.IndexFunc(s.routes, func(r hostnet.Route) bool { return r.Src == rt.Src && r.Ifindex == rt.Ifindex })
 		if j < 0 {
-			if mtu := s.MTU(rt.Ifindex); mtu > 0 {
-				if n := probe.PacketLen(s.Flow(rt, dst, 1), s.spec.Payload); n > mtu {
-					return &ProbeTooBigError{Size: n, MTU: mtu, Ifname: rt.Ifname}
+			mtu := s.MTU(rt.Ifindex)
+			n := probe.PacketLen(s.Flow(rt, dst, 1), s.spec.Payload)
+			if s.spec.Size > 0 {
+				if s.spec.Size < n {
+					return &ProbeTooSmallError{Size: s.spec.Size, Min: n}
 				}
+				n = s.spec.Size
+			}
+			if mtu > 0 && n > mtu {
+				return &ProbeTooBigError{Size: n, MTU: mtu, Ifname: rt.Ifname}
 			}
 			j = len(s.routes)
-			s.routes, s.first = append(s.routes, rt), append(s.first, dst)
+			s.routes, s.mtus, s.first = append(s.routes, rt), append(s.mtus, mtu), append(s.first, dst)
 			s.ifaces[rt.Ifindex] = rt.Ifname
 		}
 		s.routeOf[i] = int32(j)
@@ -163,7 +181,11 @@ func (s *Session) Route(ctx context.Context, dsts []netip.Addr) error {
 }
 
 // RouteOf is the route of target i (after Route).
-func (s *Session) RouteOf(i int) probe.Route { return s.routes[s.routeOf[i]] }
+func (s *Session) RouteOf(i int) hostnet.Route { return s.routes[s.routeOf[i]] }
+
+// MTUOf is the MTU of the interface target i's probes leave by (0: unknown): where path
+// MTU discovery starts.
+func (s *Session) MTUOf(i int) int { return s.mtus[s.routeOf[i]] }
 
 // Config is the engine configuration for the routed targets: the interfaces to attach
 // to, one flow of each source address as the shape, a fresh nonce. The caller adds the

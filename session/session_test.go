@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/turnpath/turnpath/engine"
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
 )
@@ -40,16 +41,16 @@ func newTest(t *testing.T, spec Spec) (*Session, *[]*fakeEngine) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Lookup = func(dst netip.Addr) (probe.Route, error) {
+	s.Lookup = func(dst netip.Addr) (hostnet.Route, error) {
 		switch {
 		case dst.Is6():
-			return probe.Route{Src: src6, Ifindex: 2, Ifname: "eth1", Nexthops: 1}, nil
+			return hostnet.Route{Src: src6, Ifindex: 2, Ifname: "eth1", Nexthops: 1}, nil
 		case netip.MustParsePrefix("198.19.1.0/24").Contains(dst):
-			return probe.Route{Src: src1, Ifindex: 2, Ifname: "eth1", Nexthops: 1}, nil
+			return hostnet.Route{Src: src1, Ifindex: 2, Ifname: "eth1", Nexthops: 1}, nil
 		case netip.MustParsePrefix("198.19.2.0/24").Contains(dst):
-			return probe.Route{Src: src2, Ifindex: 9, Ifname: "eth9", Nexthops: 2}, nil
+			return hostnet.Route{Src: src2, Ifindex: 9, Ifname: "eth9", Nexthops: 2}, nil
 		}
-		return probe.Route{}, probe.ErrNoRoute
+		return hostnet.Route{}, hostnet.ErrNoRoute
 	}
 	s.MTU = func(i int) int {
 		if i == 9 {
@@ -132,7 +133,7 @@ func TestRouteAndConfig(t *testing.T) {
 
 func TestRouteErrors(t *testing.T) {
 	s, _ := newTest(t, Spec{Engine: EngineAuto, Proto: probe.ProtoUDP, Port: 3478, Payload: stun(t)})
-	if err := s.Route(context.Background(), addrs("198.19.1.1", "203.0.113.1")); !errors.Is(err, probe.ErrNoRoute) {
+	if err := s.Route(context.Background(), addrs("198.19.1.1", "203.0.113.1")); !errors.Is(err, hostnet.ErrNoRoute) {
 		t.Errorf("unroutable: %v", err)
 	}
 	var big *ProbeTooBigError
@@ -143,7 +144,7 @@ func TestRouteErrors(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	n := 0
-	s.Lookup = func(netip.Addr) (probe.Route, error) { n++; return probe.Route{Src: src1, Ifindex: 2}, nil }
+	s.Lookup = func(netip.Addr) (hostnet.Route, error) { n++; return hostnet.Route{Src: src1, Ifindex: 2}, nil }
 	if err := s.Route(ctx, addrs("198.19.1.1", "198.19.1.2")); !errors.Is(err, ErrInterrupted) || n != 0 {
 		t.Errorf("cancelled: %v after %d lookups", err, n)
 	}
@@ -178,5 +179,30 @@ func TestEngineChoiceNoBPF(t *testing.T) {
 	}
 	if _, err := New(Spec{Engine: "xdp"}); err == nil {
 		t.Error("unknown engine accepted")
+	}
+}
+
+// TestRouteSize: --size is checked against what the payload needs and against every
+// route's MTU before any probe leaves; MTUOf is where path MTU discovery starts.
+func TestRouteSize(t *testing.T) {
+	for _, c := range []struct {
+		size int
+		err  string
+	}{
+		{20, "probe size 20 is below the 48 bytes these probes need"},
+		{1501, "probe of 1501 bytes exceeds the MTU 1500 of eth1"},
+		{1500, ""},
+	} {
+		s, _ := newTest(t, Spec{Engine: EngineAuto, Proto: probe.ProtoUDP, Port: 3478, Payload: stun(t), Size: c.size})
+		err := s.Route(context.Background(), addrs("198.19.1.1", "fd51:1:2::5"))
+		if c.err == "" {
+			if err != nil || s.MTUOf(0) != 1500 || s.MTUOf(1) != 1500 {
+				t.Errorf("size %d: %v, MTUs %d %d", c.size, err, s.MTUOf(0), s.MTUOf(1))
+			}
+			continue
+		}
+		if err == nil || err.Error() != c.err {
+			t.Errorf("size %d: %v, want %q", c.size, err, c.err)
+		}
 	}
 }

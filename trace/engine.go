@@ -63,7 +63,7 @@ func (r *Reply) Reached() bool {
 }
 
 // Engine sends probes and delivers replies matched to them. Implementations: the eBPF engine
-// (kernel timestamps, XDP matching) and the socket engine (raw sockets), both in package probe.
+// (kernel timestamps, XDP matching) and the socket engine (raw sockets), both in package engine.
 type Engine interface {
 	Name() string
 	// Send transmits one probe; it must not block for long (the scheduler paces).

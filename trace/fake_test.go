@@ -20,12 +20,17 @@ type fakeNet struct {
 	rtt        time.Duration
 	loss       float64
 	dup        bool // send every reply twice
-	rng        *rand.Rand
-	sent       []Probe
-	pending    []pendingReply
-	replies    chan Reply
-	errs       chan error
-	closed     bool
+	// narrow[t] = {k, mtu}: the link after hop k of target t's path takes packets of at
+	// most mtu bytes; bigger probes past it get Packet Too Big from hop k (reporting 0
+	// when hideMTU is set, as pre-RFC 1191 routers do).
+	narrow  map[int][2]int
+	hideMTU bool
+	rng     *rand.Rand
+	sent    []Probe
+	pending []pendingReply
+	replies chan Reply
+	errs    chan error
+	closed  bool
 }
 
 func newFakeNet(rtt time.Duration) *fakeNet {
@@ -50,7 +55,14 @@ func (f *fakeNet) Send(p Probe) error {
 	path := f.paths[p.Target]
 	ttl := int(p.TTL)
 	var rep Reply
+	nw, isNarrow := f.narrow[p.Target]
 	switch {
+	case isNarrow && ttl > nw[0] && int(p.Size) > nw[1]:
+		rep = Reply{Kind: probe.KindPacketTooBig, From: path[nw[0]-1], ICMPType: 3, ICMPCode: 4, MTU: uint32(nw[1])}
+		if f.hideMTU {
+			rep.MTU = 0
+		}
+		ttl = nw[0]
 	case ttl <= len(path):
 		if !path[ttl-1].IsValid() {
 			return nil

@@ -21,12 +21,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/turnpath/turnpath/probe"
 	"math"
 	"slices"
 	"time"
 
 	"github.com/turnpath/turnpath/pace"
+	"github.com/turnpath/turnpath/probe"
 )
 
 // Options tune a run.
@@ -43,6 +43,14 @@ type Options struct {
 	Window int
 	// Progress, if set, is called from the run loop after each send and reply.
 	Progress func(Progress)
+	// Size, if set, is the IP packet length of target t's probes (0: the payload's own).
+	// With PMTU it is where discovery starts (the interface's MTU).
+	Size func(target int) int
+	// PMTU discovers each target's path MTU: a Packet Too Big (IPv4 fragmentation
+	// needed) answer lowers the target's probe size to the MTU the router reports and
+	// the probe goes again at that size, until the destination answers. The engine must
+	// send with DF set.
+	PMTU bool
 }
 
 // Progress is a snapshot for a progress line.
@@ -86,6 +94,16 @@ func (o *Options) Validate() error {
 	return nil
 }
 
+// minSize is the smallest probe path MTU discovery goes down to: IPv4's minimum MTU
+// (RFC 791). IPv6's is 1280, which no conforming router reports below.
+const minSize = 68
+
+// plateaus are the MTUs to try when a router reports none (RFC 1191 section 7).
+var plateaus = []int{32000, 17914, 8166, 4352, 2002, 1492, 1280, 1006, 508, 296, 68}
+
+// maxResends bounds how often one probe goes again after Packet Too Big answers.
+const maxResends = 8
+
 // Hop is one TTL of one target.
 type Hop struct {
 	TTL     int
@@ -106,6 +124,12 @@ type Result struct {
 	// Unfinished: the run stopped (cancelled, engine error) while this target was in the
 	// window: not every probe was sent or waited for.
 	Unfinished bool
+	// PathMTU (Options.PMTU) is the size of the probes that reached the destination, or
+	// the size discovery was down to when it did not (0: not discovering).
+	PathMTU int
+	// TooBig is the Packet Too Big answer that set PathMTU (nil: none came): its From is
+	// the router in front of the narrowest link, its MTU what that router reported.
+	TooBig *Reply
 }
 
 // Windowed is implemented by engines that hold per-target state (flows, flowtags) only
@@ -127,7 +151,11 @@ type target struct {
 	queued   int  // probes of this target in the queue
 	pending  int  // sent within the limit and not answered
 	sentN    int
-	maxTTL   int // highest TTL answered
+	maxTTL   int     // highest TTL answered
+	size     int     // probe size now (0: the payload's own)
+	slotSize []int   // size each slot was last sent with (PMTU)
+	resends  []uint8 // sends of each slot after Packet Too Big (PMTU)
+	tooBig   *Reply  // the Packet Too Big answer with the smallest MTU
 	start    time.Time
 	lastSend time.Time
 	elem     *list.Element // in run.bySend
@@ -248,6 +276,12 @@ func (r *run) admit() error {
 		}
 		slots := (r.opt.MaxTTL - r.opt.FirstTTL + 1) * r.opt.Queries
 		st := &target{idx: t, replies: make([]*Reply, slots), sent: make([]bool, slots), start: time.Now()}
+		if r.opt.Size != nil {
+			st.size = r.opt.Size(t)
+		}
+		if r.opt.PMTU {
+			st.slotSize, st.resends = make([]int, slots), make([]uint8, slots)
+		}
 		st.elem = r.bySend.PushBack(st)
 		r.active[t] = st
 		batch = append(batch, st)
@@ -305,6 +339,10 @@ func (r *run) loop(ctx context.Context) error {
 			}
 			r.pop()
 			st.queued--
+			p.Size = uint16(st.size)
+			if st.slotSize != nil {
+				st.slotSize[r.slot(int(p.TTL), int(p.Attempt))] = st.size
+			}
 			if err := r.eng.Send(p); err != nil {
 				return fmt.Errorf("send probe: %w", err)
 			}
@@ -419,6 +457,9 @@ func (r *run) record(rep *Reply) error {
 	if !st.sent[i] || st.replies[i] != nil {
 		return nil // not sent, or a duplicate: first answer wins
 	}
+	if rep.Kind == probe.KindPacketTooBig && st.slotSize != nil && r.tooBig(st, i, rep) {
+		return nil // goes again, smaller
+	}
 	if ttl <= r.limit(st) {
 		st.pending--
 	}
@@ -438,6 +479,43 @@ func (r *run) record(rep *Reply) error {
 	}
 	r.progress()
 	return r.maybeFinish(st)
+}
+
+// tooBig takes a Packet Too Big answer to slot i: the target's probes shrink to the MTU
+// the router reports (or the next plateau below the probe's size when it reports none
+// or nonsense), and the probe goes again at that size. It reports false when the
+// answer is to be recorded as the slot's reply instead: the probe was no bigger than
+// the size already known, or it went again too often.
+func (r *run) tooBig(st *target, i int, rep *Reply) bool {
+	sent := st.slotSize[i]
+	if sent == 0 || st.resends[i] >= maxResends {
+		return false
+	}
+	m := int(rep.MTU)
+	if m == 0 || m >= sent {
+		m = 0
+		for _, pl := range plateaus {
+			if pl < sent {
+				m = pl
+				break
+			}
+		}
+	}
+	if m < minSize {
+		return false
+	}
+	if st.size == 0 || m < st.size {
+		st.size = m
+		st.tooBig = rep
+	}
+	// Answered, as far as waiting goes; the same probe (ttl, attempt) goes again.
+	if ttl := i/r.opt.Queries + r.opt.FirstTTL; ttl <= r.limit(st) {
+		st.pending--
+	}
+	st.sent[i] = false
+	st.resends[i]++
+	r.push(st, Probe{Target: st.idx, TTL: uint8(i/r.opt.Queries + r.opt.FirstTTL), Attempt: uint8(i % r.opt.Queries)})
+	return true
 }
 
 // maybeFinish finishes a target with nothing left to send or wait for.
@@ -505,7 +583,11 @@ func (r *run) forget(st *target) {
 
 // result is the target's Result as it stands.
 func (r *run) result(st *target) Result {
-	res := Result{Target: st.idx, Reached: st.reached, DestTTL: st.dest, Sent: st.sentN, Start: st.start, End: time.Now()}
+	res := Result{Target: st.idx, Reached: st.reached, DestTTL: st.dest, Sent: st.sentN, Start: st.start, End: time.Now(),
+		TooBig: st.tooBig}
+	if r.opt.PMTU {
+		res.PathMTU = st.size
+	}
 	last := st.dest
 	if last == 0 { // unreached: show up to the last TTL that answered
 		last = st.maxTTL

@@ -198,3 +198,74 @@ func TestValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestPathMTU: probes start at the interface's MTU; the router in front of a narrower
+// link answers the bigger ones with Packet Too Big, they go again at the MTU it reports,
+// and the trace ends with every hop and the path MTU.
+func TestPathMTU(t *testing.T) {
+	for _, hide := range []bool{false, true} {
+		f := newFakeNet(time.Millisecond)
+		f.paths = [][]netip.Addr{{addr("198.18.1.2"), addr("198.18.2.2"), addr("198.18.3.2"), addr("198.18.4.2")}}
+		f.dest = []netip.Addr{addr("198.19.1.1")}
+		f.narrow = map[int][2]int{0: {2, 1300}}
+		f.hideMTU = hide
+		opt := DefaultOptions()
+		opt.MaxTTL, opt.PMTU = 8, true
+		opt.Size = func(int) int { return 1500 }
+		res, err := Run(context.Background(), f, 1, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := res[0]
+		want := 1300
+		if hide {
+			want = 1280 // the plateau below 1500 a silent router leaves
+		}
+		if !r.Reached || r.DestTTL != 5 || r.PathMTU != want || r.TooBig == nil || r.TooBig.From != addr("198.18.2.2") {
+			t.Fatalf("hide %v: reached %v at %d, path MTU %d, too big %+v", hide, r.Reached, r.DestTTL, r.PathMTU, r.TooBig)
+		}
+		for _, h := range r.Hops {
+			for a, rep := range h.Replies {
+				if rep == nil || rep.Kind == probe.KindPacketTooBig {
+					t.Errorf("hide %v: TTL %d attempt %d: %+v, want its hop's answer", hide, h.TTL, a, rep)
+				}
+			}
+		}
+		// Nothing bigger than the MTU went past hop 2 after the first round's answer.
+		big := 0
+		for _, p := range f.sentProbes() {
+			if p.Size > uint16(want) {
+				big++
+			}
+		}
+		// One round of TTLs past the link at the start size; a silent router costs a
+		// second round at each plateau tried above the path MTU.
+		rounds := 1
+		if hide {
+			rounds = 2
+		}
+		if big > rounds*opt.MaxTTL {
+			t.Errorf("hide %v: %d probes above the path MTU (%d rounds of %d TTLs at most)", hide, big, rounds, opt.MaxTTL)
+		}
+	}
+	// Without PMTU a Packet Too Big is just the hop's answer, and the size stays.
+	f := newFakeNet(time.Millisecond)
+	f.paths = [][]netip.Addr{{addr("198.18.1.2"), addr("198.18.2.2")}}
+	f.dest = []netip.Addr{addr("198.19.1.1")}
+	f.narrow = map[int][2]int{0: {1, 1300}}
+	opt := DefaultOptions()
+	opt.MaxTTL = 4
+	opt.Size = func(int) int { return 1400 }
+	res, err := Run(context.Background(), f, 1, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].PathMTU != 0 || res[0].Reached {
+		t.Errorf("without PMTU: %+v", res[0])
+	}
+	for _, p := range f.sentProbes() {
+		if p.Size != 1400 {
+			t.Fatalf("probe size %d, want the fixed 1400", p.Size)
+		}
+	}
+}

@@ -150,11 +150,11 @@ func ebpfRTT(ctx context.Context, args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
-// capacity is one run of the capacity section, on its own reflector network
-// (reflector.Capacity: namespaces tpcap-prober and tpcap-refl), printed as JSON.
+// capacity is one run of the capacity section, on its own reflector network of depth 8
+// (namespaces tpcap-prober and tpcap-refl), printed as JSON.
 func capacity(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tpbench capacity", flag.ContinueOnError)
-	o := reflector.CapacityOptions{Targets: 256}
+	o := bench.CapacityOptions{Targets: 256}
 	fs.StringVar(&o.Engine, "engine", "ebpf", "ebpf or socket")
 	fs.IntVar(&o.Probes, "probes", 600_000, "probes to send")
 	fs.IntVar(&o.CPU, "cpu", bench.CapacityCPU(), "core to pin the process to (-1: not pinned)")
@@ -164,8 +164,12 @@ func capacity(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	res, err := reflector.Capacity(ctx, o)
+	n, err := reflector.Up(ctx, reflector.Options{Prefix: "tpcap", Depth: 8})
 	if err != nil {
+		return err
+	}
+	res, err := bench.Capacity(ctx, n, o)
+	if err = errors.Join(err, n.Down()); err != nil {
 		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(res)

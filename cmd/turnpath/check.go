@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/turnpath/turnpath/doctor"
-	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/urfave/cli/v2"
 )
 
@@ -32,7 +32,7 @@ func checkCommand() *cli.Command {
 				return usageError("check: unknown --format %q (text, json)", format)
 			}
 			r, err := doctor.Run(c.Context, doctor.Options{Target: c.Args().First(), BPF: &bpfDoctor{}})
-			if err != nil && !errors.Is(err, probe.ErrNoRoute) {
+			if err != nil && !errors.Is(err, hostnet.ErrNoRoute) {
 				return usageError("check: %w", err)
 			}
 			noRoute := err // the report is there too: print it, then say so

@@ -140,12 +140,13 @@ func checkOutputPath(path string) error {
 func routeAll(ctx context.Context, cmd string, sess *session.Session, addrs []netip.Addr) error {
 	err := sess.Route(ctx, addrs)
 	var big *session.ProbeTooBigError
+	var small *session.ProbeTooSmallError
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, session.ErrInterrupted):
 		return interruptedEarly(cmd, len(addrs))
-	case errors.As(err, &big):
+	case errors.As(err, &big), errors.As(err, &small):
 		return usageError("%s: %w", cmd, err)
 	}
 	return runtimeError(fmt.Errorf("%s: %w", cmd, err))

@@ -31,6 +31,8 @@ func traceCommand() *cli.Command {
 			&cli.UintFlag{Name: "sport", Value: 50000, Usage: "source port: the flow id; fixed for the whole trace (Paris)"},
 			&cli.IntFlag{Name: "queries", Aliases: []string{"q"}, Value: 3, Usage: "probes per hop"},
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, jsonl or csv"},
+			&cli.BoolFlag{Name: "pmtu", Usage: "discover the path MTU: probes start at --size or the interface's MTU, with DF set, and shrink to what routers report (udp, icmp)"},
+			&cli.IntFlag{Name: "size", Usage: "probe size in bytes, IP header included (default: the smallest the payload allows; with --pmtu the interface's MTU)"},
 		),
 		Action: runTrace,
 	}
@@ -45,6 +47,8 @@ type traceFlags struct {
 	engine  string
 	format  string
 	family  int
+	size    int  // --size
+	pmtu    bool // --pmtu
 }
 
 func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
@@ -86,6 +90,17 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 	if tf.family, err = familyFlag(c); err != nil {
 		return nil, err
 	}
+	tf.size, tf.pmtu = c.Int("size"), c.Bool("pmtu")
+	if tf.size < 0 || tf.size > 65535 {
+		return nil, fmt.Errorf("--size %d out of range (bytes of an IP packet)", tf.size)
+	}
+	if tf.pmtu && tf.proto == probe.ProtoTCP {
+		return nil, errors.New("--pmtu needs --proto udp or icmp (a TCP SYN carries no payload to grow)")
+	}
+	if tf.size > 0 && tf.proto == probe.ProtoTCP {
+		return nil, errors.New("--size needs --proto udp or icmp (a TCP SYN carries no payload to grow)")
+	}
+	tf.opts.PMTU = tf.pmtu
 	return tf, nil
 }
 
@@ -111,7 +126,7 @@ func runTrace(c *cli.Context) error {
 	// A reply later than twice the longest wait is of no use to trace: the socket engine
 	// need not remember probes longer than that.
 	sess, err := session.New(session.Spec{Engine: tf.engine, Proto: tf.proto, Port: tf.port, Payload: tf.payload,
-		Timeout: max(2*tf.opts.Wait, 2*time.Second), Numeric: c.Bool("numeric")})
+		Timeout: max(2*tf.opts.Wait, 2*time.Second), Numeric: c.Bool("numeric"), Size: tf.size})
 	if err != nil {
 		return usageError("trace: %w", err)
 	}
@@ -120,6 +135,13 @@ func runTrace(c *cli.Context) error {
 		return err
 	}
 	cfg := sess.Config(tf.sport)
+	cfg.DontFragment = tf.pmtu
+	switch {
+	case tf.size > 0:
+		tf.opts.Size = func(int) int { return tf.size }
+	case tf.pmtu:
+		tf.opts.Size = sess.MTUOf
+	}
 	// Flows are made when trace admits a target, and forgotten when it is done.
 	cfg.FlowOf = func(i int) (probe.Flow, error) {
 		return sess.Flow(sess.RouteOf(i), targets.addrs[i], tf.sport), nil
@@ -148,7 +170,7 @@ func runTrace(c *cli.Context) error {
 		Started: started, Options: report.Options{
 			Proto: c.String("proto"), Port: tf.port, SPort: tf.sport, Payload: cfg.Payload.String(),
 			FirstTTL: opts.FirstTTL, MaxTTL: opts.MaxTTL, Queries: opts.Queries,
-			WaitMS: float64(opts.Wait) / 1e6, Rate: opts.Rate}}
+			WaitMS: float64(opts.Wait) / 1e6, Rate: opts.Rate, Size: tf.size, PMTU: tf.pmtu}}
 	out := newTraceOutput(c.App.Writer, tf.format, run, sess.Names)
 	reached, reported := 0, 0
 	runErr := trace.Stream(ctx, eng, len(targets.addrs), opts, func(r trace.Result) error {
@@ -219,6 +241,7 @@ func newTraceOutput(w io.Writer, format string, run *report.Run, names func([]ne
 	o := &traceOutput{w: w, format: format, run: run, names: names}
 	if format == "csv" {
 		o.csv = report.NewCSV(w)
+		o.csv.PMTU = run.Options.PMTU
 	}
 	return o
 }
@@ -305,6 +328,7 @@ func writeRun(w io.Writer, format string, run *report.Run) error {
 		return report.WriteJSON(w, run)
 	case "csv":
 		c := report.NewCSV(w)
+		c.PMTU = run.Options.PMTU
 		for _, t := range run.Targets {
 			if err := c.Write(t); err != nil {
 				return err

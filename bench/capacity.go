@@ -1,4 +1,4 @@
-package reflector
+package bench
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnpath/turnpath/engine"
 	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/reflector"
 	"github.com/turnpath/turnpath/session"
 	"github.com/turnpath/turnpath/trace"
 	"golang.org/x/sys/unix"
@@ -67,7 +68,7 @@ type CapacityResult struct {
 
 func (o *CapacityOptions) defaults() error {
 	if o.Engine != "ebpf" && o.Engine != "socket" {
-		return fmt.Errorf("reflector: capacity: engine %q (ebpf, socket)", o.Engine)
+		return fmt.Errorf("bench: capacity: engine %q (ebpf, socket)", o.Engine)
 	}
 	if o.Probes <= 0 {
 		o.Probes = 1_000_000
@@ -82,37 +83,37 @@ func (o *CapacityOptions) defaults() error {
 		o.Drain = 300 * time.Millisecond
 	}
 	if o.CPU >= runtime.NumCPU() {
-		return fmt.Errorf("reflector: capacity: no CPU %d", o.CPU)
+		return fmt.Errorf("bench: capacity: no CPU %d", o.CPU)
 	}
 	return nil
 }
 
 // Capacity drives a turnpath engine directly (trace.Engine Send and Replies, no
-// scheduler) through the reflector as fast as it can, or at opts.Rate, and counts what
-// comes back. The probes cycle over Targets targets, TTL 1..Depth and attempts 0..253, so
+// scheduler) through the reflector network n as fast as it can, or at opts.Rate, and
+// counts what comes back. The probes cycle over Targets targets, TTL 1..Depth and attempts 0..253, so
 // every probe is answered (Depth-1 Time Exceeded, then the destination) and ids repeat
 // only after Targets*Depth*254 probes. One goroutine sends and yields every 64 probes;
 // another drains Replies. With CPU >= 0 the process runs on that core alone for the run
 // (GOMAXPROCS and affinity are restored afterwards): do not run other work in the
 // process meanwhile.
-func (n *Net) Capacity(ctx context.Context, opts CapacityOptions) (CapacityResult, error) {
+func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (CapacityResult, error) {
 	if err := opts.defaults(); err != nil {
 		return CapacityResult{}, err
 	}
-	res := CapacityResult{Engine: opts.Engine, Probes: opts.Probes, Targets: opts.Targets, Depth: n.depth, CPU: opts.CPU}
+	res := CapacityResult{Engine: opts.Engine, Probes: opts.Probes, Targets: opts.Targets, Depth: n.Depth(), CPU: opts.CPU}
 	payload, err := probe.ParsePayload(opts.Payload)
 	if err != nil {
 		return res, err
 	}
 	flows := make([]probe.Flow, opts.Targets)
 	for i := range flows {
-		dst := Target(i, opts.IPv6)
+		dst := reflector.Target(i, opts.IPv6)
 		flows[i] = probe.Flow{Src: n.Source(dst), Dst: dst, Proto: probe.ProtoUDP, SPort: 50000, DPort: 3478}
 	}
 	if err := n.UseEngine(opts.Engine); err != nil {
 		return res, err
 	}
-	cfg := engine.Config{Flows: flows, Payload: payload, Nonce: 0xca9ac17e, Ifindexes: []int{n.ifindex},
+	cfg := engine.Config{Flows: flows, Payload: payload, Nonce: 0xca9ac17e, Ifindexes: []int{n.Ifindex()},
 		Timeout: 2 * time.Second}
 	var eng trace.Engine
 	if err := n.Do(func() error {
@@ -120,7 +121,7 @@ func (n *Net) Capacity(ctx context.Context, opts CapacityOptions) (CapacityResul
 		eng, _, err = session.OpenEngine(opts.Engine, cfg)
 		return err
 	}); err != nil {
-		return res, fmt.Errorf("reflector: capacity: %s engine: %w", opts.Engine, err)
+		return res, fmt.Errorf("bench: capacity: %s engine: %w", opts.Engine, err)
 	}
 	defer eng.Close()
 	before, err := n.Stats()
@@ -164,7 +165,7 @@ func (n *Net) Capacity(ctx context.Context, opts CapacityOptions) (CapacityResul
 	if opts.Rate > 0 {
 		interval = time.Duration(float64(time.Second) / opts.Rate)
 	}
-	depth := n.depth
+	depth := n.Depth()
 	var sendErr error
 	for i := 0; i < opts.Probes; i++ {
 		if i&63 == 63 {
@@ -233,7 +234,7 @@ func (n *Net) Capacity(ctx context.Context, opts CapacityOptions) (CapacityResul
 		res.Answered = after.Answered() - before.Answered()
 	}
 	if res.Sent == 0 && sendErr != nil {
-		return res, fmt.Errorf("reflector: capacity: send: %w", sendErr)
+		return res, fmt.Errorf("bench: capacity: send: %w", sendErr)
 	}
 	return res, ctx.Err()
 }
@@ -245,7 +246,7 @@ func tv(t unix.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 func pinProcess(cpu int) (func(), error) {
 	var all, one unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		return nil, fmt.Errorf("reflector: get affinity: %w", err)
+		return nil, fmt.Errorf("bench: get affinity: %w", err)
 	}
 	one.Set(cpu)
 	prev := runtime.GOMAXPROCS(1)
@@ -269,7 +270,7 @@ func pinProcess(cpu int) (func(), error) {
 	if err := setAll(&one); err != nil {
 		_ = setAll(&all)
 		runtime.GOMAXPROCS(prev)
-		return nil, fmt.Errorf("reflector: pin to CPU %d: %w", cpu, err)
+		return nil, fmt.Errorf("bench: pin to CPU %d: %w", cpu, err)
 	}
 	return func() {
 		_ = setAll(&all)
@@ -286,7 +287,7 @@ func readCPU(cpu int) (cpuTimes, error) {
 	}
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return cpuTimes{}, fmt.Errorf("reflector: read /proc/stat: %w", err)
+		return cpuTimes{}, fmt.Errorf("bench: read /proc/stat: %w", err)
 	}
 	want := "cpu" + strconv.Itoa(cpu) + " "
 	for _, line := range strings.Split(string(b), "\n") {
@@ -310,5 +311,5 @@ func readCPU(cpu int) (cpuTimes, error) {
 		}
 		return cpuTimes{busy: total - idle, softirq: softirq}, nil
 	}
-	return cpuTimes{}, fmt.Errorf("reflector: no %q in /proc/stat", strings.TrimSpace(want))
+	return cpuTimes{}, fmt.Errorf("bench: no %q in /proc/stat", strings.TrimSpace(want))
 }

@@ -1,4 +1,8 @@
-package probe
+// Package hostnet is the host's side of probing: the raw sockets the probes leave through
+// (Sender, RawFile, PrivErr), the kernel's route to a destination (Lookup) and link events
+// (WatchLinks). It does the syscalls and netlink requests that package probe, pure wire
+// code, leaves out; the engines, session, doctor and bench use it.
+package hostnet
 
 import (
 	"errors"
@@ -6,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 
+	"github.com/turnpath/turnpath/probe"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,7 +19,7 @@ import (
 // Both engines send through it, so they emit identical probes.
 type Sender struct {
 	fd4, fd6 int
-	b        Builder
+	b        probe.Builder
 	buf      []byte
 }
 
@@ -38,11 +43,20 @@ func NewSender(v4, v6 bool) (*Sender, error) {
 			return nil, PrivErr("open raw IPv6 socket", err)
 		}
 	}
+	// Send what is asked whatever path MTU the kernel has learnt (from a Packet Too Big
+	// the socket engine lets through): path MTU discovery sends probes bigger than a
+	// narrow link on purpose, and a refused send would end the run.
+	if s.fd4 >= 0 {
+		_ = unix.SetsockoptInt(s.fd4, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE)
+	}
+	if s.fd6 >= 0 {
+		_ = unix.SetsockoptInt(s.fd6, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_PROBE)
+	}
 	return s, nil
 }
 
 // Send builds and writes one probe.
-func (s *Sender) Send(f Flow, id ID, ttl uint8, tag FlowTag, nonce uint32, p Payload) error {
+func (s *Sender) Send(f probe.Flow, id probe.ID, ttl uint8, tag probe.FlowTag, nonce uint32, p probe.Payload) error {
 	pkt, err := s.b.Build(s.buf[:0], f, id, ttl, tag, nonce, p)
 	if err != nil {
 		return fmt.Errorf("build probe: %w", err)

@@ -1,4 +1,4 @@
-package reflector
+package bench
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/turnpath/turnpath/reflector/reflectortest"
 )
 
 // turnpathBinary builds cmd/turnpath (or takes $TP_TURNPATH_BIN).
@@ -29,16 +32,24 @@ func turnpathBinary(t *testing.T) string {
 // benchmark runs 100k) cost little more with the eBPF engine, and stay bounded with the
 // socket engine.
 func TestPeakRSSFlat(t *testing.T) {
-	n := netUp(t, 6)
+	n := reflectortest.Up(t, "rft", 6)
 	bin := turnpathBinary(t)
 	many := 5000
 	if s := os.Getenv("TP_RSS_TARGETS"); s != "" {
 		many, _ = strconv.Atoi(s)
 	}
+	lists := map[int]string{}
+	for _, targets := range []int{1, 1000, many} {
+		lists[targets] = filepath.Join(t.TempDir(), "targets")
+		if err := WriteTargets(lists[targets], targets); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, engine := range []string{"ebpf", "socket"} {
 		var window int64
 		for _, targets := range []int{1, 1000, many} {
-			res, err := n.PeakRSS(context.Background(), bin, targets, RSSOptions{Engine: engine})
+			res, err := PeakRSS(context.Background(), n, RSSOptions{Turnpath: bin, List: lists[targets], Targets: targets,
+				Engine: engine, Timeout: 10 * time.Minute})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package reflector
+package bench
 
 import (
 	"context"
@@ -7,12 +7,14 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/turnpath/turnpath/reflector/reflectortest"
 )
 
 // TestCapacity is a short capacity run per engine (100k probes; TP_CAPACITY_PROBES sets
 // more): everything sent must be answered and matched.
 func TestCapacity(t *testing.T) {
-	n := netUp(t, 8)
+	n := reflectortest.Up(t, "rft", 8)
 	probes := 100_000
 	if s := os.Getenv("TP_CAPACITY_PROBES"); s != "" {
 		probes, _ = strconv.Atoi(s)
@@ -23,7 +25,7 @@ func TestCapacity(t *testing.T) {
 	}
 	for _, kind := range []string{"ebpf", "socket"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		res, err := n.Capacity(ctx, CapacityOptions{Engine: kind, Probes: probes, CPU: cpu})
+		res, err := Capacity(ctx, n, CapacityOptions{Engine: kind, Probes: probes, CPU: cpu})
 		cancel()
 		if err != nil {
 			t.Fatalf("%s: %v", kind, err)

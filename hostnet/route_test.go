@@ -1,4 +1,4 @@
-package probe_test
+package hostnet_test
 
 import (
 	"errors"
@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/lab"
-	"github.com/turnpath/turnpath/probe"
 )
 
 // inNewNetns runs fn (through lab.InNetNS) in a fresh network namespace set up by the ip commands
@@ -56,7 +56,7 @@ func TestLookupNexthops(t *testing.T) {
 			"198.18.200.9": 1, "198.18.201.9": 3, "198.18.250.7": 1, // on-link: one next hop, the target
 			"fd51:200::9": 1, "fd51:201::9": 2, "fd51:250::7": 1,
 		} {
-			rt, err := probe.Lookup(netip.MustParseAddr(dst))
+			rt, err := hostnet.Lookup(netip.MustParseAddr(dst))
 			if err != nil {
 				t.Errorf("lookup %s: %v", dst, err)
 				continue
@@ -65,7 +65,7 @@ func TestLookupNexthops(t *testing.T) {
 				t.Errorf("lookup %s: %d next hops via %q, want %d via d0", dst, rt.Nexthops, rt.Ifname, want)
 			}
 		}
-		if _, err := probe.Lookup(netip.MustParseAddr("198.19.0.1")); !errors.Is(err, probe.ErrNoRoute) {
+		if _, err := hostnet.Lookup(netip.MustParseAddr("198.19.0.1")); !errors.Is(err, hostnet.ErrNoRoute) {
 			t.Errorf("lookup without a route: %v, want ErrNoRoute", err)
 		}
 	})
