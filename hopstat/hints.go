@@ -2,21 +2,21 @@ package hopstat
 
 import "slices"
 
-// Kind is what a hint is about.
-type Kind uint8
+// HintKind is what a hint is about.
+type HintKind uint8
 
 const (
-	KindResponders   Kind = iota + 1 // several addresses answered at one TTL
-	KindQuotedTTL                    // a router quoted the probe with a TTL above 1
-	KindNAT                          // something rewrote the probe on the way out
-	KindReturnPath                   // the way back is much longer or shorter than the way out
-	KindRTTInversion                 // a hop is slower than a later one
+	HintResponders   HintKind = iota + 1 // several addresses answered at one TTL
+	HintQuotedTTL                        // a router quoted the probe with a TTL above 1
+	HintNAT                              // something rewrote the probe on the way out
+	HintReturnPath                       // the way back is much longer or shorter than the way out
+	HintRTTInversion                     // a hop is slower than a later one
 )
 
-var kindNames = [...]string{KindResponders: "responders", KindQuotedTTL: "quoted-ttl", KindNAT: "nat",
-	KindReturnPath: "return-path", KindRTTInversion: "rtt-inversion"}
+var kindNames = [...]string{HintResponders: "responders", HintQuotedTTL: "quoted-ttl", HintNAT: "nat",
+	HintReturnPath: "return-path", HintRTTInversion: "rtt-inversion"}
 
-func (k Kind) String() string {
+func (k HintKind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
 		return kindNames[k]
 	}
@@ -26,13 +26,13 @@ func (k Kind) String() string {
 // Hint is something a network engineer can act on, about one hop. The field of its Kind
 // says what was seen.
 type Hint struct {
-	Kind       Kind
+	Kind       HintKind
 	TTL        int    // the hop it is about
-	Responders int    // KindResponders: how many addresses answered
-	QuotedTTL  uint8  // KindQuotedTTL: the TTL left in the quoted probe (1 expected)
-	NAT        string // KindNAT: what was rewritten
-	ReturnHops int    // KindReturnPath: estimated length of the way back, the responder included
-	Faster     int    // KindRTTInversion: TTL of the later hop whose best RTT is lower
+	Responders int    // HintResponders: how many addresses answered
+	QuotedTTL  uint8  // HintQuotedTTL: the TTL left in the quoted probe (1 expected)
+	NAT        string // HintNAT: what was rewritten
+	ReturnHops int    // HintReturnPath: estimated length of the way back, the responder included
+	Faster     int    // HintRTTInversion: TTL of the later hop whose best RTT is lower
 }
 
 // A return path is called asymmetric when its estimated length differs from the forward
@@ -66,7 +66,7 @@ func Hints(hops []Hop) []Hint {
 func (h *Hop) hints() []Hint {
 	var out []Hint
 	if len(h.responders) > 1 {
-		out = append(out, Hint{Kind: KindResponders, TTL: h.TTL, Responders: len(h.responders)})
+		out = append(out, Hint{Kind: HintResponders, TTL: h.TTL, Responders: len(h.responders)})
 	}
 	type seen struct {
 		at   int
@@ -74,13 +74,13 @@ func (h *Hop) hints() []Hint {
 	}
 	var s []seen
 	if h.quotedAt > 0 {
-		s = append(s, seen{h.quotedAt, Hint{Kind: KindQuotedTTL, TTL: h.TTL, QuotedTTL: h.quoted}})
+		s = append(s, seen{h.quotedAt, Hint{Kind: HintQuotedTTL, TTL: h.TTL, QuotedTTL: h.quoted}})
 	}
 	if h.natAt > 0 {
-		s = append(s, seen{h.natAt, Hint{Kind: KindNAT, TTL: h.TTL, NAT: h.nat}})
+		s = append(s, seen{h.natAt, Hint{Kind: HintNAT, TTL: h.TTL, NAT: h.nat}})
 	}
 	if h.returnAt > 0 {
-		s = append(s, seen{h.returnAt, Hint{Kind: KindReturnPath, TTL: h.TTL, ReturnHops: h.returnHops}})
+		s = append(s, seen{h.returnAt, Hint{Kind: HintReturnPath, TTL: h.TTL, ReturnHops: h.returnHops}})
 	}
 	// Stable: one answer that shows several keeps the order above.
 	slices.SortStableFunc(s, func(a, b seen) int { return a.at - b.at })
@@ -99,7 +99,7 @@ func inversion(hops []Hop, i int) (Hint, bool) {
 	}
 	for j := i + 1; j < len(hops); j++ {
 		if hops[j].received > 0 && hops[i].best > hops[j].best*inversionFactor+inversionSlack {
-			return Hint{Kind: KindRTTInversion, TTL: hops[i].TTL, Faster: hops[j].TTL}, true
+			return Hint{Kind: HintRTTInversion, TTL: hops[i].TTL, Faster: hops[j].TTL}, true
 		}
 	}
 	return Hint{}, false

@@ -205,15 +205,15 @@ func buildHop(h trace.Hop, st *hopstat.Hop, names Namer) Hop {
 // hintNote says a hint in the words of the trace output.
 func hintNote(h hopstat.Hint) string {
 	switch h.Kind {
-	case hopstat.KindResponders:
+	case hopstat.HintResponders:
 		return fmt.Sprintf("%d responders at this TTL (route change or per-packet load balancing)", h.Responders)
-	case hopstat.KindQuotedTTL:
+	case hopstat.HintQuotedTTL:
 		return fmt.Sprintf("quoted TTL %d (expected 1): a hop before does not decrement TTL, or the router quotes late", h.QuotedTTL)
-	case hopstat.KindNAT:
+	case hopstat.HintNAT:
 		return "NAT: " + h.NAT
-	case hopstat.KindReturnPath:
+	case hopstat.HintReturnPath:
 		return fmt.Sprintf("return path ~%d hops vs %d forward: asymmetric route", h.ReturnHops, h.TTL)
-	case hopstat.KindRTTInversion:
+	case hopstat.HintRTTInversion:
 		return fmt.Sprintf("RTT inversion: slower than hop %d (ICMP generation delay on this router, not path delay)", h.Faster)
 	}
 	return "hint: " + h.Kind.String()

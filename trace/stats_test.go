@@ -45,14 +45,14 @@ func TestHopStats(t *testing.T) {
 	// the quoted TTL. The destination's answer is no router's: its quoted and reply TTLs
 	// hint at nothing.
 	want := []hopstat.Hint{
-		{Kind: hopstat.KindNAT, TTL: 2, NAT: "UDP checksum rewritten"},
-		{Kind: hopstat.KindReturnPath, TTL: 2, ReturnHops: 5},
-		{Kind: hopstat.KindQuotedTTL, TTL: 2, QuotedTTL: 2},
+		{Kind: hopstat.HintNAT, TTL: 2, NAT: "UDP checksum rewritten"},
+		{Kind: hopstat.HintReturnPath, TTL: 2, ReturnHops: 5},
+		{Kind: hopstat.HintQuotedTTL, TTL: 2, QuotedTTL: 2},
 	}
 	if got := hopstat.Hints(stats); !slices.Equal(got, want) {
 		t.Errorf("hints\n got %+v\nwant %+v", got, want)
 	}
-	if got := hopstat.Hints(HopStats(res, nil)); slices.ContainsFunc(got, func(h hopstat.Hint) bool { return h.Kind == hopstat.KindReturnPath }) {
+	if got := hopstat.Hints(HopStats(res, nil)); slices.ContainsFunc(got, func(h hopstat.Hint) bool { return h.Kind == hopstat.HintReturnPath }) {
 		t.Errorf("no return estimate, yet hints %+v", got)
 	}
 }
