@@ -152,11 +152,16 @@ func (o *Objects) AttachWithOptions(ifindex int, opts AttachOptions) (*Attachmen
 		}
 	}
 	if a.tcMode == "" {
+		tc, err := o.tcEgress()
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
 		var progID ebpf.ProgramID
-		if info, err := o.objs.TcEgress.Info(); err == nil {
+		if info, err := tc.Info(); err == nil {
 			progID, _ = info.ID()
 		}
-		lf, err := attachLegacy(nl, lnk, o.objs.TcEgress.FD(), int(progID))
+		lf, err := attachLegacy(nl, lnk, tc.FD(), int(progID))
 		if err != nil {
 			a.Close()
 			return nil, attachErr("attach legacy TC egress", err)
@@ -194,9 +199,13 @@ func (o *Objects) attachRx(a *Attachment, ifindex int, opts AttachOptions) error
 		// EBUSY: another program (another turnpath run, any XDP user) holds it;
 		// EEXIST: one is attached in the other mode (native vs generic).
 	}
+	prog, err := o.tcxIngress()
+	if err != nil {
+		return err
+	}
 	l, err := attachTCX(link.TCXOptions{
 		Interface: ifindex,
-		Program:   o.objs.TcxIngress,
+		Program:   prog,
 		Attach:    ebpf.AttachTCXIngress,
 	})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -75,6 +76,11 @@ func (c Config) validate() error {
 type Objects struct {
 	cfg  Config
 	objs TurnpathObjects
+	// spec loads the programs a run needs only sometimes (legacy TC egress before
+	// kernel 6.6, TCX ingress when XDP is taken) when it does: every program costs a
+	// verifier pass at start-up.
+	spec *ebpf.CollectionSpec
+	mu   sync.Mutex
 }
 
 // VerifierError is returned by Load when the kernel's verifier rejects a
@@ -160,18 +166,69 @@ func Load(cfg Config) (*Objects, error) {
 	// Only needed before kernel 5.11 (memcg accounting); harmless after.
 	_ = rlimit.RemoveMemlock()
 
-	o := &Objects{cfg: cfg}
-	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, &VerifierError{Err: ve, wrapped: err}
-		}
-		if perr := wrapPerm("load BPF objects", err); perr != nil {
-			return nil, perr
-		}
-		return nil, fmt.Errorf("loader: load BPF objects: %w", err)
+	o := &Objects{cfg: cfg, spec: spec}
+	// What every run attaches: the maps, TCX egress and XDP.
+	var core struct {
+		TurnpathMaps
+		TcxEgress *ebpf.Program `ebpf:"tcx_egress"`
+		XdpRx     *ebpf.Program `ebpf:"xdp_rx"`
 	}
+	if err := spec.LoadAndAssign(&core, nil); err != nil {
+		return nil, loadErr(err)
+	}
+	o.objs.TurnpathMaps, o.objs.TcxEgress, o.objs.XdpRx = core.TurnpathMaps, core.TcxEgress, core.XdpRx
 	return o, nil
+}
+
+func loadErr(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return &VerifierError{Err: ve, wrapped: err}
+	}
+	if perr := wrapPerm("load BPF objects", err); perr != nil {
+		return perr
+	}
+	return fmt.Errorf("loader: load BPF objects: %w", err)
+}
+
+// tcEgress is the legacy clsact program, loaded the first time it is needed.
+func (o *Objects) tcEgress() (*ebpf.Program, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.objs.TcEgress == nil {
+		var p struct {
+			P *ebpf.Program `ebpf:"tc_egress"`
+		}
+		if err := o.spec.LoadAndAssign(&p, o.shared()); err != nil {
+			return nil, loadErr(err)
+		}
+		o.objs.TcEgress = p.P
+	}
+	return o.objs.TcEgress, nil
+}
+
+// tcxIngress is the TCX ingress matcher, loaded the first time it is needed.
+func (o *Objects) tcxIngress() (*ebpf.Program, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.objs.TcxIngress == nil {
+		var p struct {
+			P *ebpf.Program `ebpf:"tcx_ingress"`
+		}
+		if err := o.spec.LoadAndAssign(&p, o.shared()); err != nil {
+			return nil, loadErr(err)
+		}
+		o.objs.TcxIngress = p.P
+	}
+	return o.objs.TcxIngress, nil
+}
+
+// shared makes a program loaded later use the run's maps (the .rodata of the
+// configuration is loaded again from the same spec: the same constants).
+func (o *Objects) shared() *ebpf.CollectionOptions {
+	m := o.objs.TurnpathMaps
+	return &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		"events": m.Events, "flow_keys": m.FlowKeys, "flows": m.Flows, "sent": m.Sent, "stats": m.Stats}}
 }
 
 // Config returns the configuration the objects were loaded with.
@@ -311,7 +368,11 @@ func (o *Objects) RunXDP(frame []byte) (uint32, error) {
 // RunTCXIngress runs the TCX ingress matcher (the same matching as XDP) once on an
 // Ethernet frame and returns its verdict: TCXDrop or TCActUnspec (TCX_NEXT).
 func (o *Objects) RunTCXIngress(frame []byte) (uint32, error) {
-	return o.objs.TcxIngress.Run(&ebpf.RunOptions{Data: frame})
+	p, err := o.tcxIngress()
+	if err != nil {
+		return 0, err
+	}
+	return p.Run(&ebpf.RunOptions{Data: frame})
 }
 
 // TCXDrop is the TCX ingress verdict for a reply of ours that is dropped.
@@ -320,7 +381,11 @@ const TCXDrop uint32 = 2
 // RunTCEgress runs the TC egress program once on an Ethernet frame and returns
 // its verdict (always TCActUnspec). Probes are recorded in `sent`.
 func (o *Objects) RunTCEgress(frame []byte) (uint32, error) {
-	return o.objs.TcEgress.Run(&ebpf.RunOptions{Data: frame})
+	p, err := o.tcEgress()
+	if err != nil {
+		return 0, err
+	}
+	return p.Run(&ebpf.RunOptions{Data: frame})
 }
 
 // KernelNow returns the clock bpf_ktime_get_ns uses (CLOCK_MONOTONIC), to

@@ -1200,9 +1200,17 @@ func TestVerifierComplexity(t *testing.T) {
 		{Proto: ProtoICMP, SportLo: 1, SportHi: 65535},
 	} {
 		o := loadT(t, cfg)
+		tc, err := o.tcEgress()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ing, err := o.tcxIngress()
+		if err != nil {
+			t.Fatal(err)
+		}
 		for name, p := range map[string]interface {
 			Info() (*ebpf.ProgramInfo, error)
-		}{"xdp_rx": o.objs.XdpRx, "tc_egress": o.objs.TcEgress, "tcx_egress": o.objs.TcxEgress} {
+		}{"xdp_rx": o.objs.XdpRx, "tc_egress": tc, "tcx_egress": o.objs.TcxEgress, "tcx_ingress": ing} {
 			info, err := p.Info()
 			if err != nil {
 				t.Fatal(err)
