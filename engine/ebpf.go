@@ -110,7 +110,7 @@ func (e *EBPF) Replies() <-chan trace.Reply { return e.replies }
 func (e *EBPF) Errors() <-chan error        { return e.errs }
 
 // Admit registers target t's flowtag with XDP when the flows come from Config.FlowOf
-// (trace.Windowed); with Config.Flows every flow is registered from the start.
+// (trace.Engine.Admit); with Config.Flows every flow is registered from the start.
 func (e *EBPF) Admit(t int) error {
 	f, add, err := e.ft.admit(t)
 	if err != nil || !add {

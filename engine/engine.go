@@ -29,7 +29,7 @@ type Config struct {
 	// since the kernel side matches a source port range.
 	Flows []probe.Flow
 	// FlowOf, set instead of Flows, gives target t's flow on demand, for long target
-	// lists: the engine asks for it when trace admits t (trace.Windowed) and forgets it
+	// lists: the engine asks for it when trace admits t (trace.Engine.Admit) and forgets it
 	// at Release, so memory grows with trace's window, not with the list. Shape then
 	// holds one flow per (source address, source port) the targets use, with any of
 	// their destinations: protocol, ports, families and the sockets to open come from

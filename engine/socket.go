@@ -103,7 +103,7 @@ func (s *Socket) Name() string                { return "socket" }
 func (s *Socket) Replies() <-chan trace.Reply { return s.replies }
 func (s *Socket) Errors() <-chan error        { return s.errs }
 
-// Admit learns target t's flow from Config.FlowOf (trace.Windowed); a no-op with
+// Admit learns target t's flow from Config.FlowOf (trace.Engine.Admit); a no-op with
 // Config.Flows.
 func (s *Socket) Admit(t int) error {
 	f, add, err := s.ft.admit(t)

@@ -39,6 +39,8 @@ func (e *simEngine) Name() string                { return "sim" }
 func (e *simEngine) Replies() <-chan trace.Reply { return e.replies }
 func (e *simEngine) Errors() <-chan error        { return e.errs }
 func (e *simEngine) Close() error                { return nil }
+func (e *simEngine) Admit(int) error             { return nil }
+func (e *simEngine) Release(int)                 {}
 
 func (e *simEngine) Send(p trace.Probe) error {
 	e.mu.Lock()

@@ -26,6 +26,8 @@ func (f *fakeEngine) Send(trace.Probe) error      { return nil }
 func (f *fakeEngine) Replies() <-chan trace.Reply { return nil }
 func (f *fakeEngine) Errors() <-chan error        { return nil }
 func (f *fakeEngine) Close() error                { f.closed++; return nil }
+func (f *fakeEngine) Admit(int) error             { return nil }
+func (f *fakeEngine) Release(int)                 {}
 
 var (
 	src1 = netip.MustParseAddr("198.18.1.1")

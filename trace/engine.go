@@ -72,5 +72,12 @@ type Engine interface {
 	Replies() <-chan Reply
 	// Errors delivers fatal runtime errors (interface gone, socket closed).
 	Errors() <-chan error
+	// Admit comes before target's first probe and Release after its last reply is
+	// wanted: an engine holds a target's flow (its flowtag, its kernel registration)
+	// only in between, so memory grows with trace's window, not with the list. Replies
+	// for a released target are dropped. An engine given a fixed list of flows has them
+	// all from the start (Admit is then a no-op): a special case.
+	Admit(target int) error
+	Release(target int)
 	Close() error
 }

@@ -44,6 +44,8 @@ func (f *fakeNet) Name() string          { return "fake" }
 func (f *fakeNet) Replies() <-chan Reply { return f.replies }
 func (f *fakeNet) Errors() <-chan error  { return f.errs }
 func (f *fakeNet) Close() error          { f.mu.Lock(); f.closed = true; f.mu.Unlock(); return nil }
+func (f *fakeNet) Admit(int) error       { return nil }
+func (f *fakeNet) Release(int)           {}
 
 func (f *fakeNet) Send(p Probe) error {
 	f.mu.Lock()

@@ -39,7 +39,7 @@ type Options struct {
 	Rate     float64       // probes per second over all targets; 0 = unpaced
 	Burst    int           // token-bucket burst
 	// Window caps the targets traced at once (0: DefaultWindow). Targets enter in list
-	// order as others finish; engines that implement Windowed are told.
+	// order as others finish; the engine is told (Engine.Admit, Release).
 	Window int
 	// Progress, if set, is called from the run loop after each send and reply.
 	Progress func(Progress)
@@ -132,14 +132,6 @@ type Result struct {
 	TooBig *Reply
 }
 
-// Windowed is implemented by engines that hold per-target state (flows, flowtags) only
-// while trace works on a target: Admit comes before the target's first probe, Release
-// after its last reply is wanted. Replies for a released target are ignored.
-type Windowed interface {
-	Admit(target int) error
-	Release(target int)
-}
-
 // target is the state of one target in the window.
 type target struct {
 	idx      int
@@ -164,7 +156,6 @@ type target struct {
 type run struct {
 	opt     Options
 	eng     Engine
-	win     Windowed // nil if the engine is not windowed
 	emit    func(Result) error
 	n       int
 	next    int // next target to admit
@@ -229,7 +220,6 @@ func Stream(ctx context.Context, eng Engine, n int, opt Options, emit func(Resul
 		// A reply after a target's wait still counts while the target is in the window,
 		// so before any RTT is seen the wait need not be the cap.
 		timeout: pace.Timeout{Min: opt.MinWait, Max: opt.Wait}}
-	r.win, _ = eng.(Windowed)
 	err := r.admit()
 	if err == nil {
 		err = r.loop(ctx)
@@ -269,10 +259,8 @@ func (r *run) admit() error {
 	for len(r.active) < r.opt.Window && r.next < r.n {
 		t := r.next
 		r.next++
-		if r.win != nil {
-			if err := r.win.Admit(t); err != nil {
-				return fmt.Errorf("admit target %d: %w", t, err)
-			}
+		if err := r.eng.Admit(t); err != nil {
+			return fmt.Errorf("admit target %d: %w", t, err)
 		}
 		slots := (r.opt.MaxTTL - r.opt.FirstTTL + 1) * r.opt.Queries
 		st := &target{idx: t, replies: make([]*Reply, slots), sent: make([]bool, slots), start: time.Now()}
@@ -576,9 +564,7 @@ func (r *run) finish(st *target) error {
 func (r *run) forget(st *target) {
 	delete(r.active, st.idx)
 	r.bySend.Remove(st.elem)
-	if r.win != nil {
-		r.win.Release(st.idx)
-	}
+	r.eng.Release(st.idx)
 }
 
 // result is the target's Result as it stands.

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// windowedNet is a fakeNet that checks the Windowed contract: probes only for admitted
+// windowedNet is a fakeNet that checks the Admit/Release contract: probes only for admitted
 // targets, never more than the window at once, every target admitted and released once.
 type windowedNet struct {
 	*fakeNet
