@@ -31,10 +31,11 @@
  * (ICMP on IPv4, ICMPv6 on IPv6).
  *
  * A probe-shaped packet is this run's probe only when (own_probe) its TTL is
- * the one its id carries, on IPv4 UDP its IP ID equals its checksum, its flow
- * (daddr, sport) is registered in `flow_keys`, and it carries the run's nonce
- * where the probes have one (cfg_nonce_off): other programs and other
- * turnpath runs send from the same ports too. For a probe of this run it
+ * the one its id carries, on IPv4 UDP its IP ID equals its checksum, and,
+ * where the probes carry the run's nonce and a flowtag (cfg_nonce_off: STUN
+ * transaction id, echo data), the nonce is the run's and the flowtag is
+ * registered in `flows` for exactly this (daddr, sport): other programs and
+ * other turnpath runs send from the same ports too. For a probe of this run it
  * writes sent[{daddr, sport, id}] = bpf_ktime_get_ns(). IPv4 destinations are
  * stored IPv4-mapped. Non-first IPv4 fragments and IPv6 packets with
  * extension headers are not probes.
@@ -159,20 +160,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct flow_val);
 } flows SEC(".maps");
-
-/*
- * (dst, sport) -> flowtag: the run's registered flows, written by Go together
- * with `flows`. TC egress records a packet as a probe only when its flow is
- * one of these, so another program's (or another turnpath run's) packets
- * from the same port range never enter `sent`.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 16);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct flow_val);
-	__type(value, __u32);
-} flow_keys SEC(".maps");
 
 /*
  * Matched replies, 4 MiB (~17000 events). The value type is only there to put
@@ -328,33 +315,39 @@ static __always_inline int probe_l4(const struct l4words *l4, int v6,
  * their owner. Checked, cheapest first:
  *  - the TTL is the one the probe id carries (id = ttl | attempt << 8);
  *  - IPv4 UDP: the IP ID equals the UDP checksum (both are the id);
- *  - the flow (destination, source port / echo base) is registered;
- *  - the probe carries the run's nonce where it has one (cfg_nonce_off).
+ *  - where the probe carries the run's nonce and a flowtag (cfg_nonce_off),
+ *    the nonce is there and the flowtag is registered for this flow
+ *    (destination, source port / echo base) in `flows`.
  */
 static __always_inline int own_probe(struct __sk_buff *skb,
 				     const struct probe_key *key,
 				     const struct probe_match *m, __u32 l4off,
 				     __u8 ttl, int v6)
 {
-	struct flow_val fk = {};
+	struct flow_val *fv;
+	struct {
+		__be32 nonce;
+		__be32 tag;
+	} t;
+	__u32 tag;
 
 	if ((m->id & 0xff) != ttl)
 		return 0;
 	if (!v6 && cfg_proto == IPPROTO_UDP && m->csum != m->id)
 		return 0;
-	__builtin_memcpy(fk.daddr, key->daddr, 16);
-	fk.sport = m->sport;
-	if (!bpf_map_lookup_elem(&flow_keys, &fk))
+	if (!cfg_nonce || !cfg_nonce_off)
+		return 1;
+	/* nonce | flowtag, in the STUN transaction id or the echo data */
+	if (bpf_skb_load_bytes(skb, l4off + cfg_nonce_off, &t, sizeof(t)))
 		return 0;
-	if (cfg_nonce && cfg_nonce_off) {
-		__be32 n;
-
-		if (bpf_skb_load_bytes(skb, l4off + cfg_nonce_off, &n, sizeof(n)))
-			return 0;
-		if (n != bpf_htonl(cfg_nonce))
-			return 0;
-	}
-	return 1;
+	if (t.nonce != bpf_htonl(cfg_nonce))
+		return 0;
+	tag = bpf_ntohl(t.tag);
+	fv = bpf_map_lookup_elem(&flows, &tag);
+	if (!fv || fv->sport != m->sport)
+		return 0;
+	return *(__u64 *)&fv->daddr[0] == *(__u64 *)&key->daddr[0] &&
+	       *(__u64 *)&fv->daddr[8] == *(__u64 *)&key->daddr[8];
 }
 
 static __always_inline void tc_record(struct __sk_buff *skb)
@@ -658,30 +651,25 @@ static __always_inline int rx_icmp4_err(struct rx *rx, struct iphdr *ip,
 	/* IPv4 UDP probes carry the id twice (IP ID and checksum). */
 	rx->plausible = cfg_proto != IPPROTO_UDP || m.csum == m.id;
 
-	/* RFC 4884: length of the original datagram field in 32-bit words. */
+	/*
+	 * RFC 4884: the length of the original datagram field in 32-bit words.
+	 * Routers of the RFC 4950 era put the extension structure after a
+	 * 128-byte original datagram with the length field 0 (RFC 4884 section
+	 * 5): whether those bytes are one is for Go to tell (TP_F_EXT_COMPAT),
+	 * the quote may simply go on. Computed without a branch (0 -> 128, n ->
+	 * 4n), so the verifier walks one path to copy_ext, not two.
+	 */
 	rfc4884_len = icmp->un.reserved[1];
-	if (rfc4884_len) {
-		__u32 off = ip->ihl * 4 + sizeof(*icmp) + rfc4884_len * 4;
+	{
+		__u32 zero = ((__u32)rfc4884_len - 1) >> 8 & 1; /* 1 iff len 0 */
+		__u32 qlen = (__u32)rfc4884_len * 4 | zero << 7;
+		__u32 off = ip->ihl * 4 + sizeof(*icmp) + qlen;
 		__u32 tot = bpf_ntohs(ip->tot_len);
 
-		if (tot > off) {
-			rx->ext = (__u8 *)(icmp + 1) + rfc4884_len * 4;
+		if (tot >= off + 4) {
+			rx->ext = (__u8 *)(icmp + 1) + qlen;
 			rx->ext_limit = tot - off;
-		}
-	} else {
-		/*
-		 * Routers of the RFC 4950 era put the extension structure after
-		 * a 128-byte original datagram with the length field 0 (RFC
-		 * 4884 section 5). Whether these bytes are one is for Go to
-		 * tell (TP_F_EXT_COMPAT): the quote may simply go on.
-		 */
-		__u32 off = ip->ihl * 4 + sizeof(*icmp) + 128;
-		__u32 tot = bpf_ntohs(ip->tot_len);
-
-		if (tot >= off + 8) {
-			rx->ext = (__u8 *)(icmp + 1) + 128;
-			rx->ext_limit = tot - off;
-			ev->flags |= TP_F_EXT_COMPAT;
+			ev->flags |= zero << 5; /* TP_F_EXT_COMPAT */
 		}
 	}
 	return 1;

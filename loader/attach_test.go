@@ -310,7 +310,7 @@ func TestICMPEchoThroughVeth(t *testing.T) {
 	const base, id = 40007, 0x0b03 // ttl 3, attempt 11
 	f := probe.Flow{Src: p.addrA, Dst: p.addrB, Proto: probe.ProtoICMP, SPort: base}
 	req := buildProbe(t, f, id, uint8(id&0xff), 5, nonceT, "hex:c0ffee")
-	registerFlowKey(t, o, p.addrB, base)
+	registerFlow(t, o, 5, p.addrB, base)
 	key := ProbeKey{Dst: p.addrB, SPort: base, ID: id}
 	sendRaw(t, p.nsA, p.addrB, req)
 	tx := waitSent(t, o, key)
@@ -347,7 +347,7 @@ func sendThroughVeth(t *testing.T, p *vethPair, o *Objects, rd *EventReader) {
 	const id = 0x0305
 	probe := ipv4(p.addrA, p.addrB, 17, ip4opts{id: id, ttl: 5, fragOff: 0x4000}, udp(40033, dportT, id, make([]byte, 24)))
 	key := ProbeKey{Dst: p.addrB, SPort: 40033, ID: id}
-	registerFlowKey(t, o, p.addrB, 40033)
+	registerFlow(t, o, 1, p.addrB, 40033)
 
 	sendRaw(t, p.nsA, p.addrB, probe)
 	tx := waitSent(t, o, key)
@@ -489,7 +489,7 @@ func TestSecondRunMatchesAtTCXIngress(t *testing.T) {
 
 	const sport = 40033
 	for _, o := range []*Objects{a, b} {
-		registerFlowKey(t, o, p.addrB, sport)
+		registerFlow(t, o, 3, p.addrB, sport)
 	}
 	mk := func(id uint16, nonce uint32) []byte {
 		f := probe.Flow{Src: p.addrA, Dst: p.addrB, Proto: probe.ProtoUDP, SPort: sport, DPort: dportT}

@@ -58,6 +58,7 @@ func TestBuilderProbeKeys(t *testing.T) {
 			}
 			o := loadT(t, cfg)
 			const tag = 21
+			registerFlow(t, o, tag, c.flow.Dst, c.flow.SPort)
 			pkt := buildProbe(t, c.flow, c.id, uint8(c.id), tag, nonceT, c.payload)
 			key := ProbeKey{Dst: c.flow.Dst, SPort: c.flow.SPort, ID: c.id}
 

@@ -228,7 +228,7 @@ func (o *Objects) tcxIngress() (*ebpf.Program, error) {
 func (o *Objects) shared() *ebpf.CollectionOptions {
 	m := o.objs.TurnpathMaps
 	return &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		"events": m.Events, "flow_keys": m.FlowKeys, "flows": m.Flows, "sent": m.Sent, "stats": m.Stats}}
+		"events": m.Events, "flows": m.Flows, "sent": m.Sent, "stats": m.Stats}}
 }
 
 // Config returns the configuration the objects were loaded with.
@@ -261,9 +261,9 @@ func (k ProbeKey) raw() TurnpathProbeKey {
 	return TurnpathProbeKey{Daddr: addr16(k.Dst), Sport: k.SPort, Id: k.ID}
 }
 
-// SetFlow registers one of the run's flows: TC egress records only probes of registered
-// flows (destination, source port; ICMP echo: the flow base), and XDP turns a STUN
-// flowtag back into its flow.
+// SetFlow registers one of the run's flows under its flowtag: XDP turns a STUN answer's
+// flowtag back into its flow, and TC egress records a probe carrying the run's nonce and a
+// flowtag only when the flowtag stands for the probe's own flow.
 func (o *Objects) SetFlow(tag uint32, daddr netip.Addr, sport uint16) error {
 	if !daddr.IsValid() {
 		return fmt.Errorf("loader: SetFlow: invalid address")
@@ -272,34 +272,12 @@ func (o *Objects) SetFlow(tag uint32, daddr netip.Addr, sport uint16) error {
 	if err := o.objs.Flows.Put(tag, val); err != nil {
 		return fmt.Errorf("loader: SetFlow %d: %w", tag, err)
 	}
-	if err := o.objs.FlowKeys.Put(val, tag); err != nil {
-		_ = o.objs.Flows.Delete(tag)
-		return fmt.Errorf("loader: SetFlow %d: %w", tag, err)
-	}
 	return nil
 }
 
-// DeleteFlow removes a flow set with SetFlow.
+// DeleteFlow removes a flowtag set with SetFlow.
 func (o *Objects) DeleteFlow(tag uint32) error {
-	var val TurnpathFlowVal
-	if err := o.objs.Flows.Lookup(tag, &val); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		return fmt.Errorf("loader: DeleteFlow %d: %w", tag, err)
-	}
-	var errs []error
-	// The key may have been taken over by a later SetFlow of the same flow.
-	var owner uint32
-	if err := o.objs.FlowKeys.Lookup(val, &owner); err == nil && owner == tag {
-		if err := o.objs.FlowKeys.Delete(val); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, err)
-		}
-	}
 	if err := o.objs.Flows.Delete(tag); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("loader: DeleteFlow %d: %w", tag, err)
 	}
 	return nil

@@ -51,27 +51,13 @@ func loadT(t *testing.T, cfg Config) *Objects {
 		t.Skipf("cannot load BPF: %v", err)
 	}
 	t.Cleanup(func() { o.Close() })
-	registerTestFlows(t, o)
 	return o
 }
 
-// registerTestFlows registers every (test destination, port in the range) flow, as a run
-// registers its flows: TC egress records only probes of registered flows. The flowtag
-// table (`flows`) is left to the cases.
-func registerTestFlows(t *testing.T, o *Objects) {
+// registerFlow registers the flow a test probe's flowtag stands for.
+func registerFlow(t *testing.T, o *Objects, tag uint32, dst netip.Addr, sport uint16) {
 	t.Helper()
-	for _, dst := range []netip.Addr{target4, target6, stunAlt4} {
-		for sp := uint32(sportLo); sp <= sportHi; sp++ {
-			registerFlowKey(t, o, dst, uint16(sp))
-		}
-	}
-}
-
-// registerFlowKey registers one flow for TC egress, without a flowtag.
-func registerFlowKey(t *testing.T, o *Objects, dst netip.Addr, sport uint16) {
-	t.Helper()
-	k := TurnpathFlowVal{Daddr: addr16(dst), Sport: sport}
-	if err := o.objs.FlowKeys.Put(k, uint32(0)); err != nil {
+	if err := o.SetFlow(tag, dst, sport); err != nil {
 		t.Fatal(err)
 	}
 }

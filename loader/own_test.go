@@ -19,18 +19,27 @@ func stunConfig(nonce uint32) Config {
 		NonceOff: NonceOffSTUN, Drop: true}
 }
 
+// stunProbe is a STUN probe from sport to dst; its flowtag is tagOf(sport).
 func stunProbe(t *testing.T, dst netip.Addr, sport, id uint16, ttl uint8, nonce uint32) []byte {
 	src := local4
 	if dst.Is6() {
 		src = local6
 	}
 	f := probe.Flow{Src: src, Dst: dst, Proto: probe.ProtoUDP, SPort: sport, DPort: dportT}
-	return buildProbe(t, f, id, ttl, 3, nonce, "stun")
+	return buildProbe(t, f, id, ttl, probe.FlowTag(tagOf(sport)), nonce, "stun")
 }
+
+// tagOf is the test flows' flowtag: one per source port.
+func tagOf(sport uint16) uint32 { return uint32(sport) - sportLo + 1 }
 
 func TestTCEgressTakesOnlyOwnProbes(t *testing.T) {
 	o := loadT(t, stunConfig(nonceT))
 	unregistered := netip.MustParseAddr("198.51.100.99")
+	for sp := uint16(40001); sp <= 40006; sp++ { // every flow but the unregistered one
+		if sp != 40005 {
+			registerFlow(t, o, tagOf(sp), target4, sp)
+		}
+	}
 
 	own := stunProbe(t, target4, 40001, 0x0105, 5, nonceT)
 	runTC(t, o, eth(etherIPv4, own))
@@ -76,6 +85,9 @@ func TestRepliesGoToTheirOwnRun(t *testing.T) {
 	b := loadT(t, stunConfig(nonceB))
 	rdA, rdB := eventsT(t, a), eventsT(t, b)
 
+	for _, o := range []*Objects{a, b} {
+		registerFlow(t, o, tagOf(40001), target4, 40001)
+	}
 	// Both send TTL 5 to target4 from 40001: the same key in both `sent` maps.
 	sentA, sentB := stunProbe(t, target4, 40001, 0x0105, 5, nonceT), stunProbe(t, target4, 40001, 0x0105, 5, nonceB)
 	for _, o := range []*Objects{a, b} {
@@ -122,6 +134,7 @@ func TestOtherApplicationsKeepTheirErrors(t *testing.T) {
 	o := loadT(t, stunConfig(nonceT))
 	rd := eventsT(t, o)
 	// The run traces target4 from 40001, so that flow is registered and probed.
+	registerFlow(t, o, tagOf(40001), target4, 40001)
 	runTC(t, o, eth(etherIPv4, stunProbe(t, target4, 40001, 0x0101, 1, nonceT)))
 
 	// The application: 40001 -> target4:3478 too, with its own STUN request.

@@ -78,6 +78,8 @@ func TestPacketTooBig(t *testing.T) {
 
 func testPacketTooBig(t *testing.T, h rxHook) {
 	o := loadT(t, stunConfig(nonceT))
+	registerFlow(t, o, tagOf(40041), target4, 40041)
+	registerFlow(t, o, tagOf(40042), target6, 40042)
 
 	// Probes as sent (TTL 5 / 6, the id's) and as the router at hop 3 quotes them.
 	sent4 := bigSTUNProbe(t, target4, 40041, 0x0105, 5, nonceT, bigProbe)

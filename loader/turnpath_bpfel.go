@@ -77,7 +77,6 @@ type TurnpathTpStats struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TurnpathMapEvents      = "events"
-	TurnpathMapFlowKeys    = "flow_keys"
 	TurnpathMapFlows       = "flows"
 	TurnpathMapSent        = "sent"
 	TurnpathMapStats       = "stats"
@@ -146,11 +145,10 @@ type TurnpathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TurnpathMapSpecs struct {
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	FlowKeys *ebpf.MapSpec `ebpf:"flow_keys"`
-	Flows    *ebpf.MapSpec `ebpf:"flows"`
-	Sent     *ebpf.MapSpec `ebpf:"sent"`
-	Stats    *ebpf.MapSpec `ebpf:"stats"`
+	Events *ebpf.MapSpec `ebpf:"events"`
+	Flows  *ebpf.MapSpec `ebpf:"flows"`
+	Sent   *ebpf.MapSpec `ebpf:"sent"`
+	Stats  *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // TurnpathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -186,17 +184,15 @@ func (o *TurnpathObjects) Close() error {
 //
 // It can be passed to LoadTurnpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TurnpathMaps struct {
-	Events   *ebpf.Map `ebpf:"events"`
-	FlowKeys *ebpf.Map `ebpf:"flow_keys"`
-	Flows    *ebpf.Map `ebpf:"flows"`
-	Sent     *ebpf.Map `ebpf:"sent"`
-	Stats    *ebpf.Map `ebpf:"stats"`
+	Events *ebpf.Map `ebpf:"events"`
+	Flows  *ebpf.Map `ebpf:"flows"`
+	Sent   *ebpf.Map `ebpf:"sent"`
+	Stats  *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *TurnpathMaps) Close() error {
 	return _TurnpathClose(
 		m.Events,
-		m.FlowKeys,
 		m.Flows,
 		m.Sent,
 		m.Stats,
