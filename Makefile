@@ -8,7 +8,7 @@ VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo
 LDFLAGS      := -X main.version=$(VERSION)
 BIN          := bin/turnpath
 # Debian packages the tests and the lab need; installed only when missing.
-APT_TEST     := coturn dnsmasq-base iproute2 bpftool procps util-linux chromium graphviz time tshark
+APT_TEST     := coturn dnsmasq-base iproute2 bpftool procps util-linux chromium graphviz time tshark nftables
 APT_GEN      := clang-16 llvm-16
 DEMO_PREFIX  ?= tpdemo
 DEMO_TARGET  ?= 198.19.1.1

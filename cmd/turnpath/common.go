@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -133,6 +135,57 @@ func checkOutputPath(path string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
+}
+
+// probing is what the flags every probing command shares say (probingFlags).
+type probing struct {
+	proto   probe.Proto
+	port    uint16
+	payload probe.Payload
+	engine  string
+	family  int
+}
+
+// parseProbing reads and checks the shared probing flags.
+func parseProbing(c *cli.Context) (probing, error) {
+	pr := probing{engine: c.String("engine")}
+	var err error
+	if pr.proto, err = parseProto(c.String("proto")); err != nil {
+		return pr, err
+	}
+	if err := finiteFlags(c); err != nil {
+		return pr, err
+	}
+	if pr.port, err = portFlag(c); err != nil {
+		return pr, err
+	}
+	if pr.payload, err = defaultPayload(c.String("payload"), pr.proto, pr.port); err != nil {
+		return pr, err
+	}
+	if !slices.Contains(session.EngineKinds, pr.engine) {
+		return pr, fmt.Errorf("unknown --engine %q (%s)", pr.engine, strings.Join(session.EngineKinds, ", "))
+	}
+	if pr.family, err = familyFlag(c); err != nil {
+		return pr, err
+	}
+	return pr, nil
+}
+
+// targetsOf reads a probing command's targets (arguments or -f FILE) and resolves them;
+// Ctrl-C while resolving is an early interrupt, anything else bad input.
+func targetsOf(c *cli.Context, cmd string, family int) ([]target, error) {
+	names, err := targetNames(c)
+	if err != nil {
+		return nil, usageError("%s: %w", cmd, err)
+	}
+	resolved, err := resolveTargets(c.Context, names, family)
+	if errors.Is(err, context.Canceled) {
+		return nil, interruptedEarly(cmd, len(names))
+	}
+	if err != nil {
+		return nil, usageError("%s: %w", cmd, err)
+	}
+	return resolved, nil
 }
 
 // routeAll routes the targets through the session: Ctrl-C while routing a long list is

@@ -59,6 +59,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			traceCommand(),
 			multipathCommand(),
+			monitorCommand(),
 			checkCommand(),
 			labCommand(),
 			versionCommand(),

@@ -46,29 +46,19 @@ func multipathCommand() *cli.Command {
 }
 
 type multipathFlags struct {
-	proto     probe.Proto
-	port      uint16
-	payload   probe.Payload
+	probing
 	opts      mda.Options
 	popts     mda.ProberOptions
-	engine    string
 	format    string
 	svg       string
-	family    int
 	fixedBase bool   // --sport given: else each run draws its flow base
 	sport     uint16 // --sport
 }
 
 func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
-	mf := &multipathFlags{engine: c.String("engine"), format: c.String("format"), svg: c.String("svg")}
+	mf := &multipathFlags{format: c.String("format"), svg: c.String("svg")}
 	var err error
-	if mf.proto, err = parseProto(c.String("proto")); err != nil {
-		return nil, err
-	}
-	if err := finiteFlags(c); err != nil {
-		return nil, err
-	}
-	if mf.port, err = portFlag(c); err != nil {
+	if mf.probing, err = parseProbing(c); err != nil {
 		return nil, err
 	}
 	maxFlows := c.Int("max-flows")
@@ -82,9 +72,6 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 		if mf.sport, err = sportFlag(c); err != nil {
 			return nil, err
 		}
-	}
-	if mf.payload, err = defaultPayload(c.String("payload"), mf.proto, mf.port); err != nil {
-		return nil, err
 	}
 	o := mda.DefaultOptions()
 	o.Confidence, o.Full = c.Float64("confidence"), c.Bool("full")
@@ -108,14 +95,8 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 		return nil, err
 	}
 	mf.popts.MinWait = min(mf.popts.MinWait, mf.popts.Wait)
-	if !slices.Contains([]string{"auto", "ebpf", "socket"}, mf.engine) {
-		return nil, fmt.Errorf("unknown --engine %q (auto, ebpf, socket)", mf.engine)
-	}
 	if !slices.Contains(report.MultipathFormats, mf.format) {
 		return nil, fmt.Errorf("unknown --format %q (text, json, dot, svg)", mf.format)
-	}
-	if mf.family, err = familyFlag(c); err != nil {
-		return nil, err
 	}
 	// The picture is written after the run: find out now if it cannot be.
 	if mf.svg != "" {
@@ -163,17 +144,10 @@ func runMultipath(c *cli.Context) error {
 	if err != nil {
 		return usageError("multipath: %w", err)
 	}
-	names, err := targetNames(c)
-	if err != nil {
-		return usageError("multipath: %w", err)
-	}
 	ctx := c.Context
-	targets, err := resolveTargets(ctx, names, mf.family)
-	if errors.Is(err, context.Canceled) {
-		return interruptedEarly("multipath", len(names))
-	}
+	targets, err := targetsOf(c, "multipath", mf.family)
 	if err != nil {
-		return usageError("multipath: %w", err)
+		return err
 	}
 	targets = dedupe(targets)
 	// Few targets get many flows each; the engine's flow table bounds the product.

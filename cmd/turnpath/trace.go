@@ -39,34 +39,21 @@ func traceCommand() *cli.Command {
 }
 
 type traceFlags struct {
-	proto   probe.Proto
-	port    uint16
-	sport   uint16
-	payload probe.Payload
-	opts    trace.Options
-	engine  string
-	format  string
-	family  int
-	size    int  // --size
-	pmtu    bool // --pmtu
+	probing
+	sport  uint16
+	opts   trace.Options
+	format string
+	size   int  // --size
+	pmtu   bool // --pmtu
 }
 
 func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
-	tf := &traceFlags{engine: c.String("engine"), format: c.String("format")}
+	tf := &traceFlags{format: c.String("format")}
 	var err error
-	if tf.proto, err = parseProto(c.String("proto")); err != nil {
-		return nil, err
-	}
-	if err := finiteFlags(c); err != nil {
-		return nil, err
-	}
-	if tf.port, err = portFlag(c); err != nil {
+	if tf.probing, err = parseProbing(c); err != nil {
 		return nil, err
 	}
 	if tf.sport, err = sportFlag(c); err != nil { // every target's flow uses --sport
-		return nil, err
-	}
-	if tf.payload, err = defaultPayload(c.String("payload"), tf.proto, tf.port); err != nil {
 		return nil, err
 	}
 	tf.opts = trace.DefaultOptions()
@@ -81,14 +68,8 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 	if err := tf.opts.Validate(); err != nil {
 		return nil, err
 	}
-	if !slices.Contains([]string{"auto", "ebpf", "socket"}, tf.engine) {
-		return nil, fmt.Errorf("unknown --engine %q (auto, ebpf, socket)", tf.engine)
-	}
 	if !report.ValidFormat(tf.format) {
 		return nil, fmt.Errorf("unknown --format %q (%s)", tf.format, strings.Join(report.Formats, ", "))
-	}
-	if tf.family, err = familyFlag(c); err != nil {
-		return nil, err
 	}
 	tf.size, tf.pmtu = c.Int("size"), c.Bool("pmtu")
 	if tf.size < 0 || tf.size > 65535 {
@@ -109,17 +90,10 @@ func runTrace(c *cli.Context) error {
 	if err != nil {
 		return usageError("trace: %w", err)
 	}
-	names, err := targetNames(c)
-	if err != nil {
-		return usageError("trace: %w", err)
-	}
 	ctx := c.Context
-	resolved, err := resolveTargets(ctx, names, tf.family)
-	if errors.Is(err, context.Canceled) {
-		return interruptedEarly("trace", len(names))
-	}
+	resolved, err := targetsOf(c, "trace", tf.family)
 	if err != nil {
-		return usageError("trace: %w", err)
+		return err
 	}
 	targets := compactTargets(resolved)
 

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"math"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Bad input: one line, exit 2, before any probe.
+func TestMonitorUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"monitor"}, "no target"},
+		{[]string{"monitor", "-i", "5ms", "198.18.0.1"}, "below the minimum 10ms"},
+		{[]string{"monitor", "--cycles", "0", "198.18.0.1"}, "--cycles 0"},
+		{[]string{"monitor", "-c", "-3", "198.18.0.1"}, "--cycles -3"},
+		{[]string{"monitor", "--thresholds", "latency=50", "198.18.0.1"}, `unknown key "latency"`},
+		{[]string{"monitor", "--thresholds", "rtt=fast", "198.18.0.1"}, "rtt=fast"},
+		{[]string{"monitor", "--verdict", "zoom", "198.18.0.1"}, "unknown --verdict"},
+		{[]string{"monitor", "--format", "csv", "198.18.0.1"}, "unknown --format"},
+		{[]string{"monitor", "--max-ttl", "0", "198.18.0.1"}, "max TTL 0"},
+		{[]string{"monitor", "no-such-host.invalid"}, "unknown host"},
+	} {
+		r := run(t, 20*time.Second, tp(tc.args...)...)
+		if r.code != 2 {
+			t.Errorf("%v: exit %d, want 2 (stderr %q)", tc.args, r.code, r.stderr)
+			continue
+		}
+		oneLine(t, r, tc.want)
+	}
+}
+
+type monitorJSON struct {
+	Schema  string `json:"schema"`
+	Rounds  int    `json:"rounds"`
+	Targets []struct {
+		Reached  bool     `json:"reached"`
+		DestTTL  int      `json:"dest_ttl"`
+		PathLoss *float64 `json:"path_loss_pct"`
+		Verdict  struct {
+			Pass     bool     `json:"pass"`
+			Reasons  []string `json:"reasons"`
+			FirstTTL int      `json:"first_ttl"`
+		} `json:"verdict"`
+		Late int `json:"late_replies"`
+		Hops []struct {
+			TTL        int     `json:"ttl"`
+			Sent       int     `json:"sent"`
+			Received   int     `json:"received"`
+			Silent     bool    `json:"silent"`
+			Loss       float64 `json:"loss_pct"`
+			Forward    float64 `json:"forward_loss_pct"`
+			Reply      float64 `json:"reply_loss_pct"`
+			Avg        float64 `json:"avg_ms"`
+			Responders []struct {
+				Addr string `json:"addr"`
+			} `json:"responders"`
+		} `json:"hops"`
+	} `json:"targets"`
+}
+
+// The lab's fast profile with 10 % of the probes dropped in r4's forward path: the hops
+// up to r4 show no forward loss, every answering hop past it and the path show ~10 %, and
+// none of it is reply loss. Only the probes (UDP to 3478) are dropped, not the answers
+// coming back through r4, so the loss is the forward path's alone.
+func TestMonitorLabForwardLoss(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not installed (make test-deps installs nftables)")
+	}
+	prefix, _, inLab := cliLab(t, "tpmon")
+	r4 := prefix + "-r4"
+	for _, args := range [][]string{
+		{"add", "table", "inet", "tploss"},
+		{"add", "chain", "inet", "tploss", "lossy", "{ type filter hook forward priority 0; }"},
+		{"add", "rule", "inet", "tploss", "lossy", "udp", "dport", "3478", "numgen", "random", "mod", "100", "<", "10", "drop"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"netns", "exec", r4, "nft"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("nft %v: %v: %s", args, err, out)
+		}
+	}
+	// 1000 rounds: a hop's loss rate then has a standard deviation of 0.95 points at
+	// 10 %, so ± 4 points is four of them (at 300 rounds, the issue's minimum, 2.3: one run
+	// in ten would fail somewhere on the path by chance alone).
+	const cycles = 1000
+	r := run(t, 120*time.Second, inLab("monitor", "--report", "--format", "json", "-n", "-c", strconv.Itoa(cycles), "-i", "20ms", "198.19.1.1")...)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1 (10 %% loss fails the verdict): %s", r.code, r.stderr)
+	}
+	var doc monitorJSON
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("json: %v\n%s", err, r.stdout)
+	}
+	if doc.Schema != "turnpath.monitor/v1" || doc.Rounds != cycles || len(doc.Targets) != 1 {
+		t.Fatalf("schema %q rounds %d targets %d", doc.Schema, doc.Rounds, len(doc.Targets))
+	}
+	tg := doc.Targets[0]
+	if !tg.Reached || tg.PathLoss == nil || math.Abs(*tg.PathLoss-10) > 4 {
+		t.Errorf("reached %v path loss %v, want ~10 %%", tg.Reached, tg.PathLoss)
+	}
+	if tg.Verdict.Pass || tg.Verdict.FirstTTL != 5 {
+		t.Errorf("verdict %+v, want a fail first seen at TTL 5 (past r4)", tg.Verdict)
+	}
+	if len(tg.Hops) != tg.DestTTL || tg.DestTTL < 6 {
+		t.Fatalf("%d hops, destination at %d", len(tg.Hops), tg.DestTTL)
+	}
+	for _, h := range tg.Hops {
+		if h.Sent != cycles {
+			t.Errorf("TTL %d: sent %d, want %d", h.TTL, h.Sent, cycles)
+		}
+		if h.Silent {
+			continue
+		}
+		switch {
+		case h.TTL <= 4 && h.Forward >= 3:
+			t.Errorf("TTL %d (up to r4): forward loss %.1f%%, want < 3", h.TTL, h.Forward)
+		case h.TTL > 4 && math.Abs(h.Forward-10) > 4:
+			t.Errorf("TTL %d (past r4): forward loss %.1f%%, want 10 ± 4", h.TTL, h.Forward)
+		}
+		if h.Reply > 3 {
+			t.Errorf("TTL %d: reply loss %.1f%%, want near 0", h.TTL, h.Reply)
+		}
+	}
+	// Thresholds that tolerate the loss pass, in the text report too.
+	r = run(t, 60*time.Second, inLab("monitor", "-n", "-c", "50", "-i", "20ms", "--thresholds", "loss=40", "198.19.1.1")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "Fwd%") || !strings.Contains(r.stdout, "verdict: pass") {
+		t.Errorf("text report, loss=40: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	t.Logf("%s", r.stdout)
+
+	// Open-ended: SIGTERM ends the run and the report follows.
+	cmd := exec.Command(inLab()[0], inLab("monitor", "-n", "-i", "20ms", "198.19.1.1")[1:]...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("monitor did not stop on SIGTERM")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(so.String(), "verdict: FAIL") {
+		t.Errorf("after SIGTERM: exit %d, want 1 and a report\n%s\n%s", code, so.String(), se.String())
+	}
+}
+
+// profileLab brings a lab of profile up with the CLI and down when the test ends (cliLab with
+// a profile), and runs turnpath in its client namespace.
+func profileLab(t *testing.T, stem, profile string) (prefix string, inLab func(args ...string) []string) {
+	t.Helper()
+	needRoot(t)
+	b := make([]byte, 3)
+	rand.Read(b)
+	prefix = stem + hex.EncodeToString(b)
+	if r := run(t, 60*time.Second, tp("lab", "up", "--prefix", prefix, "--profile", profile)...); r.code != 0 {
+		t.Fatalf("lab up: %d %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { run(t, 60*time.Second, tp("lab", "down", "--prefix", prefix)...) })
+	return prefix, func(args ...string) []string {
+		return append([]string{"ip", "netns", "exec", prefix + "-client", binPath}, args...)
+	}
+}
+
+// The realistic profile keeps Linux's ICMP rate limits (one Time Exceeded per second per
+// destination after a burst): at 10 rounds/s the routers answer a fraction of the probes.
+// That is reply loss; the path loses nothing (the relay's STUN answers are not ICMP), so
+// forward and path loss stay low and the verdict passes.
+func TestMonitorLabRateLimited(t *testing.T) {
+	_, inLab := profileLab(t, "tpmonr", "realistic")
+	const cycles = 150
+	r := run(t, 120*time.Second, inLab("monitor", "--format", "json", "-n", "-c", strconv.Itoa(cycles), "-i", "100ms", "198.19.1.1")...)
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0 (verdict passes): %s\n%s", r.code, r.stderr, r.stdout)
+	}
+	var doc monitorJSON
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("json: %v\n%s", err, r.stdout)
+	}
+	tg := doc.Targets[0]
+	if !tg.Verdict.Pass || tg.PathLoss == nil || *tg.PathLoss >= 2 {
+		t.Errorf("verdict %+v path loss %v, want pass and < 2 %%", tg.Verdict, tg.PathLoss)
+	}
+	limited := 0
+	for _, h := range tg.Hops {
+		if h.Silent || h.TTL == tg.DestTTL {
+			continue
+		}
+		t.Logf("TTL %d: loss %.1f%% forward %.1f%% reply %.1f%%", h.TTL, h.Loss, h.Forward, h.Reply)
+		if h.Forward >= 3 {
+			t.Errorf("TTL %d: forward loss %.1f%% (loss %.1f%%), want < 3", h.TTL, h.Forward, h.Loss)
+		}
+		if h.Reply >= 20 {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Errorf("no hop shows the rate limit as reply loss: %s", r.stdout)
+	}
+}

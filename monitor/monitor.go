@@ -1,0 +1,480 @@
+// Package monitor watches the paths to a list of targets in rounds, as mtr does: every
+// Interval one probe for every TTL of every target's one Paris flow, with per-hop
+// statistics (hopstat) kept up to date round after round, loss split into the part the
+// path itself loses (forward loss) and the part only a router's own answers lose (reply
+// loss: ICMP rate limiting), path changes as events, and a verdict per target. It is
+// pure over a trace.Engine, so its logic is tested against a fake network.
+//
+// Rounds and probe ids. Round r sends attempt r mod 255 (ids are ttl|attempt<<8, attempt
+// 0..254), so one id comes back every 255 rounds. A reply is credited to the round whose
+// probe is still awaited with that attempt at that TTL; the wait is capped below 250
+// intervals, so at most one such round is ever open. A reply for a round already closed
+// (its probe counted lost) is late and dropped, a second reply for an answered probe a
+// duplicate, dropped too: neither can land in a later round that reuses the id.
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"time"
+
+	"github.com/turnpath/turnpath/hopstat"
+	"github.com/turnpath/turnpath/pace"
+	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/trace"
+)
+
+// MinInterval is the shortest interval between rounds. Below it the rounds of a path a
+// few milliseconds long overlap so much that most probes of a round are still in flight
+// when the next one leaves, and timer granularity makes the interval itself noisy.
+const MinInterval = 10 * time.Millisecond
+
+// attempts is the number of distinct attempt numbers in a probe id (0..254).
+const attempts = 255
+
+// maxOpenRounds caps how many rounds may await answers at once, below attempts with
+// room to spare: the wait is clamped to that many intervals so an id is never reused
+// while the round that sent it is open.
+const maxOpenRounds = 250
+
+// DefaultRecheck is how often (every Nth round) the TTLs past a known destination are
+// probed again: a path that grew shows up, without tripling the probes of every round.
+const DefaultRecheck = 10
+
+// Options tune a monitor run.
+type Options struct {
+	FirstTTL, MaxTTL int
+	Interval         time.Duration // between round starts, at least MinInterval
+	// Cycles stops after that many rounds (then waits for the last round's answers);
+	// 0 runs until the context is cancelled.
+	Cycles int
+	// Wait caps the wait for a round's answers; the wait adapts to the RTTs seen (pace.Timeout),
+	// from MinWait up. It is clamped to maxOpenRounds intervals.
+	Wait, MinWait time.Duration
+	Rate          float64 // probes per second over all targets; 0 unpaced
+	Burst         int
+	Recheck       int // every Nth round probes past the destination (0: DefaultRecheck)
+	// Round, if set, is called after each round is closed with its number (from 0).
+	Round func(int)
+}
+
+// DefaultOptions are mtr's pace with trace's limits.
+func DefaultOptions() Options {
+	return Options{FirstTTL: 1, MaxTTL: 30, Interval: time.Second, Wait: time.Second,
+		MinWait: 50 * time.Millisecond, Rate: 1000, Burst: 64, Recheck: DefaultRecheck}
+}
+
+// Validate reports options a user could get wrong.
+func (o *Options) Validate() error {
+	switch {
+	case o.Interval < MinInterval:
+		return fmt.Errorf("interval %v below the minimum %v", o.Interval, MinInterval)
+	case o.Cycles < 0:
+		return fmt.Errorf("cycles %d must not be negative", o.Cycles)
+	case o.FirstTTL < 1 || o.FirstTTL > 255:
+		return fmt.Errorf("first TTL %d out of range 1..255", o.FirstTTL)
+	case o.MaxTTL < 1 || o.MaxTTL > 255:
+		return fmt.Errorf("max TTL %d out of range 1..255", o.MaxTTL)
+	case o.MaxTTL < o.FirstTTL:
+		return fmt.Errorf("max TTL %d below first TTL %d", o.MaxTTL, o.FirstTTL)
+	case o.Wait <= 0:
+		return fmt.Errorf("wait %v must be positive", o.Wait)
+	case math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Rate < 0:
+		return fmt.Errorf("rate %v must be 0 (no cap) or a positive number", o.Rate)
+	}
+	return nil
+}
+
+// EventKind says what changed on a path.
+type EventKind string
+
+const (
+	// NewResponder: an address answered at a TTL where it had not before.
+	NewResponder EventKind = "responder"
+	// NewDistance: the destination answered at another TTL than before, or a router
+	// answered where the destination used to (0: distance unknown again).
+	NewDistance EventKind = "distance"
+)
+
+// Event is one path change.
+type Event struct {
+	Time   time.Time
+	Round  int
+	Kind   EventKind
+	TTL    int
+	From   netip.Addr // NewResponder: the new address
+	OldTTL int        // NewDistance: the previous distance (0 unknown)
+}
+
+// slot states of a probe.
+const (
+	free uint8 = iota
+	awaited
+	answered
+	lost
+)
+
+// slot is the probe of one round at one (target, TTL): the round that sent it, when,
+// and what became of it. A target keeps ring slots per TTL, indexed by round mod ring;
+// 16 bytes each, since a short interval with a long wait needs up to 251 of them.
+type slot struct {
+	sent  int64 // Unix nanoseconds
+	round int32
+	state uint8
+}
+
+// Target is one target's state: its hops and what the run saw.
+type Target struct {
+	Index   int
+	Hops    []hopstat.Hop // by TTL − FirstTTL
+	DestTTL int           // the destination's distance; 0 unknown
+	Events  []Event
+	Late    int // replies after their round was closed (dropped)
+	Dups    int // second replies for a probe already answered (dropped)
+
+	slots    []slot                // TTL-major: (ttl−FirstTTL)*ring + round%ring
+	seen     []map[netip.Addr]bool // responders seen per TTL, for NewResponder
+	router   []bool                // per TTL: a router (not the destination) answered
+	knewDest bool                  // a distance was known once: a new one is a change
+}
+
+// round is a round in flight.
+type round struct {
+	num      int
+	sending  bool
+	lastSend time.Time
+	open     int // probes awaited
+}
+
+// state is a run's bookkeeping, apart from time and the engine: what tests drive directly.
+type state struct {
+	opt     Options
+	ring    int
+	targets []*Target
+	rounds  []*round // open rounds, oldest first
+	last    int      // the newest round started; −1 before the first
+	closed  int      // rounds closed
+	timeout pace.Timeout
+}
+
+func newState(n int, opt Options) *state {
+	if opt.Recheck <= 0 {
+		opt.Recheck = DefaultRecheck
+	}
+	// The wait is clamped so that no more than maxOpenRounds rounds are ever open: an
+	// attempt number then belongs to one open round at most.
+	if limit := maxOpenRounds * opt.Interval; opt.Wait > limit {
+		opt.Wait = limit
+	}
+	if opt.MinWait > opt.Wait {
+		opt.MinWait = opt.Wait
+	}
+	ring := int(opt.Wait/opt.Interval) + 3
+	ring = min(ring, maxOpenRounds+1)
+	s := &state{opt: opt, ring: ring, last: -1, timeout: pace.Timeout{Min: opt.MinWait, Max: opt.Wait}}
+	nttl := opt.MaxTTL - opt.FirstTTL + 1
+	for i := range n {
+		t := &Target{Index: i, Hops: make([]hopstat.Hop, nttl), slots: make([]slot, nttl*ring),
+			seen: make([]map[netip.Addr]bool, nttl), router: make([]bool, nttl)}
+		for k := range t.Hops {
+			t.Hops[k].TTL = opt.FirstTTL + k
+		}
+		s.targets = append(s.targets, t)
+	}
+	return s
+}
+
+// wants says whether round r probes target t at ttl: every TTL up to the destination,
+// and past it only every Recheck rounds (and always while the distance is unknown).
+func (s *state) wants(t *Target, ttl, r int) bool {
+	return t.DestTTL == 0 || ttl <= t.DestTTL || r%s.opt.Recheck == 0
+}
+
+func (s *state) roundByNum(r int) *round {
+	if len(s.rounds) == 0 {
+		return nil
+	}
+	i := r - s.rounds[0].num
+	if i < 0 || i >= len(s.rounds) {
+		return nil
+	}
+	return s.rounds[i]
+}
+
+// startRound opens round r. A round still open ring−1 rounds later (the sends were
+// late) is closed first, so its slots are not overwritten while awaited.
+func (s *state) startRound(r int) *round {
+	for len(s.rounds) > 0 && s.rounds[0].num <= r-(s.ring-1) {
+		s.closeRound()
+	}
+	rd := &round{num: r, sending: true}
+	s.rounds = append(s.rounds, rd)
+	s.last = r
+	return rd
+}
+
+// sent records round r's probe to target t at ttl, sent at now.
+func (s *state) sent(t *Target, ttl, r int, now time.Time) {
+	k := ttl - s.opt.FirstTTL
+	sl := &t.slots[k*s.ring+r%s.ring]
+	*sl = slot{round: int32(r), sent: now.UnixNano(), state: awaited}
+	t.Hops[k].Await()
+	if rd := s.roundByNum(r); rd != nil {
+		rd.open++
+		rd.lastSend = now
+	}
+}
+
+// probeFor is the probe of round r to ttl.
+func probeFor(target, ttl, r int) trace.Probe {
+	return trace.Probe{Target: target, TTL: uint8(ttl), Attempt: uint8(r % attempts)}
+}
+
+// reply credits rep to the round whose probe it answers, if that round still awaits it.
+func (s *state) reply(rep *trace.Reply, now time.Time) {
+	ti := rep.Probe.Target
+	ttl := int(rep.Probe.TTL)
+	if ti < 0 || ti >= len(s.targets) || ttl < s.opt.FirstTTL || ttl > s.opt.MaxTTL {
+		return
+	}
+	t := s.targets[ti]
+	k := ttl - s.opt.FirstTTL
+	// The round that sent this attempt most recently; an older one with the same attempt
+	// is at least 255 rounds back, long closed.
+	newest := s.last
+	a := int(rep.Probe.Attempt)
+	if a >= attempts || newest < 0 {
+		t.Late++
+		return
+	}
+	r := newest - ((newest-a)%attempts+attempts)%attempts
+	if r < 0 {
+		t.Late++
+		return
+	}
+	sl := &t.slots[k*s.ring+r%s.ring]
+	switch {
+	case int(sl.round) != r || sl.state == free || sl.state == lost:
+		t.Late++
+		return
+	case sl.state == answered:
+		t.Dups++
+		return
+	}
+	sl.state = answered
+	if rd := s.roundByNum(r); rd != nil {
+		rd.open--
+	}
+	rtt := rep.RTT
+	if rtt <= 0 {
+		// An engine without a timestamp for the probe: the time since it was handed over.
+		rtt = now.Sub(time.Unix(0, sl.sent))
+	}
+	s.timeout.Observe(rtt)
+	sample := hopstat.Sample{From: rep.From, RTT: rtt, TimeExceeded: rep.Kind == probe.KindTimeExceeded,
+		QuotedTTL: rep.QuotedTTL, NAT: rep.NAT}
+	t.Hops[k].Add(sample)
+	if t.seen[k] == nil {
+		t.seen[k] = map[netip.Addr]bool{}
+	}
+	if !t.seen[k][rep.From] {
+		// The first responder at a TTL is the path being learnt; a later new one a change.
+		if len(t.seen[k]) > 0 {
+			t.Events = append(t.Events, Event{Time: now, Round: r, Kind: NewResponder, TTL: ttl, From: rep.From})
+		}
+		t.seen[k][rep.From] = true
+	}
+	if !rep.Reached() {
+		t.router[k] = true
+	}
+	switch {
+	case rep.Reached() && (t.DestTTL == 0 || ttl < t.DestTTL):
+		// While the distance is first learnt, answers from past the destination come in
+		// any order and lost probes hide it: a shorter distance is a change only where a
+		// router used to answer, or once a known distance was lost.
+		if t.knewDest && t.DestTTL == 0 || t.router[k] {
+			t.Events = append(t.Events, Event{Time: now, Round: r, Kind: NewDistance, TTL: ttl, OldTTL: t.DestTTL})
+		}
+		t.DestTTL, t.knewDest = ttl, true
+	case !rep.Reached() && t.DestTTL != 0 && ttl >= t.DestTTL:
+		// A router answers where the destination did: the path grew. Probe every TTL
+		// until the destination answers again.
+		t.Events = append(t.Events, Event{Time: now, Round: r, Kind: NewDistance, TTL: 0, OldTTL: t.DestTTL})
+		t.DestTTL = 0
+	}
+}
+
+// due reports whether the oldest open round may be closed at now: all its probes left and
+// either all are answered or the wait since its last send has passed.
+func (s *state) due(now time.Time) bool {
+	if len(s.rounds) == 0 {
+		return false
+	}
+	rd := s.rounds[0]
+	return !rd.sending && (rd.open == 0 || !now.Before(rd.lastSend.Add(s.timeout.Duration())))
+}
+
+// closeAt is when the oldest open round's wait ends (zero: none is waiting).
+func (s *state) closeAt() time.Time {
+	if len(s.rounds) == 0 || s.rounds[0].sending {
+		return time.Time{}
+	}
+	return s.rounds[0].lastSend.Add(s.timeout.Duration())
+}
+
+// closeRound closes the oldest open round: its probes still awaited are lost.
+func (s *state) closeRound() {
+	rd := s.rounds[0]
+	s.rounds = s.rounds[1:]
+	s.closed++
+	r := rd.num
+	for _, t := range s.targets {
+		for k := range t.Hops {
+			sl := &t.slots[k*s.ring+r%s.ring]
+			if int(sl.round) == r && sl.state == awaited {
+				sl.state = lost
+				t.Hops[k].Lost()
+			}
+		}
+	}
+	if s.opt.Round != nil {
+		s.opt.Round(r)
+	}
+}
+
+// ErrEngine wraps a runtime error the engine reported.
+var ErrEngine = errors.New("engine failed")
+
+// Run monitors n targets over eng until opt.Cycles rounds are done (and their answers
+// waited for) or ctx is cancelled. It returns what was seen in both cases, with ctx's
+// error in the second; probes still in flight then count neither as answered nor lost.
+func Run(ctx context.Context, eng trace.Engine, n int, opt Options) (*Result, error) {
+	if err := opt.Validate(); err != nil {
+		return nil, err
+	}
+	s := newState(n, opt)
+	for t := range n {
+		if err := eng.Admit(t); err != nil {
+			return nil, fmt.Errorf("admit target %d: %w", t, err)
+		}
+	}
+	defer func() {
+		for t := range n {
+			eng.Release(t)
+		}
+	}()
+	started := time.Now()
+	err := s.loop(ctx, eng, started)
+	return s.result(started, time.Now()), err
+}
+
+func (s *state) loop(ctx context.Context, eng trace.Engine, started time.Time) error {
+	opt := s.opt
+	bucket := pace.NewBucket(opt.Rate, max(opt.Burst, 1))
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	next := 0 // the next round to start
+	nextAt := started
+	var cur *round
+	ttl, ti := opt.FirstTTL, 0 // the send cursor of cur, TTL-major
+	for {
+		// Replies already delivered are read before any round is closed: a loop that
+		// woke late (a busy machine) must not count answers waiting in the channel lost.
+		if err := s.drain(eng); err != nil {
+			return err
+		}
+		now := time.Now()
+		// Close what is due; then start the next round when its time has come and the
+		// previous one has left (a round whose sends overrun the interval delays the next).
+		for s.due(now) {
+			s.closeRound()
+		}
+		if cur == nil && (opt.Cycles == 0 || next < opt.Cycles) && !now.Before(nextAt) {
+			cur = s.startRound(next)
+			ttl, ti = opt.FirstTTL, 0
+			nextAt = nextAt.Add(opt.Interval)
+			if nextAt.Before(now) {
+				nextAt = now // the sends overran: the schedule slips rather than bursting
+			}
+			next++
+		}
+		var wake time.Duration = -1
+		for cur != nil {
+			if ttl > opt.MaxTTL {
+				cur.sending = false
+				if cur.open == 0 {
+					cur.lastSend = now
+				}
+				cur = nil
+				break
+			}
+			t := s.targets[ti]
+			if s.wants(t, ttl, cur.num) {
+				if d := bucket.Take(now); d > 0 {
+					wake = d
+					break
+				}
+				if err := eng.Send(probeFor(ti, ttl, cur.num)); err != nil {
+					return fmt.Errorf("send probe: %w", err)
+				}
+				now = time.Now() // the send time of this probe, and the round's last
+				s.sent(t, ttl, cur.num, now)
+			}
+			if ti++; ti == len(s.targets) {
+				ti, ttl = 0, ttl+1
+			}
+		}
+		if opt.Cycles > 0 && next >= opt.Cycles && cur == nil && len(s.rounds) == 0 {
+			return nil
+		}
+		// Sleep until the next thing to do: a token, the next round, a round's wait.
+		if wake < 0 {
+			if cur == nil && (opt.Cycles == 0 || next < opt.Cycles) {
+				wake = nextAt.Sub(now)
+			}
+			if at := s.closeAt(); !at.IsZero() && (wake < 0 || at.Sub(now) < wake) {
+				wake = at.Sub(now)
+			}
+			if wake < 0 {
+				wake = opt.Interval
+			}
+		}
+		timer.Reset(max(wake, 0))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-eng.Errors():
+			return fmt.Errorf("%w: %w", ErrEngine, err)
+		case rep, ok := <-eng.Replies():
+			if !ok {
+				return fmt.Errorf("%w: replies closed", ErrEngine)
+			}
+			s.reply(&rep, time.Now())
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// drain reads the replies waiting in the engine's channel, without blocking.
+func (s *state) drain(eng trace.Engine) error {
+	for {
+		select {
+		case rep, ok := <-eng.Replies():
+			if !ok {
+				return fmt.Errorf("%w: replies closed", ErrEngine)
+			}
+			s.reply(&rep, time.Now())
+		default:
+			return nil
+		}
+	}
+}
