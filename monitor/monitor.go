@@ -59,6 +59,13 @@ type Options struct {
 	Recheck       int // every Nth round probes past the destination (0: DefaultRecheck)
 	// Round, if set, is called after each round is closed with its number (from 0).
 	Round func(int)
+	// Snapshot, if set, is called in the run loop after a round is closed (at most every
+	// SnapshotEvery) with a copy of every target's results: a live view reads it in its
+	// own goroutine without racing the run. It must not block for long.
+	Snapshot      func(*Snapshot)
+	SnapshotEvery time.Duration
+	// Reset, if set, starts the statistics afresh whenever it receives (see state.reset).
+	Reset <-chan struct{}
 }
 
 // DefaultOptions are mtr's pace with trace's limits.
@@ -158,6 +165,9 @@ type state struct {
 	last    int      // the newest round started; −1 before the first
 	closed  int      // rounds closed
 	timeout pace.Timeout
+
+	started  time.Time // for snapshots
+	lastSnap time.Time
 }
 
 func newState(n int, opt Options) *state {
@@ -343,6 +353,7 @@ func (s *state) closeRound() {
 	if s.opt.Round != nil {
 		s.opt.Round(r)
 	}
+	s.maybeSnapshot()
 }
 
 // ErrEngine wraps a runtime error the engine reported.
@@ -367,6 +378,7 @@ func Run(ctx context.Context, eng trace.Engine, n int, opt Options) (*Result, er
 		}
 	}()
 	started := time.Now()
+	s.started = started
 	err := s.loop(ctx, eng, started)
 	return s.result(started, time.Now()), err
 }
@@ -453,6 +465,8 @@ func (s *state) loop(ctx context.Context, eng trace.Engine, started time.Time) e
 				return fmt.Errorf("%w: replies closed", ErrEngine)
 			}
 			s.reply(&rep, time.Now())
+		case <-opt.Reset:
+			s.reset()
 		case <-timer.C:
 		}
 		if !timer.Stop() {

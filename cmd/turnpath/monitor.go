@@ -29,14 +29,17 @@ func monitorCommand() *cli.Command {
 			"statistics. Loss is split into forward loss (the path loses the packets: every later hop\n" +
 			"and the destination show it too) and reply loss (only the router's own answers are missing:\n" +
 			"ICMP rate limiting, harmless to media). Path loss is the destination's own answers' loss.\n" +
-			"With --cycles it stops after that many rounds, otherwise at Ctrl-C/SIGTERM, and prints the\n" +
+			"On a terminal a live view shows one target's hop table updating every round (keys: n/p/tab\n" +
+			"target, space pause, r reset, a all responders, d names/addresses, q quit); --report or\n" +
+			"--format json prints only the report at the end.\n" +
+			"With --cycles it stops after that many rounds, otherwise at Ctrl-C/SIGTERM (or q), and prints the\n" +
 			"report. Exit 0 when every target passes the verdict, 1 when some fails, 2 for bad input,\n" +
 			"3 for runtime errors.",
 		Flags: append(probingFlags(),
 			&cli.UintFlag{Name: "sport", Value: 50000, Usage: "source port: the flow id; fixed for the whole run (Paris)"},
 			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: time.Second, Usage: fmt.Sprintf("time between rounds (at least %v)", monitor.MinInterval)},
 			&cli.IntFlag{Name: "cycles", Aliases: []string{"c"}, DefaultText: "run until Ctrl-C", Usage: "stop after `N` rounds"},
-			&cli.BoolFlag{Name: "report", Usage: "print a report at the end (the default: the live view is not built yet)"},
+			&cli.BoolFlag{Name: "report", Usage: "no live view: print a report at the end (the default when stdout is not a terminal)"},
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json (schema " + monitorSchema + ")"},
 			&cli.StringFlag{Name: "verdict", Value: "teams", Usage: "thresholds of the verdict: teams (RTT < 100 ms, path loss < 1 %, jitter < 30 ms)"},
 			&cli.StringFlag{Name: "thresholds", Usage: "override verdict thresholds: rtt=MS,loss=PCT,jitter=MS"},
@@ -51,6 +54,7 @@ type monitorFlags struct {
 	opts   monitor.Options
 	format string
 	th     monitor.Thresholds
+	live   bool // the live view: stdout a terminal, no --report, text format
 }
 
 func parseMonitorFlags(c *cli.Context) (*monitorFlags, error) {
@@ -87,6 +91,7 @@ func parseMonitorFlags(c *cli.Context) (*monitorFlags, error) {
 	if mf.th, err = parseThresholds(c.String("thresholds"), monitor.Teams); err != nil {
 		return nil, err
 	}
+	mf.live = !c.Bool("report") && mf.format == "text" && isTerminal(c.App.Writer)
 	return mf, nil
 }
 
@@ -152,11 +157,22 @@ func runMonitor(c *cli.Context) error {
 	if sess.FellBack() {
 		fmt.Fprintf(c.App.ErrWriter, "turnpath: using the socket engine: %s\n", why)
 	}
-	prog := newProgress(c.App.ErrWriter, len(targets.addrs))
-	opts := mf.opts
-	opts.Round = func(r int) { prog.line(fmt.Sprintf("round %d", r+1)) }
-	res, runErr := monitor.Run(ctx, eng, len(targets.addrs), opts)
-	prog.done()
+	var res *monitor.Result
+	var runErr error
+	if mf.live {
+		info := liveInfo{targets: targets, engine: eng.Name(), interval: mf.opts.Interval,
+			source: func(i int) netip.Addr { return sess.RouteOf(i).Src }}
+		if !c.Bool("numeric") {
+			info.resolve = sess.Names
+		}
+		res, runErr = runMonitorLive(ctx, c.App.Writer, eng, len(targets.addrs), mf.opts, info)
+	} else {
+		prog := newProgress(c.App.ErrWriter, len(targets.addrs))
+		opts := mf.opts
+		opts.Round = func(r int) { prog.line(fmt.Sprintf("round %d", r+1)) }
+		res, runErr = monitor.Run(ctx, eng, len(targets.addrs), opts)
+		prog.done()
+	}
 	if res == nil {
 		return runtimeError(fmt.Errorf("monitor: %w", runErr))
 	}
@@ -355,27 +371,39 @@ func writeMonitorText(w io.Writer, doc *monitorDoc) error {
 		}
 		fmt.Fprintf(&b, "turnpath monitor to %s (%s) from %s, %d rounds every %gms, engine %s\n",
 			t.Target, t.Addr, t.Source, doc.Rounds, doc.Options.IntervalMS, doc.Engine)
-		fmt.Fprintf(&b, "%-4s %-40s %6s %6s %6s %5s %7s %7s %7s %7s %7s %7s\n",
-			"TTL", "Host", "Loss%", "Fwd%", "Rpl%", "Snt", "Last", "Avg", "Best", "Wrst", "StDev", "Javg")
+		hostOf := func(h monitorHopDoc, r monitorResponderDoc) string {
+			host := r.Addr.String()
+			if r.Name != "" {
+				host = r.Name + " (" + host + ")"
+			}
+			if len(h.Responders) > 1 {
+				host += fmt.Sprintf(" %.0f%%", 100*r.Share)
+			}
+			return host
+		}
+		// The host column is as wide as its longest entry, so names keep the columns
+		// aligned (mtr cuts them instead).
+		w := 40
+		for _, h := range t.Hops {
+			for _, r := range h.Responders {
+				w = max(w, len(hostOf(h, r)))
+			}
+		}
+		fmt.Fprintf(&b, "%-4s %-*s %6s %6s %6s %5s %7s %7s %7s %7s %7s %7s\n",
+			"TTL", w, "Host", "Loss%", "Fwd%", "Rpl%", "Snt", "Last", "Avg", "Best", "Wrst", "StDev", "Javg")
 		for _, h := range t.Hops {
 			if h.Silent {
-				fmt.Fprintf(&b, "%3d. %-40s %6s %6s %6s %5d\n", h.TTL, "???", "silent", "-", "-", h.Sent)
+				fmt.Fprintf(&b, "%3d. %-*s %6s %6s %6s %5d\n", h.TTL, w, "???", "silent", "-", "-", h.Sent)
 				continue
 			}
 			for k, r := range h.Responders {
-				host := r.Addr.String()
-				if r.Name != "" {
-					host = r.Name + " (" + host + ")"
-				}
-				if len(h.Responders) > 1 {
-					host += fmt.Sprintf(" %.0f%%", 100*r.Share)
-				}
+				host := hostOf(h, r)
 				if k > 0 {
 					fmt.Fprintf(&b, "     %s\n", host)
 					continue
 				}
-				fmt.Fprintf(&b, "%3d. %-40s %6.1f %6.1f %6.1f %5d %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n",
-					h.TTL, host, h.Loss, h.Forward, h.Reply, h.Sent, h.Last, h.Avg, h.Best, h.Worst, h.StdDev, h.JitterMean)
+				fmt.Fprintf(&b, "%3d. %-*s %6.1f %6.1f %6.1f %5d %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n",
+					h.TTL, w, host, h.Loss, h.Forward, h.Reply, h.Sent, h.Last, h.Avg, h.Best, h.Worst, h.StdDev, h.JitterMean)
 			}
 		}
 		switch {
