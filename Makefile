@@ -47,7 +47,9 @@ vet: ## go vet
 
 .PHONY: test
 test: deps vet ## vet, unit tests and the privileged netns integration tests (as root)
-	$(GO) test -count=1 -timeout 20m ./...
+	@# One package at a time: the lab tests of several packages at once on 2 cores made the
+	@# first IPv6 trace of a fresh lab lose its far hops (seen twice, cause not found yet).
+	$(GO) test -count=1 -p 1 -timeout 20m ./...
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck
