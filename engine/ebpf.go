@@ -95,16 +95,6 @@ func nonceOff(proto probe.Proto, p probe.Payload) uint16 {
 	return 0
 }
 
-// Rx reports where each interface's replies are matched (XDP, or TCX ingress when
-// another program held XDP), in Config.Ifindexes order.
-func (e *EBPF) Rx() []loader.RxHook {
-	out := make([]loader.RxHook, len(e.attach))
-	for i, a := range e.attach {
-		out[i] = a.Rx()
-	}
-	return out
-}
-
 func (e *EBPF) Name() string                { return "ebpf" }
 func (e *EBPF) Replies() <-chan trace.Reply { return e.replies }
 func (e *EBPF) Errors() <-chan error        { return e.errs }

@@ -255,14 +255,14 @@ func toTraceProbe(target int, id probe.ID) trace.Probe {
 	return trace.Probe{Target: target, TTL: id.TTL(), Attempt: id.Attempt()}
 }
 
-// kindOf says whether trace uses replies of kind k.
-func kindOf(k probe.Kind) (probe.Kind, bool) {
+// usedByTrace says whether trace uses replies of kind k (not parameter problems).
+func usedByTrace(k probe.Kind) bool {
 	switch k {
 	case probe.KindTimeExceeded, probe.KindUnreachable, probe.KindPacketTooBig,
 		probe.KindEchoReply, probe.KindSTUN, probe.KindTCP:
-		return k, true
+		return true
 	}
-	return 0, false
+	return false
 }
 
 func stunInfo(s *probe.STUNInfo) *trace.STUNInfo {

@@ -18,16 +18,15 @@ import (
 
 // traceReply converts a verified reply to probe id of target t into trace's terms.
 func traceReply(t int, id probe.ID, r *probe.Reply, fl probe.Flags) (trace.Reply, bool) {
-	kind, ok := kindOf(r.Kind)
-	if !ok {
+	if !usedByTrace(r.Kind) {
 		return trace.Reply{}, false
 	}
 	rep := trace.Reply{
-		Probe: toTraceProbe(t, id), Kind: kind, From: r.Responder.Unmap(),
+		Probe: toTraceProbe(t, id), Kind: r.Kind, From: r.Responder.Unmap(),
 		ICMPType: r.ICMPType, ICMPCode: r.ICMPCode, ReplyTTL: r.ReplyTTL, QuotedTTL: r.QuotedTTL,
 		NAT: natNote(fl, r.Quoted.Src), MPLS: mplsOf(r.ExtRaw), Received: time.Now(),
 	}
-	if kind == probe.KindSTUN {
+	if r.Kind == probe.KindSTUN {
 		rep.STUN = stunInfo(&r.STUN)
 	}
 	rep.MTU = r.MTU

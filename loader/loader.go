@@ -193,42 +193,42 @@ func loadErr(err error) error {
 
 // tcEgress is the legacy clsact program, loaded the first time it is needed.
 func (o *Objects) tcEgress() (*ebpf.Program, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.objs.TcEgress == nil {
+	return o.lazy(&o.objs.TcEgress, func(opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
 		var p struct {
 			P *ebpf.Program `ebpf:"tc_egress"`
 		}
-		if err := o.spec.LoadAndAssign(&p, o.shared()); err != nil {
-			return nil, loadErr(err)
-		}
-		o.objs.TcEgress = p.P
-	}
-	return o.objs.TcEgress, nil
+		err := o.spec.LoadAndAssign(&p, opts)
+		return p.P, err
+	})
 }
 
 // tcxIngress is the TCX ingress matcher, loaded the first time it is needed.
 func (o *Objects) tcxIngress() (*ebpf.Program, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.objs.TcxIngress == nil {
+	return o.lazy(&o.objs.TcxIngress, func(opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
 		var p struct {
 			P *ebpf.Program `ebpf:"tcx_ingress"`
 		}
-		if err := o.spec.LoadAndAssign(&p, o.shared()); err != nil {
-			return nil, loadErr(err)
-		}
-		o.objs.TcxIngress = p.P
-	}
-	return o.objs.TcxIngress, nil
+		err := o.spec.LoadAndAssign(&p, opts)
+		return p.P, err
+	})
 }
 
-// shared makes a program loaded later use the run's maps (the .rodata of the
-// configuration is loaded again from the same spec: the same constants).
-func (o *Objects) shared() *ebpf.CollectionOptions {
-	m := o.objs.TurnpathMaps
-	return &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		"events": m.Events, "flows": m.Flows, "sent": m.Sent, "stats": m.Stats}}
+// lazy loads the program in *slot the first time it is asked for, with the run's maps
+// (the .rodata of the configuration is loaded again from the same spec: the same
+// constants).
+func (o *Objects) lazy(slot **ebpf.Program, load func(*ebpf.CollectionOptions) (*ebpf.Program, error)) (*ebpf.Program, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if *slot == nil {
+		m := o.objs.TurnpathMaps
+		p, err := load(&ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+			"events": m.Events, "flows": m.Flows, "sent": m.Sent, "stats": m.Stats}})
+		if err != nil {
+			return nil, loadErr(err)
+		}
+		*slot = p
+	}
+	return *slot, nil
 }
 
 // Config returns the configuration the objects were loaded with.

@@ -17,7 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"time"
 
@@ -81,18 +80,13 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("interval %v below the minimum %v", o.Interval, MinInterval)
 	case o.Cycles < 0:
 		return fmt.Errorf("cycles %d must not be negative", o.Cycles)
-	case o.FirstTTL < 1 || o.FirstTTL > 255:
-		return fmt.Errorf("first TTL %d out of range 1..255", o.FirstTTL)
-	case o.MaxTTL < 1 || o.MaxTTL > 255:
-		return fmt.Errorf("max TTL %d out of range 1..255", o.MaxTTL)
-	case o.MaxTTL < o.FirstTTL:
-		return fmt.Errorf("max TTL %d below first TTL %d", o.MaxTTL, o.FirstTTL)
 	case o.Wait <= 0:
 		return fmt.Errorf("wait %v must be positive", o.Wait)
-	case math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Rate < 0:
-		return fmt.Errorf("rate %v must be 0 (no cap) or a positive number", o.Rate)
 	}
-	return nil
+	if err := trace.CheckTTLs(o.FirstTTL, o.MaxTTL); err != nil {
+		return err
+	}
+	return pace.CheckRate(o.Rate)
 }
 
 // EventKind says what changed on a path.

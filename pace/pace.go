@@ -5,6 +5,7 @@
 package pace
 
 import (
+	"fmt"
 	"context"
 	"math"
 	"time"
@@ -18,6 +19,19 @@ type Bucket struct {
 	interval time.Duration // 0: unpaced
 	depth    time.Duration // burst * interval
 	due      time.Time     // when the last token taken was due
+}
+
+// MinRate is the lowest rate (tokens per second) that is not 0 (no cap): one every
+// 1000 s. Below it the interval between tokens would not even fit a time.Duration.
+const MinRate = 0.001
+
+// CheckRate accepts 0 (no cap) or a finite rate from MinRate up: what a user may ask a
+// Bucket for.
+func CheckRate(rate float64) error {
+	if math.IsNaN(rate) || math.IsInf(rate, 0) || rate < 0 || rate > 0 && rate < MinRate {
+		return fmt.Errorf("rate %v: must be 0 (no cap) or a finite number of probes per second from %v up", rate, MinRate)
+	}
+	return nil
 }
 
 // NewBucket caps the rate at rate tokens per second with burst tokens at once. A rate of

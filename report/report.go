@@ -1,7 +1,8 @@
 // Package report only formats: a trace (trace.Result, with statistics and hints from
 // hopstat) as a traceroute-style table or the versioned JSON, JSON Lines and CSV formats
 // documented in the README; a multipath run (mda.Graph, paths from mda.InferPaths) as
-// text, JSON, dot or SVG. No I/O but the writer.
+// text, JSON, dot or SVG; a monitor run (monitor.Result) as an mtr-style table or JSON.
+// No I/O but the writer.
 package report
 
 import (

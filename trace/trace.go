@@ -21,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -58,10 +57,6 @@ type Progress struct {
 	Sent, Answered, Targets, Reached int
 }
 
-// MinRate is the lowest rate (probes per second) that is not 0 (no cap): one probe
-// every 1000 s. Below it the interval between probes would not even fit a time.Duration.
-const MinRate = 0.001
-
 // DefaultWindow is the window when Options.Window is 0: up to 1024 targets at once keep
 // a few hundred KiB of state and at most 1024*MaxTTL*Queries probes outstanding (the
 // eBPF engine's kernel table holds 65536).
@@ -75,23 +70,18 @@ func DefaultOptions() Options {
 
 // Validate reports options a user could get wrong.
 func (o *Options) Validate() error {
+	if err := CheckTTLs(o.FirstTTL, o.MaxTTL); err != nil {
+		return err
+	}
 	switch {
-	case o.FirstTTL < 1 || o.FirstTTL > 255:
-		return fmt.Errorf("first TTL %d out of range 1..255", o.FirstTTL)
-	case o.MaxTTL < 1 || o.MaxTTL > 255:
-		return fmt.Errorf("max TTL %d out of range 1..255", o.MaxTTL)
-	case o.MaxTTL < o.FirstTTL:
-		return fmt.Errorf("max TTL %d below first TTL %d", o.MaxTTL, o.FirstTTL)
 	case o.Queries < 1 || o.Queries > 254:
 		return fmt.Errorf("queries %d out of range 1..254", o.Queries)
 	case o.Wait <= 0:
 		return fmt.Errorf("wait %v must be positive", o.Wait)
-	case math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Rate < 0 || o.Rate > 0 && o.Rate < MinRate:
-		return fmt.Errorf("rate %v: must be 0 (no cap) or a finite number of probes per second from %v up", o.Rate, MinRate)
 	case o.Window < 0:
 		return fmt.Errorf("window %d must not be negative", o.Window)
 	}
-	return nil
+	return pace.CheckRate(o.Rate)
 }
 
 // minSize is the smallest probe path MTU discovery goes down to: IPv4's minimum MTU
@@ -103,6 +93,19 @@ var plateaus = []int{32000, 17914, 8166, 4352, 2002, 1492, 1280, 1006, 508, 296,
 
 // maxResends bounds how often one probe goes again after Packet Too Big answers.
 const maxResends = 8
+
+// CheckTTLs reports a TTL range a user could get wrong (first..max within 1..255).
+func CheckTTLs(first, maxTTL int) error {
+	switch {
+	case first < 1 || first > 255:
+		return fmt.Errorf("first TTL %d out of range 1..255", first)
+	case maxTTL < 1 || maxTTL > 255:
+		return fmt.Errorf("max TTL %d out of range 1..255", maxTTL)
+	case maxTTL < first:
+		return fmt.Errorf("max TTL %d below first TTL %d", maxTTL, first)
+	}
+	return nil
+}
 
 // Hop is one TTL of one target.
 type Hop struct {
@@ -497,12 +500,13 @@ func (r *run) tooBig(st *target, i int, rep *Reply) bool {
 		st.tooBig = rep
 	}
 	// Answered, as far as waiting goes; the same probe (ttl, attempt) goes again.
-	if ttl := i/r.opt.Queries + r.opt.FirstTTL; ttl <= r.limit(st) {
+	p := rep.Probe
+	if int(p.TTL) <= r.limit(st) {
 		st.pending--
 	}
 	st.sent[i] = false
 	st.resends[i]++
-	r.push(st, Probe{Target: st.idx, TTL: uint8(i/r.opt.Queries + r.opt.FirstTTL), Attempt: uint8(i % r.opt.Queries)})
+	r.push(st, Probe{Target: p.Target, TTL: p.TTL, Attempt: p.Attempt})
 	return true
 }
 

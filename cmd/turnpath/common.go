@@ -14,9 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/turnpath/turnpath/pace"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/session"
-	"github.com/turnpath/turnpath/trace"
 	"github.com/urfave/cli/v2"
 )
 
@@ -100,8 +100,8 @@ func finiteFlags(c *cli.Context) error {
 // checkRate: 0 is no cap; anything else a finite number of probes per second the pacers
 // can turn into an interval.
 func checkRate(rate float64) error {
-	if math.IsNaN(rate) || math.IsInf(rate, 0) || rate < 0 || rate > 0 && rate < trace.MinRate {
-		return fmt.Errorf("--rate %v: must be 0 (no cap) or a finite number of probes per second from %v up", rate, trace.MinRate)
+	if err := pace.CheckRate(rate); err != nil {
+		return fmt.Errorf("--%w", err)
 	}
 	return nil
 }
@@ -154,6 +154,9 @@ func parseProbing(c *cli.Context) (probing, error) {
 		return pr, err
 	}
 	if err := finiteFlags(c); err != nil {
+		return pr, err
+	}
+	if err := checkRate(c.Float64("rate")); err != nil {
 		return pr, err
 	}
 	if pr.port, err = portFlag(c); err != nil {

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -13,12 +11,10 @@ import (
 
 	"github.com/turnpath/turnpath/monitor"
 	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/report"
 	"github.com/turnpath/turnpath/session"
 	"github.com/urfave/cli/v2"
 )
-
-// monitorSchema names the JSON document of `monitor --format json`.
-const monitorSchema = "turnpath.monitor/v1"
 
 func monitorCommand() *cli.Command {
 	return &cli.Command{
@@ -40,7 +36,7 @@ func monitorCommand() *cli.Command {
 			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: time.Second, Usage: fmt.Sprintf("time between rounds (at least %v)", monitor.MinInterval)},
 			&cli.IntFlag{Name: "cycles", Aliases: []string{"c"}, DefaultText: "run until Ctrl-C", Usage: "stop after `N` rounds"},
 			&cli.BoolFlag{Name: "report", Usage: "no live view: print a report at the end (the default when stdout is not a terminal)"},
-			&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json (schema " + monitorSchema + ")"},
+			&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json (schema " + report.MonitorSchema + ")"},
 			&cli.StringFlag{Name: "verdict", Value: "teams", Usage: "thresholds of the verdict: teams (RTT < 100 ms, path loss < 1 %, jitter < 30 ms)"},
 			&cli.StringFlag{Name: "thresholds", Usage: "override verdict thresholds: rtt=MS,loss=PCT,jitter=MS"},
 		),
@@ -75,9 +71,6 @@ func parseMonitorFlags(c *cli.Context) (*monitorFlags, error) {
 	mf.opts.Wait, mf.opts.Rate = c.Duration("wait"), c.Float64("rate")
 	if mf.opts.Interval < monitor.MinInterval {
 		return nil, fmt.Errorf("--interval %v below the minimum %v", mf.opts.Interval, monitor.MinInterval)
-	}
-	if err := checkRate(mf.opts.Rate); err != nil {
-		return nil, err
 	}
 	if err := mf.opts.Validate(); err != nil {
 		return nil, err
@@ -185,14 +178,12 @@ func runMonitor(c *cli.Context) error {
 	if cerr := sess.Close(); cerr != nil && runErr == nil {
 		runErr = fmt.Errorf("close engine: %w", cerr)
 	}
-	doc := buildMonitorDoc(res, mf, targets, sess, eng.Name(), why, c.String("proto"))
+	doc := buildMonitorRun(res, mf, targets, sess, eng.Name(), why, c.String("proto"))
 	var werr error
 	if mf.format == "json" {
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		werr = enc.Encode(doc)
+		werr = report.WriteMonitorJSON(c.App.Writer, doc)
 	} else {
-		werr = writeMonitorText(c.App.Writer, doc)
+		werr = report.WriteMonitorText(c.App.Writer, doc)
 	}
 	if werr != nil {
 		return runtimeError(fmt.Errorf("monitor: write output: %w", werr))
@@ -208,107 +199,18 @@ func runMonitor(c *cli.Context) error {
 	return nil
 }
 
-// monitorDoc is the turnpath.monitor/v1 document; the text report prints the same.
-type monitorDoc struct {
-	Schema       string             `json:"schema"`
-	Version      string             `json:"version"`
-	Engine       string             `json:"engine"`
-	EngineReason string             `json:"engine_reason,omitempty"`
-	Started      time.Time          `json:"started"`
-	Finished     time.Time          `json:"finished"`
-	Rounds       int                `json:"rounds"`
-	Options      monitorOptionsDoc  `json:"options"`
-	Thresholds   monitorThreshDoc   `json:"thresholds"`
-	Targets      []monitorTargetDoc `json:"targets"`
-}
-
-type monitorOptionsDoc struct {
-	Proto      string  `json:"proto"`
-	Port       uint16  `json:"port"`
-	SPort      uint16  `json:"sport"`
-	Payload    string  `json:"payload"`
-	FirstTTL   int     `json:"first_ttl"`
-	MaxTTL     int     `json:"max_ttl"`
-	IntervalMS float64 `json:"interval_ms"`
-	Cycles     int     `json:"cycles"`
-	WaitMS     float64 `json:"wait_ms"`
-	Rate       float64 `json:"rate"`
-}
-
-type monitorThreshDoc struct {
-	Name     string  `json:"name"`
-	RTTMS    float64 `json:"rtt_ms"`
-	LossPct  float64 `json:"loss_pct"`
-	JitterMS float64 `json:"jitter_ms"`
-}
-
-type monitorTargetDoc struct {
-	Target  string     `json:"target"`
-	Addr    netip.Addr `json:"addr"`
-	Source  netip.Addr `json:"source"`
-	Reached bool       `json:"reached"`
-	DestTTL int        `json:"dest_ttl,omitempty"`
-	// PathLoss is null while the destination never answered: unknown, not 100 %.
-	PathLoss   *float64          `json:"path_loss_pct"`
-	Verdict    monitorVerdictDoc `json:"verdict"`
-	Late       int               `json:"late_replies"`
-	Duplicates int               `json:"duplicate_replies"`
-	Events     []monitorEventDoc `json:"events"`
-	Hops       []monitorHopDoc   `json:"hops"`
-}
-
-type monitorVerdictDoc struct {
-	Pass     bool     `json:"pass"`
-	Reasons  []string `json:"reasons"`
-	FirstTTL int      `json:"first_ttl,omitempty"`
-}
-
-type monitorEventDoc struct {
-	Time   time.Time   `json:"time"`
-	Round  int         `json:"round"`
-	Kind   string      `json:"kind"`
-	TTL    int         `json:"ttl"`
-	From   *netip.Addr `json:"from,omitempty"`
-	OldTTL int         `json:"old_ttl,omitempty"`
-}
-
-type monitorHopDoc struct {
-	TTL        int                   `json:"ttl"`
-	Sent       int                   `json:"sent"`
-	Received   int                   `json:"received"`
-	Silent     bool                  `json:"silent"`
-	Loss       float64               `json:"loss_pct"`
-	Forward    float64               `json:"forward_loss_pct"`
-	Reply      float64               `json:"reply_loss_pct"`
-	Last       float64               `json:"last_ms"`
-	Avg        float64               `json:"avg_ms"`
-	Best       float64               `json:"best_ms"`
-	Worst      float64               `json:"worst_ms"`
-	StdDev     float64               `json:"stdev_ms"`
-	Gmean      float64               `json:"gmean_ms"`
-	Jitter     float64               `json:"jitter_ms"`
-	JitterMean float64               `json:"jitter_avg_ms"`
-	JitterMax  float64               `json:"jitter_max_ms"`
-	Interarr   float64               `json:"interarrival_jitter_ms"` // RFC 3550's J, not mtr's 16·J
-	Responders []monitorResponderDoc `json:"responders"`
-}
-
-type monitorResponderDoc struct {
-	Addr  netip.Addr `json:"addr"`
-	Name  string     `json:"name,omitempty"`
-	Count int        `json:"count"`
-	Share float64    `json:"share"`
-}
-
-func buildMonitorDoc(res *monitor.Result, mf *monitorFlags, targets *targetList, sess *session.Session, engName, why, proto string) *monitorDoc {
+// buildMonitorRun is the report of a monitor run: the run's header, and each target
+// through report.BuildMonitorTarget with the responders' names (the session's lookup).
+func buildMonitorRun(res *monitor.Result, mf *monitorFlags, targets *targetList, sess *session.Session, engName, why, proto string) *report.MonitorRun {
 	o := mf.opts
-	doc := &monitorDoc{Schema: monitorSchema, Version: version, Engine: engName, EngineReason: why,
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	run := &report.MonitorRun{Schema: report.MonitorSchema, Version: version, Engine: engName, EngineReason: why,
 		Started: res.Started.UTC(), Finished: res.Finished.UTC(), Rounds: res.Rounds,
-		Options: monitorOptionsDoc{Proto: proto, Port: mf.port, SPort: mf.sport, Payload: mf.payload.String(),
+		Options: report.MonitorOptions{Proto: proto, Port: mf.port, SPort: mf.sport, Payload: mf.payload.String(),
 			FirstTTL: o.FirstTTL, MaxTTL: o.MaxTTL, IntervalMS: ms(o.Interval), Cycles: o.Cycles,
 			WaitMS: ms(o.Wait), Rate: o.Rate},
-		Thresholds: monitorThreshDoc{Name: "teams", RTTMS: mf.th.RTT, LossPct: mf.th.Loss, JitterMS: mf.th.Jitter},
-		Targets:    []monitorTargetDoc{}}
+		Thresholds: report.MonitorThresholds{Name: "teams", RTTMS: mf.th.RTT, LossPct: mf.th.Loss, JitterMS: mf.th.Jitter},
+		Targets:    []report.MonitorTarget{}}
 	var addrs []netip.Addr
 	for _, t := range res.Targets {
 		for _, h := range t.Path() {
@@ -319,119 +221,8 @@ func buildMonitorDoc(res *monitor.Result, mf *monitorFlags, targets *targetList,
 	}
 	names := sess.Names(addrs)
 	for _, t := range res.Targets {
-		td := monitorTargetDoc{Target: targets.name(t.Index), Addr: targets.addrs[t.Index],
-			Source: sess.RouteOf(t.Index).Src, Reached: t.Reached(), DestTTL: t.DestTTL,
-			Late: t.Late, Duplicates: t.Dups, Events: []monitorEventDoc{}, Hops: []monitorHopDoc{}}
-		if pl, ok := t.PathLoss(); ok {
-			td.PathLoss = &pl
-		}
-		v := t.Judge(mf.th)
-		td.Verdict = monitorVerdictDoc{Pass: v.Pass, Reasons: v.Reasons, FirstTTL: v.FirstTTL}
-		if td.Verdict.Reasons == nil {
-			td.Verdict.Reasons = []string{}
-		}
-		for _, e := range t.Events {
-			ed := monitorEventDoc{Time: e.Time.UTC(), Round: e.Round, Kind: string(e.Kind), TTL: e.TTL, OldTTL: e.OldTTL}
-			if e.From.IsValid() {
-				ed.From = &e.From
-			}
-			td.Events = append(td.Events, ed)
-		}
-		losses := t.Losses()
-		for k, h := range t.Path() {
-			hl := losses[k]
-			hd := monitorHopDoc{TTL: h.TTL, Sent: h.Sent(), Received: h.Received(), Silent: hl.Silent,
-				Loss: hl.Loss, Forward: hl.Forward, Reply: hl.Reply, Last: h.Last(), Avg: h.Mean(),
-				Best: h.Best(), Worst: h.Worst(), StdDev: h.StdDev(), Gmean: h.Gmean(), Jitter: h.Jitter(),
-				JitterMean: h.JitterMean(), JitterMax: h.JitterMax(), Interarr: h.Interarrival(),
-				Responders: []monitorResponderDoc{}}
-			for _, r := range h.Responders() {
-				rd := monitorResponderDoc{Addr: r.Addr, Count: r.Count, Share: r.Share}
-				if names != nil {
-					rd.Name = names(r.Addr)
-				}
-				hd.Responders = append(hd.Responders, rd)
-			}
-			td.Hops = append(td.Hops, hd)
-		}
-		doc.Targets = append(doc.Targets, td)
+		info := report.TargetInfo{Name: targets.name(t.Index), Addr: targets.addrs[t.Index], Source: sess.RouteOf(t.Index).Src}
+		run.Targets = append(run.Targets, report.BuildMonitorTarget(info, t, mf.th, names))
 	}
-	return doc
-}
-
-func ms(d time.Duration) float64 { return float64(d) / 1e6 }
-
-// writeMonitorText prints an mtr --report-style table per target, with the loss split
-// into forward (Fwd%) and reply (Rpl%) loss, and the verdict.
-func writeMonitorText(w io.Writer, doc *monitorDoc) error {
-	var b strings.Builder
-	for i, t := range doc.Targets {
-		if i > 0 {
-			b.WriteString("\n")
-		}
-		fmt.Fprintf(&b, "turnpath monitor to %s (%s) from %s, %d rounds every %gms, engine %s\n",
-			t.Target, t.Addr, t.Source, doc.Rounds, doc.Options.IntervalMS, doc.Engine)
-		hostOf := func(h monitorHopDoc, r monitorResponderDoc) string {
-			host := r.Addr.String()
-			if r.Name != "" {
-				host = r.Name + " (" + host + ")"
-			}
-			if len(h.Responders) > 1 {
-				host += fmt.Sprintf(" %.0f%%", 100*r.Share)
-			}
-			return host
-		}
-		// The host column is as wide as its longest entry, so names keep the columns
-		// aligned (mtr cuts them instead).
-		w := 40
-		for _, h := range t.Hops {
-			for _, r := range h.Responders {
-				w = max(w, len(hostOf(h, r)))
-			}
-		}
-		fmt.Fprintf(&b, "%-4s %-*s %6s %6s %6s %5s %7s %7s %7s %7s %7s %7s\n",
-			"TTL", w, "Host", "Loss%", "Fwd%", "Rpl%", "Snt", "Last", "Avg", "Best", "Wrst", "StDev", "Javg")
-		for _, h := range t.Hops {
-			if h.Silent {
-				fmt.Fprintf(&b, "%3d. %-*s %6s %6s %6s %5d\n", h.TTL, w, "???", "silent", "-", "-", h.Sent)
-				continue
-			}
-			for k, r := range h.Responders {
-				host := hostOf(h, r)
-				if k > 0 {
-					fmt.Fprintf(&b, "     %s\n", host)
-					continue
-				}
-				fmt.Fprintf(&b, "%3d. %-*s %6.1f %6.1f %6.1f %5d %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n",
-					h.TTL, w, host, h.Loss, h.Forward, h.Reply, h.Sent, h.Last, h.Avg, h.Best, h.Worst, h.StdDev, h.JitterMean)
-			}
-		}
-		switch {
-		case t.PathLoss != nil:
-			fmt.Fprintf(&b, "path loss %.1f%% (the destination's own answers)\n", *t.PathLoss)
-		default:
-			b.WriteString("path loss unknown: the destination did not answer\n")
-		}
-		for _, e := range t.Events {
-			switch e.Kind {
-			case string(monitor.NewResponder):
-				fmt.Fprintf(&b, "event %s round %d: new responder %s at TTL %d\n", e.Time.Format(time.RFC3339), e.Round, e.From, e.TTL)
-			default:
-				fmt.Fprintf(&b, "event %s round %d: destination distance %d, was %d\n", e.Time.Format(time.RFC3339), e.Round, e.TTL, e.OldTTL)
-			}
-		}
-		th := doc.Thresholds
-		limits := fmt.Sprintf("%s: RTT < %g ms, path loss < %g %%, jitter < %g ms", th.Name, th.RTTMS, th.LossPct, th.JitterMS)
-		if t.Verdict.Pass {
-			fmt.Fprintf(&b, "verdict: pass (%s)\n", limits)
-			continue
-		}
-		fmt.Fprintf(&b, "verdict: FAIL: %s (%s)", strings.Join(t.Verdict.Reasons, "; "), limits)
-		if t.Verdict.FirstTTL > 0 {
-			fmt.Fprintf(&b, "; first appears at TTL %d", t.Verdict.FirstTTL)
-		}
-		b.WriteString("\n")
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return run
 }

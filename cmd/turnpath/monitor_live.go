@@ -11,6 +11,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/turnpath/turnpath/monitor"
+	"github.com/turnpath/turnpath/report"
 	"github.com/turnpath/turnpath/trace"
 	"golang.org/x/sys/unix"
 )
@@ -222,16 +223,16 @@ func (m *liveModel) View() string {
 	}
 	b.WriteString("\n")
 	b.WriteString("keys: n/p/tab target  space pause  r reset  a all responders  d names/addresses  q quit\n\n")
-	fmt.Fprintf(&b, "%-4s %-40s %6s %6s %6s %5s %7s %7s %7s %7s %7s %7s\n",
-		"TTL", "Host", "Loss%", "Fwd%", "Rpl%", "Snt", "Last", "Avg", "Best", "Wrst", "StDev", "Javg")
+	b.WriteString(report.MonitorHeader(hostWidth))
 	if m.shown == nil || i >= len(m.shown.Targets) {
 		b.WriteString("waiting for the first round…\n")
 		return b.String()
 	}
 	t := m.shown.Targets[i]
-	for _, h := range t.Hops {
+	for _, hs := range t.Hops {
+		h := report.MonitorHopOf(hs, nil)
 		if h.Silent {
-			fmt.Fprintf(&b, "%3d. %-40s %6s %6s %6s %5d\n", h.TTL, "???", "silent", "-", "-", h.Sent)
+			b.WriteString(report.MonitorRow(h, "", hostWidth))
 			continue
 		}
 		for k, r := range h.Responders {
@@ -242,7 +243,7 @@ func (m *liveModel) View() string {
 					host += fmt.Sprintf(" (+%d)", len(h.Responders)-1)
 				}
 			}
-			host = clip(host, 40)
+			host = clip(host, hostWidth)
 			if k > 0 {
 				if !m.all {
 					break
@@ -250,8 +251,7 @@ func (m *liveModel) View() string {
 				fmt.Fprintf(&b, "     %s\n", host)
 				continue
 			}
-			fmt.Fprintf(&b, "%3d. %-40s %6.1f %6.1f %6.1f %5d %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n",
-				h.TTL, host, h.Loss, h.Forward, h.Reply, h.Sent, h.Last, h.Avg, h.Best, h.Worst, h.StdDev, h.JitterMean)
+			b.WriteString(report.MonitorRow(h, host, hostWidth))
 		}
 	}
 	b.WriteString("\n")
@@ -266,6 +266,9 @@ func (m *liveModel) View() string {
 	b.WriteString("\n")
 	return b.String()
 }
+
+// hostWidth is the live view's host column: names are clipped to it.
+const hostWidth = 40
 
 // clip shortens s to n runes.
 func clip(s string, n int) string {

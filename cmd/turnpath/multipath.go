@@ -91,9 +91,6 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 	if mf.popts.Wait <= 0 {
 		return nil, fmt.Errorf("--wait %v must be positive", mf.popts.Wait)
 	}
-	if err := checkRate(mf.popts.Rate); err != nil {
-		return nil, err
-	}
 	mf.popts.MinWait = min(mf.popts.MinWait, mf.popts.Wait)
 	if !slices.Contains(report.MultipathFormats, mf.format) {
 		return nil, fmt.Errorf("unknown --format %q (text, json, dot, svg)", mf.format)

@@ -62,9 +62,6 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 	if tf.opts.MinWait > tf.opts.Wait {
 		tf.opts.MinWait = tf.opts.Wait
 	}
-	if err := checkRate(tf.opts.Rate); err != nil {
-		return nil, err
-	}
 	if err := tf.opts.Validate(); err != nil {
 		return nil, err
 	}
