@@ -69,6 +69,14 @@ func (h *Hop) Await() { h.inFlight++ }
 // Lost records a probe that will not be answered.
 func (h *Hop) Lost() { h.complete() }
 
+// Abandon forgets an awaited probe that can be judged neither answered nor lost (its
+// answer could no longer be received: the run lost its interface): it counts nowhere.
+func (h *Hop) Abandon() {
+	if h.inFlight > 0 {
+		h.inFlight--
+	}
+}
+
 // complete moves a probe from in flight (if it was awaited) to sent.
 func (h *Hop) complete() {
 	if h.inFlight > 0 {

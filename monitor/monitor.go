@@ -63,8 +63,20 @@ type Options struct {
 	// own goroutine without racing the run. It must not block for long.
 	Snapshot      func(*Snapshot)
 	SnapshotEvery time.Duration
+	// SnapshotEvents puts each target's kept path changes into its snapshots.
+	SnapshotEvents bool
 	// Reset, if set, starts the statistics afresh whenever it receives (see state.reset).
 	Reset <-chan struct{}
+	// Reopen, if set, is asked for a new engine when the run's engine fails (its error,
+	// a send error, or Check's): it decides whether the cause is one a run outlives (the
+	// interface went away or down, a route changed), waits as long as it takes for the
+	// way out to be back, and returns the new engine and the targets whose route changed.
+	// Its error ends the run. Without Reopen an engine failure ends the run.
+	Reopen func(ctx context.Context, cause error) (eng trace.Engine, moved []int, err error)
+	// Check, if set, is called every CheckEvery (default 10 s) between rounds: an error
+	// (a target's route changed) is treated like an engine failure.
+	Check      func() error
+	CheckEvery time.Duration
 }
 
 // DefaultOptions are mtr's pace with trace's limits.
@@ -98,7 +110,23 @@ const (
 	// NewDistance: the destination answered at another TTL than before, or a router
 	// answered where the destination used to (0: distance unknown again).
 	NewDistance EventKind = "distance"
+	// NewRoute: after an outage the target's probes leave by another interface or
+	// source address.
+	NewRoute EventKind = "route"
 )
+
+// maxEvents bounds the events a target keeps: a flapping path (two responders taking
+// turns, a distance that comes and goes) must not grow a long run's memory. The oldest
+// are dropped first and counted (Target.EventsDropped).
+const maxEvents = 1000
+
+// Outage is a time the run could not probe: its engine failed (the interface went away
+// or down, a route changed) until Reopen brought a new one. Probes in flight when it
+// began count neither as answered nor lost, and no round starts during it.
+type Outage struct {
+	Start, End time.Time // End zero: the run ended during the outage
+	Cause      string
+}
 
 // Event is one path change.
 type Event struct {
@@ -132,14 +160,26 @@ type Target struct {
 	Index   int
 	Hops    []hopstat.Hop // by TTL − FirstTTL
 	DestTTL int           // the destination's distance; 0 unknown
-	Events  []Event
-	Late    int // replies after their round was closed (dropped)
-	Dups    int // second replies for a probe already answered (dropped)
+	Events  []Event       // the newest maxEvents path changes
+	// EventsDropped counts the oldest events dropped beyond maxEvents.
+	EventsDropped int
+	Late          int // replies after their round was closed (dropped)
+	Dups          int // second replies for a probe already answered (dropped)
 
 	slots    []slot                // TTL-major: (ttl−FirstTTL)*ring + round%ring
 	seen     []map[netip.Addr]bool // responders seen per TTL, for NewResponder
 	router   []bool                // per TTL: a router (not the destination) answered
 	knewDest bool                  // a distance was known once: a new one is a change
+}
+
+// event records a path change, dropping the oldest beyond maxEvents.
+func (t *Target) event(e Event) {
+	if len(t.Events) == maxEvents {
+		n := copy(t.Events, t.Events[maxEvents/10:])
+		t.Events = t.Events[:n]
+		t.EventsDropped += maxEvents / 10
+	}
+	t.Events = append(t.Events, e)
 }
 
 // round is a round in flight.
@@ -162,6 +202,16 @@ type state struct {
 
 	started  time.Time // for snapshots
 	lastSnap time.Time
+
+	// The schedule, kept across an outage: the next round to start and when, the round
+	// being sent and its send cursor (TTL-major).
+	next    int
+	nextAt  time.Time
+	cur     *round
+	ttl, ti int
+	slipped int // rounds that started late because the previous one's sends overran
+	outages []Outage
+	down    *Outage // the outage going on
 }
 
 func newState(n int, opt Options) *state {
@@ -287,7 +337,7 @@ func (s *state) reply(rep *trace.Reply, now time.Time) {
 	if !t.seen[k][rep.From] {
 		// The first responder at a TTL is the path being learnt; a later new one a change.
 		if len(t.seen[k]) > 0 {
-			t.Events = append(t.Events, Event{Time: now, Round: r, Kind: NewResponder, TTL: ttl, From: rep.From})
+			t.event(Event{Time: now, Round: r, Kind: NewResponder, TTL: ttl, From: rep.From})
 		}
 		t.seen[k][rep.From] = true
 	}
@@ -300,13 +350,13 @@ func (s *state) reply(rep *trace.Reply, now time.Time) {
 		// any order and lost probes hide it: a shorter distance is a change only where a
 		// router used to answer, or once a known distance was lost.
 		if t.knewDest && t.DestTTL == 0 || t.router[k] {
-			t.Events = append(t.Events, Event{Time: now, Round: r, Kind: NewDistance, TTL: ttl, OldTTL: t.DestTTL})
+			t.event(Event{Time: now, Round: r, Kind: NewDistance, TTL: ttl, OldTTL: t.DestTTL})
 		}
 		t.DestTTL, t.knewDest = ttl, true
 	case !rep.Reached() && t.DestTTL != 0 && ttl >= t.DestTTL:
 		// A router answers where the destination did: the path grew. Probe every TTL
 		// until the destination answers again.
-		t.Events = append(t.Events, Event{Time: now, Round: r, Kind: NewDistance, TTL: 0, OldTTL: t.DestTTL})
+		t.event(Event{Time: now, Round: r, Kind: NewDistance, TTL: 0, OldTTL: t.DestTTL})
 		t.DestTTL = 0
 	}
 }
@@ -356,36 +406,96 @@ var ErrEngine = errors.New("engine failed")
 // Run monitors n targets over eng until opt.Cycles rounds are done (and their answers
 // waited for) or ctx is cancelled. It returns what was seen in both cases, with ctx's
 // error in the second; probes still in flight then count neither as answered nor lost.
+// With opt.Reopen an engine failure is an outage, not the end (see Outage).
 func Run(ctx context.Context, eng trace.Engine, n int, opt Options) (*Result, error) {
 	if err := opt.Validate(); err != nil {
 		return nil, err
 	}
 	s := newState(n, opt)
-	for t := range n {
-		if err := eng.Admit(t); err != nil {
-			return nil, fmt.Errorf("admit target %d: %w", t, err)
-		}
-	}
-	defer func() {
+	admit := func(eng trace.Engine) error {
 		for t := range n {
-			eng.Release(t)
+			if err := eng.Admit(t); err != nil {
+				return fmt.Errorf("admit target %d: %w", t, err)
+			}
 		}
-	}()
+		return nil
+	}
+	if err := admit(eng); err != nil {
+		return nil, err
+	}
 	started := time.Now()
 	s.started = started
-	err := s.loop(ctx, eng, started)
+	s.nextAt = started
+	var err error
+	for {
+		err = s.loop(ctx, eng)
+		if err == nil || opt.Reopen == nil || ctx.Err() != nil {
+			break
+		}
+		// An outage: what is in flight can no longer be answered; the run resumes with a
+		// new engine once Reopen has one (or ends with Reopen's error).
+		s.interrupt()
+		o := Outage{Start: time.Now(), Cause: err.Error()}
+		s.down = &o
+		if opt.Snapshot != nil {
+			opt.Snapshot(s.snapshot(o.Start)) // a live view shows the outage at once
+		}
+		neng, moved, rerr := opt.Reopen(ctx, err)
+		s.down = nil
+		if rerr == nil {
+			rerr = admit(neng)
+		}
+		if rerr != nil {
+			s.outages = append(s.outages, o)
+			err = rerr
+			if neng != nil {
+				eng = neng
+			}
+			break
+		}
+		eng = neng
+		o.End = time.Now()
+		s.outages = append(s.outages, o)
+		for _, i := range moved {
+			if i >= 0 && i < n {
+				s.targets[i].event(Event{Time: o.End, Round: s.next, Kind: NewRoute})
+			}
+		}
+		s.nextAt = o.End
+	}
+	for t := range n {
+		eng.Release(t)
+	}
 	return s.result(started, time.Now()), err
 }
 
-func (s *state) loop(ctx context.Context, eng trace.Engine, started time.Time) error {
+// interrupt ends the open rounds after the engine failed: their awaited probes are
+// abandoned (neither answered nor lost) and the round being sent stops.
+func (s *state) interrupt() {
+	for _, rd := range s.rounds {
+		for _, t := range s.targets {
+			for k := range t.Hops {
+				sl := &t.slots[k*s.ring+rd.num%s.ring]
+				if int(sl.round) == rd.num && sl.state == awaited {
+					sl.state = free
+					t.Hops[k].Abandon()
+				}
+			}
+		}
+	}
+	s.rounds, s.cur = s.rounds[:0], nil
+}
+
+func (s *state) loop(ctx context.Context, eng trace.Engine) error {
 	opt := s.opt
 	bucket := pace.NewBucket(opt.Rate, max(opt.Burst, 1))
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	next := 0 // the next round to start
-	nextAt := started
-	var cur *round
-	ttl, ti := opt.FirstTTL, 0 // the send cursor of cur, TTL-major
+	checkEvery := opt.CheckEvery
+	if checkEvery <= 0 {
+		checkEvery = 10 * time.Second
+	}
+	nextCheck := time.Now().Add(checkEvery)
 	for {
 		// Replies already delivered are read before any round is closed: a loop that
 		// woke late (a busy machine) must not count answers waiting in the channel lost.
@@ -393,53 +503,64 @@ func (s *state) loop(ctx context.Context, eng trace.Engine, started time.Time) e
 			return err
 		}
 		now := time.Now()
+		if opt.Check != nil && !now.Before(nextCheck) {
+			if err := opt.Check(); err != nil {
+				return err
+			}
+			nextCheck = now.Add(checkEvery)
+		}
 		// Close what is due; then start the next round when its time has come and the
 		// previous one has left (a round whose sends overrun the interval delays the next).
 		for s.due(now) {
 			s.closeRound()
 		}
-		if cur == nil && (opt.Cycles == 0 || next < opt.Cycles) && !now.Before(nextAt) {
-			cur = s.startRound(next)
-			ttl, ti = opt.FirstTTL, 0
-			nextAt = nextAt.Add(opt.Interval)
-			if nextAt.Before(now) {
-				nextAt = now // the sends overran: the schedule slips rather than bursting
+		if s.cur == nil && (opt.Cycles == 0 || s.next < opt.Cycles) && !now.Before(s.nextAt) {
+			s.cur = s.startRound(s.next)
+			s.ttl, s.ti = opt.FirstTTL, 0
+			s.nextAt = s.nextAt.Add(opt.Interval)
+			if s.nextAt.Before(now) {
+				// The sends overran: the schedule slips rather than bursting.
+				s.nextAt = now
+				if s.next > 0 {
+					s.slipped++
+				}
 			}
-			next++
+			s.next++
 		}
 		var wake time.Duration = -1
-		for cur != nil {
-			if ttl > opt.MaxTTL {
+		for s.cur != nil {
+			cur := s.cur
+			if s.ttl > opt.MaxTTL {
 				cur.sending = false
 				if cur.open == 0 {
 					cur.lastSend = now
 				}
-				cur = nil
+				s.cur = nil
 				break
 			}
-			t := s.targets[ti]
-			if s.wants(t, ttl, cur.num) {
+			t := s.targets[s.ti]
+			if s.wants(t, s.ttl, cur.num) {
 				if d := bucket.Take(now); d > 0 {
 					wake = d
 					break
 				}
-				if err := eng.Send(probeFor(ti, ttl, cur.num)); err != nil {
+				if err := eng.Send(probeFor(s.ti, s.ttl, cur.num)); err != nil {
 					return fmt.Errorf("send probe: %w", err)
 				}
 				now = time.Now() // the send time of this probe, and the round's last
-				s.sent(t, ttl, cur.num, now)
+				s.sent(t, s.ttl, cur.num, now)
 			}
-			if ti++; ti == len(s.targets) {
-				ti, ttl = 0, ttl+1
+			if s.ti++; s.ti == len(s.targets) {
+				s.ti, s.ttl = 0, s.ttl+1
 			}
 		}
-		if opt.Cycles > 0 && next >= opt.Cycles && cur == nil && len(s.rounds) == 0 {
+		if opt.Cycles > 0 && s.next >= opt.Cycles && s.cur == nil && len(s.rounds) == 0 {
 			return nil
 		}
 		// Sleep until the next thing to do: a token, the next round, a round's wait.
 		if wake < 0 {
-			if cur == nil && (opt.Cycles == 0 || next < opt.Cycles) {
-				wake = nextAt.Sub(now)
+			if s.cur == nil && (opt.Cycles == 0 || s.next < opt.Cycles) {
+				wake = s.nextAt.Sub(now)
 			}
 			if at := s.closeAt(); !at.IsZero() && (wake < 0 || at.Sub(now) < wake) {
 				wake = at.Sub(now)

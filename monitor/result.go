@@ -12,11 +12,30 @@ import (
 type Result struct {
 	Started, Finished time.Time
 	Rounds            int // rounds closed (their probes answered or lost)
-	Targets           []*Target
+	// Slipped counts rounds that started late because the one before could not send all
+	// its probes within the interval (--rate too low for the targets and TTLs).
+	Slipped int
+	Outages []Outage
+	Targets []*Target
 }
 
 func (s *state) result(started, finished time.Time) *Result {
-	return &Result{Started: started, Finished: finished, Rounds: s.closed, Targets: s.targets}
+	return &Result{Started: started, Finished: finished, Rounds: s.closed, Slipped: s.slipped,
+		Outages: s.outages, Targets: s.targets}
+}
+
+// Down is how long the run could not probe, over all its outages (one still going at
+// the end counts up to finished).
+func (r *Result) Down() time.Duration {
+	var d time.Duration
+	for _, o := range r.Outages {
+		end := o.End
+		if end.IsZero() {
+			end = r.Finished
+		}
+		d += end.Sub(o.Start)
+	}
+	return d
 }
 
 // Path is the hops worth reporting: up to the destination when its distance is known,
@@ -142,33 +161,40 @@ type Verdict struct {
 
 // Judge gives t's verdict against th.
 func (t *Target) Judge(th Thresholds) Verdict {
-	loss, ok := t.PathLoss()
-	if !ok {
+	ts := t.Snapshot(false)
+	return ts.Judge(th)
+}
+
+// Judge gives the verdict on a target's snapshot against th: the destination's mean RTT,
+// its mean jitter (mtr's Javg) and the path loss; on a fail, the first hop where forward
+// loss, delay or jitter crossing a threshold the destination crosses too appears.
+func (ts *TargetSnapshot) Judge(th Thresholds) Verdict {
+	if !ts.PathLossKnown || len(ts.Hops) == 0 {
 		return Verdict{Reasons: []string{"destination not reached"}}
 	}
-	dest := &t.Hops[t.DestTTL-t.Hops[0].TTL]
+	dest := &ts.Hops[len(ts.Hops)-1] // the path ends at the destination when it is known
+	loss := ts.PathLoss
 	var v Verdict
-	if dest.Received() > 0 && dest.Mean() >= th.RTT {
-		v.Reasons = append(v.Reasons, fmt.Sprintf("RTT %.1f ms ≥ %g ms", dest.Mean(), th.RTT))
+	if dest.Received > 0 && dest.Avg >= th.RTT {
+		v.Reasons = append(v.Reasons, fmt.Sprintf("RTT %.1f ms ≥ %g ms", dest.Avg, th.RTT))
 	}
 	if loss >= th.Loss {
 		v.Reasons = append(v.Reasons, fmt.Sprintf("path loss %.1f %% ≥ %g %%", loss, th.Loss))
 	}
-	if dest.JitterMean() >= th.Jitter {
-		v.Reasons = append(v.Reasons, fmt.Sprintf("jitter %.1f ms ≥ %g ms", dest.JitterMean(), th.Jitter))
+	if dest.JitterMean >= th.Jitter {
+		v.Reasons = append(v.Reasons, fmt.Sprintf("jitter %.1f ms ≥ %g ms", dest.JitterMean, th.Jitter))
 	}
 	v.Pass = len(v.Reasons) == 0
 	if v.Pass {
 		return v
 	}
-	path := t.Path()
-	for k, hl := range t.Losses() {
-		h := &path[k]
-		if hl.Silent {
+	for k := range ts.Hops {
+		h := &ts.Hops[k]
+		if h.Silent {
 			continue
 		}
-		if hl.Forward >= th.Loss && loss >= th.Loss || h.Mean() >= th.RTT && dest.Mean() >= th.RTT ||
-			h.JitterMean() >= th.Jitter && dest.JitterMean() >= th.Jitter {
+		if h.Forward >= th.Loss && loss >= th.Loss || h.Avg >= th.RTT && dest.Avg >= th.RTT ||
+			h.JitterMean >= th.Jitter && dest.JitterMean >= th.Jitter {
 			v.FirstTTL = h.TTL
 			break
 		}

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"slices"
 	"time"
 
 	"github.com/turnpath/turnpath/hopstat"
@@ -13,6 +14,9 @@ type Snapshot struct {
 	Time    time.Time // when it was taken
 	Started time.Time // when the run started
 	Rounds  int       // rounds closed
+	// Down is the outage going on (nil: probing); Outages counts them all.
+	Down    *Outage
+	Outages int
 	Targets []TargetSnapshot
 }
 
@@ -25,9 +29,12 @@ type TargetSnapshot struct {
 	// destination has not answered.
 	PathLoss      float64
 	PathLossKnown bool
-	Events        int // path changes so far
-	Late, Dups    int
-	Hops          []HopSnapshot
+	Events        int // path changes so far (EventsDropped of them no longer kept)
+	EventsDropped int
+	// Changes are the path changes kept (Options.SnapshotEvents; nil otherwise).
+	Changes    []Event
+	Late, Dups int
+	Hops       []HopSnapshot
 }
 
 // HopSnapshot is one hop's statistics at a snapshot (milliseconds, percent).
@@ -42,9 +49,13 @@ type HopSnapshot struct {
 	Responders                     []hopstat.Responder
 }
 
-// Snapshot copies t's current results.
-func (t *Target) Snapshot() TargetSnapshot {
-	ts := TargetSnapshot{Index: t.Index, DestTTL: t.DestTTL, Events: len(t.Events), Late: t.Late, Dups: t.Dups}
+// Snapshot copies t's current results, with the path changes kept if events.
+func (t *Target) Snapshot(events bool) TargetSnapshot {
+	ts := TargetSnapshot{Index: t.Index, DestTTL: t.DestTTL, Events: len(t.Events) + t.EventsDropped,
+		EventsDropped: t.EventsDropped, Late: t.Late, Dups: t.Dups}
+	if events {
+		ts.Changes = slices.Clone(t.Events)
+	}
 	ts.PathLoss, ts.PathLossKnown = t.PathLoss()
 	path := t.Path()
 	losses := t.Losses()
@@ -62,9 +73,15 @@ func (t *Target) Snapshot() TargetSnapshot {
 
 // snapshot copies every target's results.
 func (s *state) snapshot(now time.Time) *Snapshot {
-	sn := &Snapshot{Time: now, Started: s.started, Rounds: s.closed, Targets: make([]TargetSnapshot, len(s.targets))}
+	sn := &Snapshot{Time: now, Started: s.started, Rounds: s.closed, Outages: len(s.outages),
+		Targets: make([]TargetSnapshot, len(s.targets))}
+	if s.down != nil {
+		d := *s.down
+		sn.Down = &d
+		sn.Outages++
+	}
 	for i, t := range s.targets {
-		sn.Targets[i] = t.Snapshot()
+		sn.Targets[i] = t.Snapshot(s.opt.SnapshotEvents)
 	}
 	return sn
 }
@@ -96,6 +113,6 @@ func (s *state) reset() {
 				h.Await()
 			}
 		}
-		t.Events, t.Late, t.Dups = nil, 0, 0
+		t.Events, t.EventsDropped, t.Late, t.Dups = nil, 0, 0, 0
 	}
 }

@@ -1,10 +1,12 @@
 package report
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,16 +19,42 @@ const MonitorSchema = "turnpath.monitor/v1"
 // MonitorRun is the turnpath.monitor/v1 document (`turnpath monitor --format json`); the
 // text report prints the same.
 type MonitorRun struct {
-	Schema       string            `json:"schema"`
-	Version      string            `json:"version"`
-	Engine       string            `json:"engine"`
-	EngineReason string            `json:"engine_reason,omitempty"`
-	Started      time.Time         `json:"started"`
-	Finished     time.Time         `json:"finished"`
-	Rounds       int               `json:"rounds"`
-	Options      MonitorOptions    `json:"options"`
-	Thresholds   MonitorThresholds `json:"thresholds"`
-	Targets      []MonitorTarget   `json:"targets"`
+	Schema       string         `json:"schema"`
+	Version      string         `json:"version"`
+	Engine       string         `json:"engine"`
+	EngineReason string         `json:"engine_reason,omitempty"`
+	Started      time.Time      `json:"started"`
+	Finished     time.Time      `json:"finished"`
+	Rounds       int            `json:"rounds"`
+	Slipped      int            `json:"slipped_rounds"`
+	Options      MonitorOptions `json:"options"`
+	// Thresholds is null without a verdict (--verdict none).
+	Thresholds *MonitorThresholds `json:"thresholds"`
+	Outages    []MonitorOutage    `json:"outages"`
+	Targets    []MonitorTarget    `json:"targets"`
+}
+
+// MonitorOutage is a time the run could not probe (monitor.Outage).
+type MonitorOutage struct {
+	Start time.Time `json:"start"`
+	// End is null when the run ended during the outage.
+	End   *time.Time `json:"end"`
+	Cause string     `json:"cause"`
+}
+
+// MonitorRecord is one line of `monitor --format jsonl`: a target's statistics so far,
+// every --emit and once more at the end (final).
+type MonitorRecord struct {
+	Schema  string    `json:"schema"`
+	Version string    `json:"version"`
+	Time    time.Time `json:"time"`
+	Rounds  int       `json:"rounds"`
+	Final   bool      `json:"final"`
+	// Outages counts the run's outages so far; Down is set in the record written when
+	// one begins (the way out is lost: the run waits for it).
+	Outages int  `json:"outages"`
+	Down    bool `json:"down,omitempty"`
+	MonitorTarget
 }
 
 type MonitorOptions struct {
@@ -56,12 +84,15 @@ type MonitorTarget struct {
 	Reached bool       `json:"reached"`
 	DestTTL int        `json:"dest_ttl,omitempty"`
 	// PathLoss is null while the destination never answered: unknown, not 100 %.
-	PathLoss   *float64       `json:"path_loss_pct"`
-	Verdict    MonitorVerdict `json:"verdict"`
-	Late       int            `json:"late_replies"`
-	Duplicates int            `json:"duplicate_replies"`
-	Events     []MonitorEvent `json:"events"`
-	Hops       []MonitorHop   `json:"hops"`
+	PathLoss *float64 `json:"path_loss_pct"`
+	// Verdict is null without a verdict (--verdict none).
+	Verdict    *MonitorVerdict `json:"verdict"`
+	Late       int             `json:"late_replies"`
+	Duplicates int             `json:"duplicate_replies"`
+	// Events are the path changes kept (the newest 1000; EventsDropped older ones are not).
+	Events        []MonitorEvent `json:"events"`
+	EventsDropped int            `json:"events_dropped,omitempty"`
+	Hops          []MonitorHop   `json:"hops"`
 }
 
 type MonitorVerdict struct {
@@ -107,31 +138,54 @@ type MonitorResponder struct {
 	Share float64    `json:"share"`
 }
 
-// BuildMonitorTarget assembles one monitored target's report: statistics from hopstat,
-// loss attribution and the verdict from monitor; names (nil: none) for the responders.
-func BuildMonitorTarget(info TargetInfo, t *monitor.Target, th monitor.Thresholds, names Namer) MonitorTarget {
-	ts := t.Snapshot()
-	td := MonitorTarget{Target: info.Name, Addr: info.Addr, Source: info.Source, Reached: t.Reached(), DestTTL: ts.DestTTL,
-		Late: ts.Late, Duplicates: ts.Dups, Events: []MonitorEvent{}, Hops: []MonitorHop{}}
+// BuildMonitorTarget assembles one monitored target's report from its snapshot
+// (monitor.Target.Snapshot with events): statistics from hopstat, loss attribution and
+// the verdict (th nil: none) from monitor; names (nil: none) for the responders.
+func BuildMonitorTarget(info TargetInfo, ts monitor.TargetSnapshot, th *monitor.Thresholds, names Namer) MonitorTarget {
+	td := MonitorTarget{Target: info.Name, Addr: info.Addr, Source: info.Source, Reached: ts.DestTTL != 0, DestTTL: ts.DestTTL,
+		Late: ts.Late, Duplicates: ts.Dups, Events: []MonitorEvent{}, EventsDropped: ts.EventsDropped, Hops: []MonitorHop{}}
 	if ts.PathLossKnown {
 		td.PathLoss = &ts.PathLoss
 	}
-	v := t.Judge(th)
-	td.Verdict = MonitorVerdict{Pass: v.Pass, Reasons: v.Reasons, FirstTTL: v.FirstTTL}
-	if td.Verdict.Reasons == nil {
-		td.Verdict.Reasons = []string{}
-	}
-	for _, e := range t.Events {
-		ed := MonitorEvent{Time: e.Time.UTC(), Round: e.Round, Kind: string(e.Kind), TTL: e.TTL, OldTTL: e.OldTTL}
-		if e.From.IsValid() {
-			ed.From = &e.From
+	if th != nil {
+		v := ts.Judge(*th)
+		td.Verdict = &MonitorVerdict{Pass: v.Pass, Reasons: v.Reasons, FirstTTL: v.FirstTTL}
+		if td.Verdict.Reasons == nil {
+			td.Verdict.Reasons = []string{}
 		}
-		td.Events = append(td.Events, ed)
 	}
+	td.Events = MonitorEvents(ts.Changes)
 	for _, h := range ts.Hops {
 		td.Hops = append(td.Hops, MonitorHopOf(h, names))
 	}
 	return td
+}
+
+// MonitorEvents are path changes as the outputs show them.
+func MonitorEvents(evs []monitor.Event) []MonitorEvent {
+	out := make([]MonitorEvent, 0, len(evs))
+	for _, e := range evs {
+		ed := MonitorEvent{Time: e.Time.UTC(), Round: e.Round, Kind: string(e.Kind), TTL: e.TTL, OldTTL: e.OldTTL}
+		if e.From.IsValid() {
+			ed.From = &e.From
+		}
+		out = append(out, ed)
+	}
+	return out
+}
+
+// MonitorOutages are a run's outages as the outputs show them.
+func MonitorOutages(os []monitor.Outage) []MonitorOutage {
+	out := make([]MonitorOutage, 0, len(os))
+	for _, o := range os {
+		od := MonitorOutage{Start: o.Start.UTC(), Cause: o.Cause}
+		if !o.End.IsZero() {
+			end := o.End.UTC()
+			od.End = &end
+		}
+		out = append(out, od)
+	}
+	return out
 }
 
 // MonitorHopOf is one hop of a snapshot (monitor.Target.Snapshot) as the outputs show
@@ -180,8 +234,18 @@ func WriteMonitorJSON(w io.Writer, run *MonitorRun) error {
 // into forward (Fwd%) and reply (Rpl%) loss, and the verdict.
 func WriteMonitorText(w io.Writer, doc *MonitorRun) error {
 	var b strings.Builder
+	for _, o := range doc.Outages {
+		end := "the end of the run"
+		if o.End != nil {
+			end = o.End.Format(time.RFC3339) + fmt.Sprintf(" (%.1f s)", o.End.Sub(o.Start).Seconds())
+		}
+		fmt.Fprintf(&b, "outage %s to %s: %s\n", o.Start.Format(time.RFC3339), end, o.Cause)
+	}
+	if doc.Slipped > 0 {
+		fmt.Fprintf(&b, "%d rounds started late: the probes of a round did not fit in --interval at --rate %g/s\n", doc.Slipped, doc.Options.Rate)
+	}
 	for i, t := range doc.Targets {
-		if i > 0 {
+		if i > 0 || b.Len() > 0 {
 			b.WriteString("\n")
 		}
 		fmt.Fprintf(&b, "turnpath monitor to %s (%s) from %s, %d rounds every %gms, engine %s\n",
@@ -225,15 +289,24 @@ func WriteMonitorText(w io.Writer, doc *MonitorRun) error {
 		default:
 			b.WriteString("path loss unknown: the destination did not answer\n")
 		}
+		if t.EventsDropped > 0 {
+			fmt.Fprintf(&b, "(%d older path changes not kept)\n", t.EventsDropped)
+		}
 		for _, e := range t.Events {
+			at := fmt.Sprintf("event %s round %d:", e.Time.Format(time.RFC3339), e.Round)
 			switch e.Kind {
 			case string(monitor.NewResponder):
-				fmt.Fprintf(&b, "event %s round %d: new responder %s at TTL %d\n", e.Time.Format(time.RFC3339), e.Round, e.From, e.TTL)
+				fmt.Fprintf(&b, "%s new responder %s at TTL %d\n", at, e.From, e.TTL)
+			case string(monitor.NewRoute):
+				fmt.Fprintf(&b, "%s probes leave by another interface or source after the outage\n", at)
 			default:
-				fmt.Fprintf(&b, "event %s round %d: destination distance %d, was %d\n", e.Time.Format(time.RFC3339), e.Round, e.TTL, e.OldTTL)
+				fmt.Fprintf(&b, "%s destination distance %d, was %d\n", at, e.TTL, e.OldTTL)
 			}
 		}
 		th := doc.Thresholds
+		if th == nil || t.Verdict == nil {
+			continue
+		}
 		limits := fmt.Sprintf("%s: RTT < %g ms, path loss < %g %%, jitter < %g ms", th.Name, th.RTTMS, th.LossPct, th.JitterMS)
 		if t.Verdict.Pass {
 			fmt.Fprintf(&b, "verdict: pass (%s)\n", limits)
@@ -247,4 +320,62 @@ func WriteMonitorText(w io.Writer, doc *MonitorRun) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// MonitorCSVHeader is the first line of `monitor --format csv`: one row per hop of each
+// target, every --emit and at the end (final).
+var MonitorCSVHeader = []string{"time", "final", "rounds", "target", "address", "reached", "path_loss_pct", "verdict",
+	"ttl", "silent", "sent", "received", "loss_pct", "forward_loss_pct", "reply_loss_pct", "last_ms", "avg_ms",
+	"best_ms", "worst_ms", "stdev_ms", "gmean_ms", "jitter_ms", "jitter_avg_ms", "jitter_max_ms",
+	"interarrival_jitter_ms", "responders"}
+
+// MonitorCSV writes monitor records as CSV rows; the header comes once.
+type MonitorCSV struct {
+	w      *csv.Writer
+	header bool
+}
+
+// NewMonitorCSV starts a CSV stream.
+func NewMonitorCSV(w io.Writer) *MonitorCSV { return &MonitorCSV{w: csv.NewWriter(w)} }
+
+// Write writes rec's hops, one row each, and flushes.
+func (c *MonitorCSV) Write(rec MonitorRecord) error {
+	if !c.header {
+		c.header = true
+		if err := c.w.Write(MonitorCSVHeader); err != nil {
+			return err
+		}
+	}
+	f := func(x float64) string { return strconv.FormatFloat(x, 'f', 3, 64) }
+	pathLoss, verdict := "", ""
+	if rec.PathLoss != nil {
+		pathLoss = f(*rec.PathLoss)
+	}
+	if rec.Verdict != nil {
+		verdict = "fail"
+		if rec.Verdict.Pass {
+			verdict = "pass"
+		}
+	}
+	for _, h := range rec.Hops {
+		var rs []string
+		for _, r := range h.Responders {
+			rs = append(rs, r.Addr.String()+"="+strconv.FormatFloat(r.Share, 'f', 3, 64))
+		}
+		row := []string{rec.Time.Format(time.RFC3339Nano), strconv.FormatBool(rec.Final), strconv.Itoa(rec.Rounds),
+			rec.Target, rec.Addr.String(), strconv.FormatBool(rec.Reached), pathLoss, verdict,
+			strconv.Itoa(h.TTL), strconv.FormatBool(h.Silent), strconv.Itoa(h.Sent), strconv.Itoa(h.Received),
+			f(h.Loss), f(h.Forward), f(h.Reply), f(h.Last), f(h.Avg), f(h.Best), f(h.Worst), f(h.StdDev),
+			f(h.Gmean), f(h.Jitter), f(h.JitterMean), f(h.JitterMax), f(h.Interarr), strings.Join(rs, ";")}
+		if err := c.w.Write(row); err != nil {
+			return err
+		}
+	}
+	c.w.Flush()
+	return c.w.Error()
+}
+
+// WriteMonitorRecord writes rec as one JSON line.
+func WriteMonitorRecord(w io.Writer, rec MonitorRecord) error {
+	return json.NewEncoder(w).Encode(rec)
 }

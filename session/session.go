@@ -90,6 +90,9 @@ type Session struct {
 	NewSocket func(engine.Config) (trace.Engine, error)
 	// Resolver looks PTR names up (nil with Spec.Numeric).
 	Resolver *enrich.Names
+	// Vanished names an interface of the map (ifindex → name) that is gone or down
+	// (vanishedLink): nil when all are there.
+	Vanished func(map[int]string) error
 
 	routes  []hostnet.Route
 	mtus    []int        // each route's interface MTU (0: unknown)
@@ -108,7 +111,7 @@ func New(spec Spec) (*Session, error) {
 	if spec.NameTimeout == 0 {
 		spec.NameTimeout = 3 * time.Second
 	}
-	s := &Session{spec: spec, Lookup: lookup, MTU: ifaceMTU, ifaces: map[int]string{},
+	s := &Session{spec: spec, Lookup: lookup, MTU: ifaceMTU, ifaces: map[int]string{}, Vanished: vanishedLink,
 		NewEBPF:   func(c engine.Config) (trace.Engine, error) { return engine.NewEBPF(c) },
 		NewSocket: func(c engine.Config) (trace.Engine, error) { return engine.NewSocket(c) }}
 	if !spec.Numeric {
@@ -263,7 +266,7 @@ func (s *Session) Failure(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return err
 	}
-	if lerr := vanishedLink(s.ifaces); lerr != nil {
+	if lerr := s.Vanished(s.ifaces); lerr != nil {
 		return lerr
 	}
 	return err

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/turnpath/turnpath/engine"
 	"github.com/turnpath/turnpath/hostnet"
@@ -206,5 +207,68 @@ func TestRouteSize(t *testing.T) {
 		if err == nil || err.Error() != c.err {
 			t.Errorf("size %d: %v, want %q", c.size, err, c.err)
 		}
+	}
+}
+
+// Reattach waits until the way out is back, reopens the engine on the new routes and
+// names the targets that moved; Ctrl-C during the wait keeps the old routing.
+func TestReattach(t *testing.T) {
+	s, opened := newTest(t, Spec{Engine: EngineAuto, Proto: probe.ProtoUDP, Port: 3478, Payload: stun(t)})
+	dsts := addrs("198.19.1.1", "198.19.1.2")
+	if err := s.Route(context.Background(), dsts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Open(s.Config(50000)); err != nil {
+		t.Fatal(err)
+	}
+	if s.CheckRoutes(dsts) != nil {
+		t.Fatal("routes changed without a change")
+	}
+	// eth1 goes away: no route for three polls, then 198.19.1.2 comes back via eth3.
+	gone := 0
+	s.Vanished = func(m map[int]string) error {
+		if _, ok := m[2]; ok {
+			return errors.New("interface eth1 disappeared")
+		}
+		return nil
+	}
+	s.Lookup = func(dst netip.Addr) (hostnet.Route, error) {
+		if gone++; gone <= 3 {
+			return hostnet.Route{}, hostnet.ErrNoRoute
+		}
+		return hostnet.Route{Src: src2, Ifindex: 3, Ifname: "eth3"}, nil
+	}
+	if !s.Recoverable(errors.New("send probe: network is unreachable"), dsts) {
+		t.Fatal("a vanished interface is not recoverable")
+	}
+	old := ReattachPoll
+	ReattachPoll = time.Millisecond
+	defer func() { ReattachPoll = old }()
+	eng, moved, err := s.Reattach(context.Background(), dsts, func() engine.Config { return s.Config(50000) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(*opened) != 2 || (*opened)[0].closed != 1 || eng != (*opened)[1] {
+		t.Fatalf("engines %+v, want the first closed and a second open", *opened)
+	}
+	if !slices.Equal(moved, []int{0, 1}) || s.RouteOf(1).Ifindex != 3 || !slices.Equal((*opened)[1].cfg.Ifindexes, []int{3}) {
+		t.Fatalf("moved %v, route %+v, ifindexes %v", moved, s.RouteOf(1), (*opened)[1].cfg.Ifindexes)
+	}
+	// A route that moves while the old one still works is a change CheckRoutes sees.
+	s.Lookup = func(dst netip.Addr) (hostnet.Route, error) {
+		return hostnet.Route{Src: src1, Ifindex: 4, Ifname: "eth4"}, nil
+	}
+	if err := s.CheckRoutes(dsts); !errors.Is(err, ErrRouteChanged) {
+		t.Fatalf("check routes: %v", err)
+	}
+	// Cancelled while no route comes back: the routing stays as it was.
+	s.Lookup = func(netip.Addr) (hostnet.Route, error) { return hostnet.Route{}, hostnet.ErrNoRoute }
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, _, err := s.Reattach(ctx, dsts, func() engine.Config { return s.Config(50000) }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("reattach without a route: %v", err)
+	}
+	if s.RouteOf(1).Ifindex != 3 {
+		t.Fatalf("routing lost after a cancelled reattach: %+v", s.RouteOf(1))
 	}
 }

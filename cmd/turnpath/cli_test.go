@@ -371,3 +371,19 @@ func cliLab(t *testing.T, stem string) (prefix, client string, inLab func(args .
 		return append([]string{"ip", "netns", "exec", client, binPath}, args...)
 	}
 }
+
+// signalAndWait sends sig to the started cmd and waits for it to exit, killing it and
+// failing the test after timeout.
+func signalAndWait(t *testing.T, cmd *exec.Cmd, sig os.Signal, timeout time.Duration) {
+	t.Helper()
+	cmd.Process.Signal(sig)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s did not stop on %v", strings.Join(cmd.Args, " "), sig)
+	}
+}

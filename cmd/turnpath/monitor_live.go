@@ -228,6 +228,10 @@ func (m *liveModel) View() string {
 		b.WriteString("waiting for the first round…\n")
 		return b.String()
 	}
+	if d := m.shown.Down; d != nil {
+		fmt.Fprintf(&b, "OUTAGE since %s: %s: waiting for the way out to come back…\n",
+			d.Start.Format(time.TimeOnly), d.Cause)
+	}
 	t := m.shown.Targets[i]
 	for _, hs := range t.Hops {
 		h := report.MonitorHopOf(hs, nil)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"math"
@@ -27,7 +28,10 @@ func TestMonitorUsageErrors(t *testing.T) {
 		{[]string{"monitor", "--thresholds", "latency=50", "198.18.0.1"}, `unknown key "latency"`},
 		{[]string{"monitor", "--thresholds", "rtt=fast", "198.18.0.1"}, "rtt=fast"},
 		{[]string{"monitor", "--verdict", "zoom", "198.18.0.1"}, "unknown --verdict"},
-		{[]string{"monitor", "--format", "csv", "198.18.0.1"}, "unknown --format"},
+		{[]string{"monitor", "--format", "xml", "198.18.0.1"}, "unknown --format"},
+		{[]string{"monitor", "--emit", "1ms", "198.18.0.1"}, "--emit 1ms below the minimum"},
+		{[]string{"monitor", "--verdict", "none", "--thresholds", "rtt=50", "198.18.0.1"}, "--thresholds without a verdict"},
+		{[]string{"monitor", "--proto", "icmp", "--thresholds", "rtt=50", "198.18.0.1"}, "--thresholds without a verdict"},
 		{[]string{"monitor", "--max-ttl", "0", "198.18.0.1"}, "max TTL 0"},
 		{[]string{"monitor", "no-such-host.invalid"}, "unknown host"},
 	} {
@@ -145,15 +149,7 @@ func TestMonitorLabForwardLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second)
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("monitor did not stop on SIGTERM")
-	}
+	signalAndWait(t, cmd, syscall.SIGTERM, 20*time.Second)
 	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(so.String(), "verdict: FAIL") {
 		t.Errorf("after SIGTERM: exit %d, want 1 and a report\n%s\n%s", code, so.String(), se.String())
 	}
@@ -210,5 +206,152 @@ func TestMonitorLabRateLimited(t *testing.T) {
 	}
 	if limited == 0 {
 		t.Errorf("no hop shows the rate limit as reply loss: %s", r.stdout)
+	}
+}
+
+type monitorRecord struct {
+	Schema  string    `json:"schema"`
+	Time    time.Time `json:"time"`
+	Rounds  int       `json:"rounds"`
+	Final   bool      `json:"final"`
+	Outages int       `json:"outages"`
+	Down    bool      `json:"down"`
+	Target  string    `json:"target"`
+	Verdict *struct {
+		Pass bool `json:"pass"`
+	} `json:"verdict"`
+	Hops []struct {
+		TTL  int `json:"ttl"`
+		Sent int `json:"sent"`
+	} `json:"hops"`
+}
+
+func monitorRecords(t *testing.T, out string) []monitorRecord {
+	t.Helper()
+	var recs []monitorRecord
+	for line := range strings.Lines(out) {
+		var rec monitorRecord
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("jsonl line %q: %v", line, err)
+		}
+		recs = append(recs, rec)
+	}
+	return recs
+}
+
+// jsonl and csv stream a record per target every --emit and the final one at the end; the
+// verdict is only for UDP to 3478 unless asked for. The client's interface going down and
+// coming back is an outage the run outlives: it re-attaches and goes on probing.
+func TestMonitorLabStreamsAndOutage(t *testing.T) {
+	_, client, inLab := cliLab(t, "tpmons")
+
+	r := run(t, 60*time.Second, inLab("monitor", "--format", "jsonl", "--emit", "300ms", "-n", "-c", "40", "-i", "50ms", "198.19.1.1", "198.19.1.2")...)
+	if r.code != 0 {
+		t.Fatalf("jsonl: exit %d: %s", r.code, r.stderr)
+	}
+	recs := monitorRecords(t, r.stdout)
+	var streamed, final int
+	last := map[string]int{}
+	for _, rec := range recs {
+		if rec.Schema != "turnpath.monitor/v1" || rec.Time.Location() != time.UTC || rec.Verdict == nil || len(rec.Hops) == 0 {
+			t.Errorf("record %+v", rec)
+		}
+		if rec.Rounds < last[rec.Target] {
+			t.Errorf("%s: rounds went back from %d to %d", rec.Target, last[rec.Target], rec.Rounds)
+		}
+		last[rec.Target] = rec.Rounds
+		if rec.Final {
+			final++
+			if rec.Rounds != 40 || rec.Hops[0].Sent != 40 {
+				t.Errorf("final record: rounds %d, first hop sent %d, want 40", rec.Rounds, rec.Hops[0].Sent)
+			}
+		} else {
+			streamed++
+		}
+	}
+	// 40 rounds of 50 ms are 2 s: records at the first round and every 300 ms after.
+	if final != 2 || streamed < 2*4 {
+		t.Errorf("%d final and %d streamed records, want 2 and at least 8:\n%s", final, streamed, r.stdout)
+	}
+
+	// CSV of ICMP probes: no verdict (not UDP 3478), one row per hop, reached: exit 0.
+	r = run(t, 60*time.Second, inLab("monitor", "--format", "csv", "--proto", "icmp", "-n", "-c", "5", "-i", "50ms", "198.19.1.1")...)
+	if r.code != 0 {
+		t.Fatalf("csv: exit %d: %s", r.code, r.stderr)
+	}
+	rows, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
+	if err != nil || len(rows) < 2 || rows[0][0] != "time" {
+		t.Fatalf("csv: %v\n%s", err, r.stdout)
+	}
+	for _, row := range rows[1:] {
+		if len(row) != len(rows[0]) || row[7] != "" {
+			t.Errorf("csv row %v: want %d columns and no verdict", row, len(rows[0]))
+		}
+	}
+
+	// The outage: the client's link to r1 goes down (its routes go with it) for two
+	// seconds, then comes back with them.
+	out, err := exec.Command("ip", "-n", client, "-o", "link", "show").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link: %v: %s", err, out)
+	}
+	var dev string
+	for line := range strings.Lines(string(out)) {
+		if f := strings.Fields(line); len(f) > 1 && !strings.HasPrefix(f[1], "lo") {
+			dev, _, _ = strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			break
+		}
+	}
+	routes, err := exec.Command("ip", "-n", client, "-4", "route", "show").Output()
+	if err != nil || dev == "" {
+		t.Fatalf("client interface %q, routes %v", dev, err)
+	}
+	cmd := exec.Command(inLab()[0], inLab("monitor", "--format", "jsonl", "--emit", "200ms", "-n", "-i", "100ms", "198.19.1.1")[1:]...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	time.Sleep(1500 * time.Millisecond)
+	if out, err := exec.Command("ip", "-n", client, "link", "set", dev, "down").CombinedOutput(); err != nil {
+		t.Fatalf("link down: %v: %s", err, out)
+	}
+	time.Sleep(2 * time.Second)
+	if out, err := exec.Command("ip", "-n", client, "link", "set", dev, "up").CombinedOutput(); err != nil {
+		t.Fatalf("link up: %v: %s", err, out)
+	}
+	for line := range strings.Lines(string(routes)) {
+		// The connected route comes back by itself; the others are put back.
+		args := append([]string{"-n", client, "route", "replace"}, strings.Fields(line)...)
+		exec.Command("ip", args...).Run()
+	}
+	time.Sleep(2500 * time.Millisecond)
+	signalAndWait(t, cmd, syscall.SIGTERM, 20*time.Second)
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("after the outage: exit %d\n%s", code, se.String())
+	}
+	t.Logf("stderr:\n%s", se.String())
+	recs = monitorRecords(t, so.String())
+	var down, before, after int
+	for _, rec := range recs {
+		switch {
+		case rec.Down:
+			down++
+			before = rec.Rounds
+		case rec.Final:
+			after = rec.Rounds
+			if rec.Outages != 1 {
+				t.Errorf("final record: %d outages, want 1", rec.Outages)
+			}
+		}
+	}
+	// About 15 rounds before the outage and 20 after it (the wait for the way out is not
+	// counted in rounds).
+	if down != 1 || before < 5 || after-before < 10 {
+		t.Errorf("down records %d, rounds at the outage %d, at the end %d\n%s", down, before, after, se.String())
+	}
+	if !strings.Contains(se.String(), "went down: waiting for the way out") || !strings.Contains(se.String(), "attached again") {
+		t.Errorf("stderr does not tell the outage:\n%s", se.String())
 	}
 }

@@ -141,15 +141,7 @@ func TestLabMultipathCLI(t *testing.T) {
 	if len(ids) < 2 {
 		t.Errorf("turnpath BPF programs during the run: %v, want XDP and TC egress", ids)
 	}
-	cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("multipath did not stop on SIGINT")
-	}
+	signalAndWait(t, cmd, syscall.SIGINT, 10*time.Second)
 	if code := cmd.ProcessState.ExitCode(); code != 3 || !strings.Contains(se.String(), "interrupted") {
 		t.Errorf("SIGINT: exit %d (%s)", code, se.String())
 	}
