@@ -75,3 +75,17 @@ func TestPeakRSSFlat(t *testing.T) {
 		}
 	}
 }
+
+func TestHalves(t *testing.T) {
+	flat := []int64{5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 40, 48, 41, 50, 40, 47, 49, 50, 41, 40}
+	if f, s := halves(flat); f != 50 || s != 50 {
+		t.Errorf("flat: %d %d", f, s)
+	}
+	growing := []int64{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 10, 11, 12, 13, 14, 15}
+	if f, s := halves(growing); f != 12 || s != 15 {
+		t.Errorf("growing: %d %d", f, s)
+	}
+	if f, s := halves(make([]int64, 11)); f != 0 || s != 0 {
+		t.Errorf("short: %d %d", f, s)
+	}
+}

@@ -65,6 +65,8 @@ type Options struct {
 	SnapshotEvery time.Duration
 	// SnapshotEvents puts each target's kept path changes into its snapshots.
 	SnapshotEvents bool
+	// Sample, if set, is told of every reply credited to its round (see SampleFunc).
+	Sample SampleFunc
 	// Reset, if set, starts the statistics afresh whenever it receives (see state.reset).
 	Reset <-chan struct{}
 	// Reopen, if set, is asked for a new engine when the run's engine fails (its error,
@@ -331,6 +333,7 @@ func (s *state) reply(rep *trace.Reply, now time.Time) {
 	sample := hopstat.Sample{From: rep.From, RTT: rtt, TimeExceeded: rep.Kind == probe.KindTimeExceeded,
 		QuotedTTL: rep.QuotedTTL, NAT: rep.NAT}
 	t.Hops[k].Add(sample)
+	s.opt.Sample.call(ti, ttl, rtt, rep.From, rep.Reached())
 	if t.seen[k] == nil {
 		t.seen[k] = map[netip.Addr]bool{}
 	}
