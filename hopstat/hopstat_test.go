@@ -10,16 +10,18 @@ import (
 
 // op is one event of a hop: an answer (rtt >= 0), a loss (lost), or a probe sent (await).
 type op struct {
-	rtt   time.Duration
-	lost  bool
-	await bool
+	rtt     time.Duration
+	lost    bool
+	await   bool
+	abandon bool
 }
 
 func msOp(v float64) op { return op{rtt: time.Duration(v * float64(time.Millisecond))} }
 
 var (
-	lost  = op{lost: true}
-	await = op{await: true}
+	lost    = op{lost: true}
+	await   = op{await: true}
+	abandon = op{abandon: true}
 )
 
 func feed(h *Hop, ops []op) {
@@ -29,6 +31,8 @@ func feed(h *Hop, ops []op) {
 			h.Await()
 		case o.lost:
 			h.Lost()
+		case o.abandon:
+			h.Abandon()
 		default:
 			h.Add(Sample{From: netip.MustParseAddr("192.0.2.1"), RTT: o.rtt})
 		}
@@ -56,6 +60,9 @@ func TestHopStatistics(t *testing.T) {
 	}{
 		{"no samples", nil, stats{}},
 		{"one lost", []op{lost}, stats{sent: 1, loss: 100}},
+		{"all lost", []op{await, await, lost, lost, await, lost}, stats{sent: 3, loss: 100}},
+		// An abandoned probe (the run lost its interface) counts nowhere.
+		{"abandoned", []op{await, await, await, msOp(5), abandon, abandon, abandon}, stats{sent: 1, received: 1, last: 5, best: 5, worst: 5, mean: 5, gmean: 5}},
 		{"one sample", []op{msOp(10)}, stats{sent: 1, received: 1, last: 10, best: 10, worst: 10, mean: 10, gmean: 10}},
 		// Mean 46/4; deviations -1.5 .5 -2.5 3.5: 21/3 = 7; gmean (10*12*9*15)^(1/4);
 		// jitters 0 2 3 6: mean 11/4; J: 2/16 = .125, +(3-.125)/16 = .3046875,
