@@ -268,7 +268,8 @@ func TestMonitorRun(t *testing.T) {
 	f.dropAt, f.fwdLoss = 2, 0.10
 	defer f.Close()
 	opt := DefaultOptions()
-	opt.MaxTTL, opt.Interval, opt.Cycles, opt.Wait, opt.MinWait = 10, MinInterval, 300, 200*time.Millisecond, 20*time.Millisecond
+	// A generous wait: on a busy machine no answer may come after its round closed.
+	opt.MaxTTL, opt.Interval, opt.Cycles, opt.Wait, opt.MinWait = 10, MinInterval, 300, 200*time.Millisecond, 200*time.Millisecond
 	opt.Rate = 0
 	res, err := Run(context.Background(), f, 2, opt)
 	if err != nil {

@@ -14,7 +14,9 @@ import (
 func TestMonitorSnapshotAndReset(t *testing.T) {
 	f := newFakeNet(200*time.Microsecond, [][]netip.Addr{{addr("10.0.0.1"), addr("10.0.0.2")}}, []netip.Addr{addr("192.0.2.1")})
 	opt := DefaultOptions()
-	opt.MaxTTL, opt.Interval, opt.Cycles, opt.Wait, opt.MinWait, opt.Rate = 5, MinInterval, 60, 100*time.Millisecond, 10*time.Millisecond, 0
+	// The wait is generous so a busy machine delaying the fake's answers loses none (a
+	// round closes as soon as all are in).
+	opt.MaxTTL, opt.Interval, opt.Cycles, opt.Wait, opt.MinWait, opt.Rate = 5, MinInterval, 60, 100*time.Millisecond, 100*time.Millisecond, 0
 	snaps := make(chan *Snapshot, 1000)
 	reset := make(chan struct{})
 	opt.Snapshot = func(s *Snapshot) { snaps <- s }
