@@ -8,7 +8,7 @@ VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo
 LDFLAGS      := -X main.version=$(VERSION)
 BIN          := bin/turnpath
 # Debian packages the tests and the lab need; installed only when missing.
-APT_TEST     := coturn dnsmasq-base iproute2 bpftool procps util-linux chromium graphviz time tshark nftables
+APT_TEST     := coturn dnsmasq-base iproute2 bpftool procps util-linux chromium graphviz time tshark nftables whois prometheus libcap2-bin
 APT_GEN      := clang-16 llvm-16
 DEMO_PREFIX  ?= tpdemo
 DEMO_TARGET  ?= 198.19.1.1
@@ -34,8 +34,9 @@ check-generated: generate ## fail when the committed BPF objects are stale
 	@test -z "$$(git status --porcelain -- loader/ reflector/)" || { git status --porcelain -- loader/ reflector/; echo "loader/, reflector/: untracked generated files" >&2; exit 1; }
 
 .PHONY: deps
-deps: ## install what the tests need (apt-get, as root, only when missing)
+deps: ## install what the tests need (apt-get, as root, only when missing; the offline AS dataset by npm pack)
 	@./scripts/apt-need.sh $(APT_TEST)
+	@./scripts/asn-data.sh
 
 .PHONY: deps-gen
 deps-gen:

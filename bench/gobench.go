@@ -9,14 +9,15 @@ import (
 	"time"
 )
 
-// The Go microbenchmarks of the hot paths (probe building, reply parsing and matching).
+// The Go microbenchmarks of the hot paths (probe building, reply parsing and matching,
+// the offline AS table's lookup).
 
 func goBenchArgs(quick bool) []string {
 	count, benchtime := "5", "200ms"
 	if quick {
 		count, benchtime = "1", "50ms"
 	}
-	return []string{"go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-count", count, "-benchtime", benchtime, "./probe/..."}
+	return []string{"go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-count", count, "-benchtime", benchtime, "./probe/...", "./asn/"}
 }
 
 func runGoBench(ctx context.Context, env *Env) (*Result, error) {

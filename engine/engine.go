@@ -273,18 +273,25 @@ func stunInfo(s *probe.STUNInfo) *trace.STUNInfo {
 	return &trace.STUNInfo{Class: class, ErrorCode: s.ErrorCode, Mapped: s.Mapped}
 }
 
-func mplsOf(ext []byte) []trace.MPLSLabel {
+// extOf decodes the RFC 4884 extensions of an ICMP error: its RFC 4950 MPLS label
+// stack and RFC 5837 interface objects.
+func extOf(ext []byte) ([]trace.MPLSLabel, []trace.IfaceInfo) {
 	if len(ext) == 0 {
-		return nil
+		return nil, nil
 	}
 	// ParseExtensions keeps what decoded before an error: a structure the kernel's
 	// 128-byte copy cut inside an object still has its whole label entries.
 	e, _ := probe.ParseExtensions(ext)
-	var out []trace.MPLSLabel
+	var labels []trace.MPLSLabel
 	for _, m := range e.MPLS() {
-		out = append(out, trace.MPLSLabel{Label: m.Label, TC: m.TC, S: m.S, TTL: m.TTL})
+		labels = append(labels, trace.MPLSLabel{Label: m.Label, TC: m.TC, S: m.S, TTL: m.TTL})
 	}
-	return out
+	var ifs []trace.IfaceInfo
+	for _, i := range e.Interfaces() {
+		ii := trace.IfaceInfo{Role: i.Role.String(), IfIndex: i.IfIndex, Name: i.Name(), Addr: i.Addr, MTU: i.MTU}
+		ifs = append(ifs, ii)
+	}
+	return labels, ifs
 }
 
 // natNote turns match flags into the NAT hint of a hop.

@@ -72,6 +72,9 @@ func TestEnginesAgree(t *testing.T) {
 		{"time exceeded v4 with compat MPLS (length 0)", udp4, "stun", 0x0106, func(s []byte) []byte {
 			return ip4(eqRouter4, eqLocal4, 1, 250, icmp4msg(11, 0, [4]byte{}, append(pad(routerTTL1(s), 128), mpls...)))
 		}},
+		{"time exceeded v4 with MPLS and an RFC 5837 interface", udp4, "stun", 0x010d, func(s []byte) []byte {
+			return ip4(eqRouter4, eqLocal4, 1, 250, icmp4msg(11, 0, [4]byte{0, 32, 0, 0}, append(pad(routerTTL1(s), 128), mplsIfaceExt(19380, "ge-0/0/1")...)))
+		}},
 		{"port unreachable v4 from the target", udp4, "none", 0x0107, func(s []byte) []byte {
 			return ip4(eqTarget4, eqLocal4, 1, 58, icmp4msg(3, 3, [4]byte{}, clone(s)))
 		}},
@@ -139,6 +142,12 @@ func TestEnginesAgree(t *testing.T) {
 			}
 			if sock.Kind == 0 || sock.Probe.TTL != c.id.TTL() {
 				t.Errorf("reply %+v", sock)
+			}
+			if c.id == 0x010d { // what text, json and csv show under the hop
+				want := []trace.IfaceInfo{{Role: "incoming", IfIndex: 7, Name: "ge-0/0/1", Addr: eqRouter4, MTU: 1500}}
+				if !reflect.DeepEqual(sock.Interfaces, want) || len(sock.MPLS) != 1 || sock.MPLS[0].Label != 19380 {
+					t.Errorf("extensions: mpls %+v interfaces %+v", sock.MPLS, sock.Interfaces)
+				}
 			}
 			if sock.Kind == probe.KindPacketTooBig && sock.MTU != 1300 {
 				t.Errorf("MTU %d, want 1300", sock.MTU)
@@ -381,6 +390,25 @@ func errorCode401() []byte {
 }
 
 // mplsExt is an RFC 4884 extension structure with one RFC 4950 label stack entry.
+// mplsIfaceExt is an extension structure with an MPLS label and an RFC 5837 incoming
+// interface object (ifIndex 7, the router's address, name, MTU 1500).
+func mplsIfaceExt(label uint32, name string) []byte {
+	ext := mplsExt(label)[:12]
+	obj := []byte{0, 0, 2, 0<<6 | 0x0f, 0, 0, 0, 7, 0, 1, 0, 0}
+	obj = append(obj, eqRouter4.AsSlice()...)
+	nl := (1 + len(name) + 3) / 4 * 4
+	sub := make([]byte, nl)
+	sub[0] = byte(nl)
+	copy(sub[1:], name)
+	obj = append(obj, sub...)
+	obj = append(obj, 0, 0, 0x05, 0xdc)
+	binary.BigEndian.PutUint16(obj, uint16(len(obj)))
+	ext = append(ext, obj...)
+	ext[2], ext[3] = 0, 0
+	binary.BigEndian.PutUint16(ext[2:], probe.Checksum(ext))
+	return ext
+}
+
 func mplsExt(label uint32) []byte {
 	ext := []byte{0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 0}
 	binary.BigEndian.PutUint32(ext[8:], label<<12|1<<8|1)

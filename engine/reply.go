@@ -24,8 +24,9 @@ func traceReply(t int, id probe.ID, r *probe.Reply, fl probe.Flags) (trace.Reply
 	rep := trace.Reply{
 		Probe: toTraceProbe(t, id), Kind: r.Kind, From: r.Responder.Unmap(),
 		ICMPType: r.ICMPType, ICMPCode: r.ICMPCode, ReplyTTL: r.ReplyTTL, QuotedTTL: r.QuotedTTL,
-		NAT: natNote(fl, r.Quoted.Src), MPLS: mplsOf(r.ExtRaw), Received: time.Now(),
+		NAT: natNote(fl, r.Quoted.Src), Received: time.Now(),
 	}
+	rep.MPLS, rep.Interfaces = extOf(r.ExtRaw)
 	if r.Kind == probe.KindSTUN {
 		rep.STUN = stunInfo(&r.STUN)
 	}

@@ -120,6 +120,18 @@ func dnsmasqConfig(topo *Topology) string {
 		// host-record gives A, AAAA and the matching PTRs in one line.
 		w("host-record=%s,%s,%s", topo.PTRName(i), i.Addr4.Addr(), i.Addr6.Addr())
 	}
+	// Team Cymru's DNS for the lab's addresses (asn.go); nothing else under asn.cymru.com.
+	// The whois servers' names lead to the lab's whois service on this node (port 43,
+	// when it runs: `lab whoisd`, or a test), never out of the lab.
+	w("local=/asn.cymru.com/")
+	for _, l := range cymruTXT(topo) {
+		w("%s", l)
+	}
+	for _, name := range []string{"whois.radb.net", "whois.cymru.com"} {
+		for _, a := range topo.ResolverAddrs() {
+			w("address=/%s/%s", name, a)
+		}
+	}
 	return b.String()
 }
 

@@ -318,6 +318,8 @@ type truthJSON struct {
 	Domain  string                `json:"domain"`
 	Client  map[string]netip.Addr `json:"client"`
 	Targets []*TargetTruth        `json:"targets"`
+	ASes    []AS                  `json:"ases"`   // asn.go
+	Routes  []RouteObject         `json:"routes"` // the registered prefixes and their origin
 }
 
 // MarshalJSON writes {"domain", "client": {"ipv4","ipv6"}, "targets": [...]}.
@@ -329,6 +331,8 @@ func (tr *Truth) MarshalJSON() ([]byte, error) {
 			IPv6.String(): tr.topo.ClientAddr(IPv6),
 		},
 		Targets: tr.targets,
+		ASes:    tr.topo.ASes(),
+		Routes:  tr.topo.RouteObjects(),
 	})
 }
 

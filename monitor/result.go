@@ -201,3 +201,14 @@ func (ts *TargetSnapshot) Judge(th Thresholds) Verdict {
 	}
 	return v
 }
+
+// Snapshot is the run's final results as a snapshot (what Options.Snapshot hands over
+// during the run), taken at Finished.
+func (r *Result) Snapshot() *Snapshot {
+	sn := &Snapshot{Time: r.Finished, Started: r.Started, Rounds: r.Rounds, Outages: len(r.Outages),
+		Targets: make([]TargetSnapshot, len(r.Targets))}
+	for i, t := range r.Targets {
+		sn.Targets[i] = t.Snapshot(false)
+	}
+	return sn
+}

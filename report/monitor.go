@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"github.com/turnpath/turnpath/asn"
 	"io"
 	"net/netip"
 	"strconv"
@@ -32,6 +33,8 @@ type MonitorRun struct {
 	Thresholds *MonitorThresholds `json:"thresholds"`
 	Outages    []MonitorOutage    `json:"outages"`
 	Targets    []MonitorTarget    `json:"targets"`
+	// ASN counts the AS lookups (--asn; absent without).
+	ASN *asn.Stats `json:"asn_lookups,omitempty"`
 }
 
 // MonitorOutage is a time the run could not probe (monitor.Outage).
@@ -93,6 +96,8 @@ type MonitorTarget struct {
 	Events        []MonitorEvent `json:"events"`
 	EventsDropped int            `json:"events_dropped,omitempty"`
 	Hops          []MonitorHop   `json:"hops"`
+	// ASPath is the ASes the path crosses (--asn), as in trace.
+	ASPath []string `json:"as_path,omitempty"`
 }
 
 type MonitorVerdict struct {
@@ -134,6 +139,7 @@ type MonitorHop struct {
 type MonitorResponder struct {
 	Addr  netip.Addr `json:"addr"`
 	Name  string     `json:"name,omitempty"`
+	AS    *asn.Info  `json:"as,omitempty"` // --asn
 	Count int        `json:"count"`
 	Share float64    `json:"share"`
 }
@@ -156,7 +162,20 @@ func BuildMonitorTarget(info TargetInfo, ts monitor.TargetSnapshot, th *monitor.
 	}
 	td.Events = MonitorEvents(ts.Changes)
 	for _, h := range ts.Hops {
-		td.Hops = append(td.Hops, MonitorHopOf(h, names))
+		hd := MonitorHopOf(h, names)
+		if info.AS != nil {
+			for k := range hd.Responders {
+				in := info.AS(hd.Responders[k].Addr)
+				hd.Responders[k].AS = &in
+				if k == 0 {
+					td.ASPath = appendAS(td.ASPath, in)
+				}
+			}
+		}
+		td.Hops = append(td.Hops, hd)
+	}
+	if info.AS != nil && td.ASPath == nil {
+		td.ASPath = []string{}
 	}
 	return td
 }
@@ -255,6 +274,9 @@ func WriteMonitorText(w io.Writer, doc *MonitorRun) error {
 			if r.Name != "" {
 				host = r.Name + " (" + host + ")"
 			}
+			if r.AS != nil {
+				host = r.AS.String() + " " + host // as mtr -z
+			}
 			if len(h.Responders) > 1 {
 				host += fmt.Sprintf(" %.0f%%", 100*r.Share)
 			}
@@ -285,10 +307,14 @@ func WriteMonitorText(w io.Writer, doc *MonitorRun) error {
 		}
 		switch {
 		case t.PathLoss != nil:
-			fmt.Fprintf(&b, "path loss %.1f%% (the destination's own answers)\n", *t.PathLoss)
+			fmt.Fprintf(&b, "path loss %.1f%% (the destination's own answers)", *t.PathLoss)
 		default:
-			b.WriteString("path loss unknown: the destination did not answer\n")
+			b.WriteString("path loss unknown: the destination did not answer")
 		}
+		if t.ASPath != nil {
+			fmt.Fprintf(&b, "; AS path %s", strings.Join(t.ASPath, " "))
+		}
+		b.WriteString("\n")
 		if t.EventsDropped > 0 {
 			fmt.Fprintf(&b, "(%d older path changes not kept)\n", t.EventsDropped)
 		}

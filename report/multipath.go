@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/turnpath/turnpath/asn"
 	"github.com/turnpath/turnpath/mda"
 )
 
@@ -29,6 +30,8 @@ type MultipathRun struct {
 	Finished     time.Time         `json:"finished"`
 	Options      MultipathOptions  `json:"options"`
 	Targets      []MultipathTarget `json:"-"`
+	// ASN counts the AS lookups (--asn; absent without): failures are nodes shown AS?.
+	ASN *asn.Stats `json:"asn_lookups,omitempty"`
 }
 
 // MultipathOptions echoes what the run was asked to do.
@@ -52,6 +55,8 @@ type MultipathTarget struct {
 	Graph  *mda.Graph
 	// Names gives PTR names of interfaces; nil: none.
 	Names Namer
+	// AS says who holds an interface's address; nil: no AS lookups.
+	AS ASOf
 	// Notes are printed under the target (say, why Graph is nil: interrupted).
 	Notes []string
 }
@@ -101,10 +106,14 @@ func (v *mpView) label(id string) string {
 	if !ok || !n.Addr.IsValid() {
 		return "*"
 	}
+	s := n.Addr.String()
 	if name := v.name(n); name != "" {
-		return n.Addr.String() + " (" + name + ")"
+		s += " (" + name + ")"
 	}
-	return n.Addr.String()
+	if in, ok := v.asOf(n); ok {
+		s += " [" + in.Label() + "]"
+	}
+	return s
 }
 
 func (v *mpView) short(id string) string {
@@ -141,7 +150,13 @@ func (v *mpView) unequalCount() int {
 }
 
 // summary is the one-line outcome of a target's exploration.
-func (v *mpView) summary() string { return strings.Join(v.summaryParts(), "; ") }
+func (v *mpView) summary() string {
+	s := strings.Join(v.summaryParts(), "; ")
+	if path := v.asPath(); len(path) > 0 {
+		s += "; AS path " + strings.Join(path, " ")
+	}
+	return s
+}
 
 // summaryParts: where the paths end, what was found, what it cost.
 func (v *mpView) summaryParts() []string {
@@ -287,6 +302,9 @@ func (v *mpView) boxLines(n *mda.Node) []string {
 		lines = append(lines, n.Addr.String())
 		if name := v.name(n); name != "" {
 			lines = append(lines, name)
+		}
+		if in, ok := v.asOf(n); ok {
+			lines = append(lines, asShort(in))
 		}
 	} else {
 		lines = append(lines, "* silent")

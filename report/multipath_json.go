@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 
+	"github.com/turnpath/turnpath/asn"
 	"github.com/turnpath/turnpath/mda"
 )
 
@@ -36,6 +37,7 @@ type MultipathDocTarget struct {
 	Paths      []MultipathDocPath    `json:"paths"`
 	Diamonds   []MultipathDocDiamond `json:"diamonds"`
 	Notes      []string              `json:"notes,omitempty"`
+	ASPath     []string              `json:"as_path,omitempty"` // of the longest complete path (--asn)
 }
 
 // MultipathDocHop is the set of nodes seen at one TTL.
@@ -46,23 +48,24 @@ type MultipathDocHop struct {
 
 // MultipathDocNode is one interface or silent hop.
 type MultipathDocNode struct {
-	ID           string   `json:"id"`
-	Address      string   `json:"address,omitempty"`
-	Name         string   `json:"name,omitempty"`
-	Anonymous    bool     `json:"anonymous,omitempty"`
-	After        string   `json:"after,omitempty"`
-	Depth        int      `json:"depth,omitempty"`
-	TTLs         []int    `json:"ttls"`
-	Dest         bool     `json:"dest,omitempty"`
-	Unreachable  bool     `json:"unreachable,omitempty"`
-	Flows        int      `json:"flows"`
-	NextHops     int      `json:"next_hops"`
-	MinMS        *float64 `json:"rtt_min_ms,omitempty"`
-	AvgMS        *float64 `json:"rtt_avg_ms,omitempty"`
-	MaxMS        *float64 `json:"rtt_max_ms,omitempty"`
-	NAT          string   `json:"nat,omitempty"`
-	Shared       bool     `json:"shared,omitempty"`
-	DiamondRoles []string `json:"diamond_roles,omitempty"` // "divergence", "convergence", "inside"
+	ID           string    `json:"id"`
+	Address      string    `json:"address,omitempty"`
+	Name         string    `json:"name,omitempty"`
+	Anonymous    bool      `json:"anonymous,omitempty"`
+	After        string    `json:"after,omitempty"`
+	Depth        int       `json:"depth,omitempty"`
+	TTLs         []int     `json:"ttls"`
+	Dest         bool      `json:"dest,omitempty"`
+	Unreachable  bool      `json:"unreachable,omitempty"`
+	Flows        int       `json:"flows"`
+	NextHops     int       `json:"next_hops"`
+	MinMS        *float64  `json:"rtt_min_ms,omitempty"`
+	AvgMS        *float64  `json:"rtt_avg_ms,omitempty"`
+	MaxMS        *float64  `json:"rtt_max_ms,omitempty"`
+	NAT          string    `json:"nat,omitempty"`
+	Shared       bool      `json:"shared,omitempty"`
+	DiamondRoles []string  `json:"diamond_roles,omitempty"` // "divergence", "convergence", "inside"
+	AS           *asn.Info `json:"as,omitempty"`            // who holds the address (--asn)
 }
 
 // MultipathDocLink is an edge of the node graph.
@@ -134,6 +137,7 @@ func docTarget(t *MultipathTarget) MultipathDocTarget {
 	dt.Reached, dt.Dest, dt.DestTTLs = g.Reached, g.Dest, v.destTTLs
 	dt.Sent, dt.Answered, dt.Rounds, dt.DurationMS = g.Sent, g.Answered, g.Rounds, ms(g.Duration)
 	dt.Truncated, dt.FullTTLs, dt.SharedTTLs = g.Truncated, g.FullTTLs, g.SharedTTLs
+	dt.ASPath = v.asPath()
 	for _, h := range g.Hops {
 		dt.Hops = append(dt.Hops, MultipathDocHop{TTL: h.TTL, Nodes: h.Nodes})
 	}
@@ -143,6 +147,9 @@ func docTarget(t *MultipathTarget) MultipathDocTarget {
 			TTLs: n.TTLs, Dest: n.Dest, Unreachable: n.Unreachable, Flows: n.Flows, NextHops: len(v.succ[n.ID]), NAT: n.NAT, Shared: n.Shared}
 		if n.Addr.IsValid() {
 			dn.Address = n.Addr.String()
+		}
+		if in, ok := v.asOf(n); ok {
+			dn.AS = &in
 		}
 		if n.RTTMax > 0 {
 			mn, avg, mx := ms(n.RTTMin), ms(n.RTTAvg), ms(n.RTTMax)

@@ -60,19 +60,21 @@ type svgEdge struct {
 
 // svgPanel is one target's laid-out picture.
 type svgPanel struct {
-	v      *mpView
-	t      *MultipathTarget
-	cols   [][]*svgItem
-	first  int // TTL of column 1 (column 0 is the source)
-	edges  []*svgEdge
-	colW   []float64 // box width per column
-	colOf  map[*svgItem]int
-	boxH   float64
-	graphH float64
-	header []string // title lines
-	notes  []string // lines under the graph
-	width  float64
-	height float64
+	v *mpView
+	// asColours are the fills of the ASes seen so far (AS colouring).
+	asColours map[uint32]string
+	t         *MultipathTarget
+	cols      [][]*svgItem
+	first     int // TTL of column 1 (column 0 is the source)
+	edges     []*svgEdge
+	colW      []float64 // box width per column
+	colOf     map[*svgItem]int
+	boxH      float64
+	graphH    float64
+	header    []string // title lines
+	notes     []string // lines under the graph
+	width     float64
+	height    float64
 }
 
 func (p *svgPanel) colX(c int) float64 {
@@ -113,6 +115,9 @@ func layoutPanel(t *MultipathTarget) *svgPanel {
 	}
 	if len(g.SharedTTLs) > 0 {
 		p.notes = append(p.notes, "TTL "+ttlList(g.SharedTTLs, " and ")+" taken from an earlier target (grey: known only from it)")
+	}
+	if path := v.asPath(); len(path) > 0 {
+		p.notes = append(p.notes, "AS path "+strings.Join(path, " ")+" (boxes coloured by AS; red links cross from one AS to another)")
 	}
 	for _, n := range t.Notes {
 		p.notes = append(p.notes, "! "+n)
@@ -299,7 +304,11 @@ func WriteMultipathSVG(w io.Writer, run *MultipathRun) error {
 		width, height, width, height, svgFont)
 	s.f("<title>%s</title>\n", esc(title))
 	s.f(`<defs>`)
-	for _, m := range [][2]string{{"arrow", colLine}, {"arrow-shared", colShared}} {
+	markers := [][2]string{{"arrow", colLine}, {"arrow-shared", colShared}}
+	if slices.ContainsFunc(run.Targets, func(t MultipathTarget) bool { return t.AS != nil }) {
+		markers = append(markers, [2]string{"arrow-as", colAS})
+	}
+	for _, m := range markers {
 		s.f(`<marker id="%s" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="8" markerHeight="8" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="%s"/></marker>`, m[0], m[1])
 	}
 	s.f("</defs>\n")
@@ -407,6 +416,9 @@ func (p *svgPanel) drawBox(s *svgWriter, it *svgItem, x, w, y float64) {
 		case r&mda.RoleInside != 0:
 			fill = colInside
 		}
+		if c := p.asColour(it.id); c != "" && n.Addr.IsValid() {
+			fill = c // the role stays in the outline
+		}
 		if n.Shared {
 			text = "#868e96"
 		}
@@ -463,6 +475,9 @@ func (p *svgPanel) drawEdge(s *svgWriter, e *svgEdge, top float64) {
 	colour, marker, dash := colLine, "arrow", ""
 	if e.shared || e.source {
 		colour, marker, dash = colShared, "arrow-shared", ` stroke-dasharray="5 4"`
+	}
+	if p.asBoundary(e) {
+		colour, marker = colAS, "arrow-as"
 	}
 	var d strings.Builder
 	if e.backward {

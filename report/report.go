@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/turnpath/turnpath/asn"
 	"github.com/turnpath/turnpath/hopstat"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
@@ -29,6 +30,8 @@ type Run struct {
 	Finished     time.Time `json:"finished"`
 	Options      Options   `json:"options"`
 	Targets      []Target  `json:"targets"`
+	// ASN counts the AS lookups (--asn; absent without): failures are addresses shown AS?.
+	ASN *asn.Stats `json:"asn_lookups,omitempty"`
 }
 
 // Options echoes what the run was asked to do.
@@ -67,21 +70,25 @@ type Target struct {
 	PathMTU     int    `json:"path_mtu,omitempty"`
 	PathMTUHop  int    `json:"path_mtu_hop,omitempty"`
 	PathMTUFrom string `json:"path_mtu_from,omitempty"`
+	// ASPath is the ASes the path crosses, in order (--asn): private, unknown and
+	// unanswered hops left out, repeats collapsed.
+	ASPath []string `json:"as_path,omitempty"`
 }
 
 // Hop is one TTL.
 type Hop struct {
-	TTL       int      `json:"ttl"`
-	Addresses []string `json:"addresses"` // responders, most frequent first; empty = silent
-	Names     []string `json:"names,omitempty"`
-	Sent      int      `json:"sent"`
-	Received  int      `json:"received"`
-	LossPct   float64  `json:"loss_pct"`
-	MinMS     *float64 `json:"rtt_min_ms,omitempty"`
-	AvgMS     *float64 `json:"rtt_avg_ms,omitempty"`
-	MaxMS     *float64 `json:"rtt_max_ms,omitempty"`
-	Probes    []Probe  `json:"probes"`
-	Notes     []string `json:"notes,omitempty"`
+	TTL       int        `json:"ttl"`
+	Addresses []string   `json:"addresses"` // responders, most frequent first; empty = silent
+	Names     []string   `json:"names,omitempty"`
+	AS        []asn.Info `json:"as,omitempty"` // per address (--asn)
+	Sent      int        `json:"sent"`
+	Received  int        `json:"received"`
+	LossPct   float64    `json:"loss_pct"`
+	MinMS     *float64   `json:"rtt_min_ms,omitempty"`
+	AvgMS     *float64   `json:"rtt_avg_ms,omitempty"`
+	MaxMS     *float64   `json:"rtt_max_ms,omitempty"`
+	Probes    []Probe    `json:"probes"`
+	Notes     []string   `json:"notes,omitempty"`
 	// MTU is the next-hop MTU this hop's router reported (Packet Too Big): the link
 	// after it is the path's narrowest (trace --pmtu).
 	MTU int `json:"mtu,omitempty"`
@@ -103,6 +110,7 @@ type Probe struct {
 	NAT        string            `json:"nat,omitempty"`
 	STUN       *trace.STUNInfo   `json:"stun,omitempty"`
 	MPLS       []trace.MPLSLabel `json:"mpls,omitempty"`
+	Interfaces []trace.IfaceInfo `json:"interfaces,omitempty"` // RFC 5837
 }
 
 // TargetInfo is what the caller knows about a target beyond the trace result.
@@ -111,6 +119,8 @@ type TargetInfo struct {
 	Addr   netip.Addr
 	Source netip.Addr
 	Family int
+	// AS says who holds a responder's address (nil: no AS lookups).
+	AS ASOf
 }
 
 // Namer returns the PTR name of an address ("" if none); nil disables names.
@@ -131,7 +141,7 @@ func Build(info TargetInfo, res trace.Result, names Namer) Target {
 		notes[h.TTL] = append(notes[h.TTL], hintNote(h))
 	}
 	for i, h := range res.Hops {
-		hop := buildHop(h, &stats[i], names)
+		hop := buildHop(h, &stats[i], names, info.AS)
 		hop.Notes = notes[h.TTL]
 		if h.TTL == res.DestTTL {
 			for _, r := range h.Replies {
@@ -144,6 +154,9 @@ func Build(info TargetInfo, res trace.Result, names Namer) Target {
 		t.Hops = append(t.Hops, hop)
 	}
 	pathMTU(&t, res)
+	if info.AS != nil {
+		t.ASPath = ASPath(t.Hops)
+	}
 	return t
 }
 
@@ -170,7 +183,7 @@ func pathMTU(t *Target, res trace.Result) {
 	}
 }
 
-func buildHop(h trace.Hop, st *hopstat.Hop, names Namer) Hop {
+func buildHop(h trace.Hop, st *hopstat.Hop, names Namer, as ASOf) Hop {
 	hop := Hop{TTL: h.TTL, Sent: st.Sent(), Received: st.Received(), LossPct: st.Loss(), Addresses: []string{}}
 	for a, r := range h.Replies {
 		p := Probe{Attempt: a}
@@ -187,6 +200,7 @@ func buildHop(h trace.Hop, st *hopstat.Hop, names Namer) Hop {
 			p.NAT = r.NAT
 			p.STUN = r.STUN
 			p.MPLS = r.MPLS
+			p.Interfaces = r.Interfaces
 		}
 		hop.Probes = append(hop.Probes, p)
 	}
@@ -194,6 +208,9 @@ func buildHop(h trace.Hop, st *hopstat.Hop, names Namer) Hop {
 		hop.Addresses = append(hop.Addresses, r.Addr.String())
 		if names != nil {
 			hop.Names = append(hop.Names, names(r.Addr))
+		}
+		if as != nil {
+			hop.AS = append(hop.AS, as(r.Addr))
 		}
 	}
 	if st.Received() > 0 {

@@ -47,7 +47,10 @@ func WriteJSONLine(w io.Writer, r *Run, t Target) error {
 
 // CSVHeader is the first line of `--format csv`: one row per probe.
 var CSVHeader = []string{"started", "target", "address", "reached", "ttl", "attempt", "answered", "from", "rtt_ms",
-	"kind", "icmp_type", "icmp_code", "reply_ttl", "quoted_ttl", "nat"}
+	"kind", "icmp_type", "icmp_code", "reply_ttl", "quoted_ttl", "nat", "mpls", "interfaces"}
+
+// CSVASHeader are the columns AS lookups add (--asn): the responder's AS and its name.
+var CSVASHeader = []string{"asn", "as_name"}
 
 // CSVPMTUHeader are the columns PMTU adds (trace --pmtu): the target's path MTU and the
 // MTU the hop's router reported, on every row.
@@ -59,6 +62,8 @@ type CSV struct {
 	header bool
 	// PMTU adds the CSVPMTUHeader columns (set before the first Write).
 	PMTU bool
+	// AS adds the CSVASHeader columns (set before the first Write).
+	AS bool
 }
 
 // NewCSV starts a CSV stream.
@@ -67,9 +72,12 @@ func NewCSV(w io.Writer) *CSV { return &CSV{w: csv.NewWriter(w)} }
 // Write appends one target's probes.
 func (c *CSV) Write(t Target) error {
 	if !c.header {
-		h := CSVHeader
+		h := slices.Clone(CSVHeader)
 		if c.PMTU {
-			h = append(slices.Clone(CSVHeader), CSVPMTUHeader...)
+			h = append(h, CSVPMTUHeader...)
+		}
+		if c.AS {
+			h = append(h, CSVASHeader...)
 		}
 		if err := c.w.Write(h); err != nil {
 			return err
@@ -80,7 +88,7 @@ func (c *CSV) Write(t Target) error {
 		for _, p := range h.Probes {
 			row := []string{t.Started.UTC().Format("2006-01-02T15:04:05.000Z"), t.Name, t.Address, strconv.FormatBool(t.Reached),
 				strconv.Itoa(h.TTL), strconv.Itoa(p.Attempt), strconv.FormatBool(p.Answered), p.From, "",
-				p.Kind, "", "", "", "", p.NAT}
+				p.Kind, "", "", "", "", p.NAT, mplsString(p.MPLS), ifaceString(p.Interfaces)}
 			if p.Answered {
 				row[8] = strconv.FormatFloat(p.RTTMS, 'f', 3, 64)
 				row[10], row[11] = strconv.Itoa(int(p.ICMPType)), strconv.Itoa(int(p.ICMPCode))
@@ -90,6 +98,12 @@ func (c *CSV) Write(t Target) error {
 				row = append(row, strconv.Itoa(t.PathMTU), "")
 				if h.MTU > 0 {
 					row[len(row)-1] = strconv.Itoa(h.MTU)
+				}
+			}
+			if c.AS {
+				row = append(row, "", "")
+				if in, ok := asOfAddr(h, p.From); ok && p.Answered {
+					row[len(row)-2], row[len(row)-1] = in.String(), in.Name
 				}
 			}
 			if err := c.w.Write(row); err != nil {
@@ -126,6 +140,9 @@ func WriteText(w io.Writer, r *Run, t Target) error {
 				if n := nameOf(h, p.From); n != "" {
 					fmt.Fprintf(&b, " (%s)", n)
 				}
+				if in, ok := asOfAddr(h, p.From); ok {
+					fmt.Fprintf(&b, " [%s]", in.Label())
+				}
 				b.WriteString("  ")
 				last = p.From
 			}
@@ -135,14 +152,21 @@ func WriteText(w io.Writer, r *Run, t Target) error {
 			fmt.Fprintf(&b, "  [%s]", t.How)
 		}
 		b.WriteByte('\n')
+		for _, l := range extLines(h) {
+			fmt.Fprintf(&b, "     %s\n", l)
+		}
 		for _, n := range h.Notes {
 			fmt.Fprintf(&b, "     ! %s\n", n)
 		}
 	}
+	asPath := ""
+	if len(t.ASPath) > 0 {
+		asPath = "; AS path " + strings.Join(t.ASPath, " ")
+	}
 	if t.Reached {
-		fmt.Fprintf(&b, "reached in %d hops: %s; %d probes, %.0f ms\n", t.DestTTL, t.How, t.Sent, t.DurationMS)
+		fmt.Fprintf(&b, "reached in %d hops: %s; %d probes, %.0f ms%s\n", t.DestTTL, t.How, t.Sent, t.DurationMS, asPath)
 	} else {
-		fmt.Fprintf(&b, "not reached: %s; %d probes, %.0f ms\n", t.How, t.Sent, t.DurationMS)
+		fmt.Fprintf(&b, "not reached: %s; %d probes, %.0f ms%s\n", t.How, t.Sent, t.DurationMS, asPath)
 	}
 	if t.PathMTU > 0 {
 		fmt.Fprintf(&b, "path MTU %d: %s\n", t.PathMTU, mtuWhere(t))

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/turnpath/turnpath/asn"
 	"github.com/turnpath/turnpath/engine"
 	"github.com/turnpath/turnpath/enrich"
 	"github.com/turnpath/turnpath/hostnet"
@@ -90,6 +91,9 @@ type Session struct {
 	NewSocket func(engine.Config) (trace.Engine, error)
 	// Resolver looks PTR names up (nil with Spec.Numeric).
 	Resolver *enrich.Names
+	// AS looks up who holds the answering addresses (nil: no --asn); asn.go.
+	AS  *asn.Resolver
+	asn asnState
 	// Vanished names an interface of the map (ifindex → name) that is gone or down
 	// (vanishedLink): nil when all are there.
 	Vanished func(map[int]string) error
@@ -295,6 +299,8 @@ func vanishedLink(ifaces map[int]string) error {
 // Names is the enrichment step: the PTR names of addrs, looked up concurrently within
 // the spec's NameTimeout (a slow resolver costs that at most); nil with Numeric.
 func (s *Session) Names(addrs []netip.Addr) func(netip.Addr) string {
+	waitAS := s.lookupAS(addrs) // beside the PTR lookups, within its own bound
+	defer waitAS()
 	if s.Resolver == nil {
 		return nil
 	}
@@ -308,6 +314,7 @@ func (s *Session) Names(addrs []netip.Addr) func(netip.Addr) string {
 
 // Close closes the engine (again: a no-op).
 func (s *Session) Close() error {
+	s.saveAS()
 	if s.eng == nil {
 		return nil
 	}

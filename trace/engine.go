@@ -32,7 +32,10 @@ type Reply struct {
 	NAT       string
 	STUN      *STUNInfo
 	MPLS      []MPLSLabel
-	Received  time.Time
+	// Interfaces are the RFC 5837 interface objects of an ICMP error: which of the
+	// router's interfaces the probe came in by or would have left by.
+	Interfaces []IfaceInfo
+	Received   time.Time
 }
 
 // STUNInfo is what the relay said.
@@ -48,6 +51,15 @@ type MPLSLabel struct {
 	TC    uint8  `json:"tc"`
 	S     bool   `json:"s"`
 	TTL   uint8  `json:"ttl"`
+}
+
+// IfaceInfo is one RFC 5837 Interface Information Object (absent parts zero).
+type IfaceInfo struct {
+	Role    string     `json:"role"` // incoming, sub-ip, outgoing, next-hop
+	IfIndex uint32     `json:"ifindex,omitempty"`
+	Name    string     `json:"name,omitempty"`
+	Addr    netip.Addr `json:"addr,omitzero"`
+	MTU     uint32     `json:"mtu,omitempty"`
 }
 
 // Reached reports whether the reply comes from the destination (or the relay on its behalf).

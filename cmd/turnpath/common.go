@@ -181,6 +181,9 @@ func targetsOf(c *cli.Context, cmd string, family int) ([]target, error) {
 	if err != nil {
 		return nil, usageError("%s: %w", cmd, err)
 	}
+	if names, err = shardNames(c, names); err != nil {
+		return nil, err // an empty shard: nothing to do
+	}
 	resolved, err := resolveTargets(c.Context, names, family)
 	if errors.Is(err, context.Canceled) {
 		return nil, interruptedEarly(cmd, len(names))

@@ -108,6 +108,7 @@ dnsmasq. The command's exit code is passed through.`,
 				Flags:  []cli.Flag{prefixFlag},
 				Action: labExec,
 			},
+			labWhoisdCommand(prefixFlag),
 		},
 	}
 }
@@ -203,6 +204,9 @@ func labTruth(c *cli.Context) error {
 	if format == "text" {
 		for _, tt := range all {
 			tt.WriteText(w)
+		}
+		if c.NArg() == 0 {
+			tr.Topology().WriteASText(w)
 		}
 		return nil
 	}

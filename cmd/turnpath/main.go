@@ -63,6 +63,8 @@ func newApp() *cli.App {
 			checkCommand(),
 			labCommand(),
 			versionCommand(),
+			historyCommand(),
+			asnCommand(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return &exitError{code: exitUsage, err: err}
@@ -110,7 +112,7 @@ func exitCode(err error, w *os.File) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(w, "turnpath: %v\n", err)
+	logError(w, err)
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code

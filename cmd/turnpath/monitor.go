@@ -23,7 +23,7 @@ import (
 )
 
 func monitorCommand() *cli.Command {
-	return &cli.Command{
+	cmd := &cli.Command{
 		Name:      "monitor",
 		Usage:     "watch the path to STUN/TURN relays in rounds, like mtr: per-hop statistics, forward vs reply loss, verdict",
 		ArgsUsage: "TARGET... (or -f FILE)",
@@ -48,8 +48,10 @@ func monitorCommand() *cli.Command {
 			&cli.StringFlag{Name: "verdict", Value: "auto", Usage: "teams (RTT < 100 ms, path loss < 1 %, jitter < 30 ms), none, or auto: teams for UDP port 3478"},
 			&cli.StringFlag{Name: "thresholds", Usage: "override verdict thresholds: rtt=MS,loss=PCT,jitter=MS"},
 		),
-		Action: runMonitor,
+		Action: unattendedAction("monitor", runMonitor),
 	}
+	cmd.Flags = append(append(append(cmd.Flags, asnFlags()...), unattendedFlags()...), monitorMetricsFlags()...)
+	return cmd
 }
 
 type monitorFlags struct {
@@ -141,7 +143,7 @@ func parseThresholds(spec string, base monitor.Thresholds) (monitor.Thresholds, 
 	return th, nil
 }
 
-func runMonitor(c *cli.Context) error {
+func runMonitor(c *cli.Context, u *unattendedRun) error {
 	mf, err := parseMonitorFlags(c)
 	if err != nil {
 		return usageError("monitor: %w", err)
@@ -155,6 +157,11 @@ func runMonitor(c *cli.Context) error {
 	if n := len(targets.addrs); n > maxMonitorTargets {
 		return usageError("monitor: %d targets: at most %d in one run", n, maxMonitorTargets)
 	}
+	mm, err := startMetrics(c, targets, mf.th) // --listen, --textfile
+	if err != nil {
+		return err
+	}
+	defer mm.close()
 
 	sess, err := session.New(session.Spec{Engine: mf.engine, Proto: mf.proto, Port: mf.port, Payload: mf.payload,
 		Timeout: max(2*mf.opts.Wait, 2*time.Second), Numeric: c.Bool("numeric")})
@@ -162,6 +169,9 @@ func runMonitor(c *cli.Context) error {
 		return usageError("monitor: %w", err)
 	}
 	defer sess.Close()
+	if err := openASN(c, "monitor", sess); err != nil {
+		return err
+	}
 	if err := routeAll(ctx, "monitor", sess, targets.addrs); err != nil {
 		return err
 	}
@@ -176,17 +186,33 @@ func runMonitor(c *cli.Context) error {
 	if err != nil {
 		return runtimeError(fmt.Errorf("monitor: %w", err))
 	}
+	eng = mm.engine(eng)
 	if sess.FellBack() {
-		fmt.Fprintf(c.App.ErrWriter, "turnpath: using the socket engine: %s\n", sess.Why())
+		notef(c, "using the socket engine: %s", sess.Why())
 	}
 	engName := eng.Name()
 	opts := mf.opts
+	u.describe(engName, monitorHeader(mf, sess, engName, c.String("proto")).Options)
+	source := func(i int) netip.Addr { return sess.RouteOf(i).Src }
+	// --store records the statistics every --emit (the live view's snapshots come far
+	// more often).
+	var record func(*monitor.Snapshot)
+	if rec := u.monitorRecorder(targets, source); rec != nil {
+		var last time.Time
+		record = func(sn *monitor.Snapshot) {
+			if last.IsZero() || sn.Time.Sub(last) >= mf.emit {
+				last = sn.Time
+				rec(sn)
+			}
+		}
+		opts.Snapshot, opts.SnapshotEvery = record, mf.emit
+	}
 	// An interface that goes and comes back, or a route that moves, is an outage: the run
 	// waits for the way out and re-attaches (a live view shows it; otherwise one line on
 	// stderr each way).
 	note := func(format string, a ...any) {
 		if !mf.live {
-			fmt.Fprintf(c.App.ErrWriter, "turnpath: monitor: "+format+"\n", a...)
+			warnf(c.App.ErrWriter, "monitor: "+format, a...)
 		}
 	}
 	opts.Check = func() error { return sess.CheckRoutes(targets.addrs) }
@@ -201,15 +227,15 @@ func runMonitor(c *cli.Context) error {
 			engName = neng.Name()
 			note("back after %.1f s: %s engine attached again", time.Since(start).Seconds(), engName)
 		}
-		return neng, moved, err
+		return mm.engine(neng), moved, err
 	}
+	opts.Sample = mm.sample()
 	var res *monitor.Result
 	var runErr error
 	var stream *monitorStream
 	switch {
 	case mf.live:
-		info := liveInfo{targets: targets, engine: engName, interval: opts.Interval,
-			source: func(i int) netip.Addr { return sess.RouteOf(i).Src }}
+		info := liveInfo{targets: targets, engine: engName, interval: opts.Interval, source: source, metrics: mm}
 		if !c.Bool("numeric") {
 			info.resolve = sess.Names
 		}
@@ -219,10 +245,17 @@ func runMonitor(c *cli.Context) error {
 		opts.Round = func(r int) { prog.line(fmt.Sprintf("round %d", r+1)) }
 		if mf.format == "jsonl" || mf.format == "csv" {
 			stream = newMonitorStream(c.App.Writer, mf, targets, sess)
-			opts.Snapshot, opts.SnapshotEvery, opts.SnapshotEvents = stream.emit, mf.emit, true
+			opts.Snapshot, opts.SnapshotEvery, opts.SnapshotEvents = chain(stream.emit, record), mf.emit, true
 		}
+		mm.apply(&opts)
 		res, runErr = monitor.Run(ctx, eng, len(targets.addrs), opts)
 		prog.done()
+	}
+	if record != nil && res != nil {
+		record(res.Snapshot()) // the last interval
+	}
+	if err := mm.finish(res); err != nil && runErr == nil {
+		runErr = err
 	}
 	if res == nil {
 		return runtimeError(fmt.Errorf("monitor: %w", runErr))
@@ -256,7 +289,7 @@ func runMonitor(c *cli.Context) error {
 		return runtimeError(fmt.Errorf("monitor: %w", runErr))
 	}
 	if res.Slipped > 0 && !mf.live && mf.format != "text" {
-		fmt.Fprintf(c.App.ErrWriter, "turnpath: monitor: %d rounds started late: raise --rate (now %g/s) or --interval\n", res.Slipped, opts.Rate)
+		warnf(c.App.ErrWriter, "monitor: %d rounds started late: raise --rate (now %g/s) or --interval", res.Slipped, opts.Rate)
 	}
 	for _, t := range doc.Targets {
 		switch {
@@ -285,10 +318,11 @@ func buildMonitorRun(res *monitor.Result, mf *monitorFlags, targets *targetList,
 			}
 		}
 	}
-	names := sess.Names(addrs)
+	names := sess.Names(addrs) // and their ASes, with --asn
 	for _, ts := range snaps {
 		run.Targets = append(run.Targets, report.BuildMonitorTarget(monitorTargetInfo(targets, sess, ts.Index), ts, mf.th, names))
 	}
+	run.ASN = sess.ASNStats()
 	return run
 }
 
@@ -308,7 +342,18 @@ func monitorHeader(mf *monitorFlags, sess *session.Session, engName, proto strin
 }
 
 func monitorTargetInfo(targets *targetList, sess *session.Session, i int) report.TargetInfo {
-	return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: sess.RouteOf(i).Src}
+	return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: sess.RouteOf(i).Src, AS: sess.ASOf()}
+}
+
+// chain calls every f that is set, in order.
+func chain(fs ...func(*monitor.Snapshot)) func(*monitor.Snapshot) {
+	return func(sn *monitor.Snapshot) {
+		for _, f := range fs {
+			if f != nil {
+				f(sn)
+			}
+		}
+	}
 }
 
 // monitorStream writes `--format jsonl` and `csv`: every --emit a record per target with

@@ -39,6 +39,7 @@ type liveInfo struct {
 	source   func(i int) netip.Addr
 	engine   string
 	interval time.Duration
+	metrics  *monitorMetrics // --listen, --textfile (nil: none)
 	// resolve looks names of addrs up (blocking, at most the name timeout) and returns
 	// the lookup; nil without name lookups (-n).
 	resolve func(addrs []netip.Addr) func(netip.Addr) string
@@ -78,7 +79,11 @@ func runMonitorLive(ctx context.Context, out io.Writer, eng trace.Engine, n int,
 	reset := make(chan struct{}, 1)
 	opts.Reset = reset
 	opts.SnapshotEvery = min(opts.Interval, 50*time.Millisecond)
+	also := opts.Snapshot // --store's recorder
 	opts.Snapshot = func(s *monitor.Snapshot) {
+		if also != nil {
+			also(s)
+		}
 		// The newest snapshot replaces one the view has not taken yet.
 		select {
 		case snaps <- s:
@@ -93,6 +98,7 @@ func runMonitorLive(ctx context.Context, out io.Writer, eng trace.Engine, n int,
 			}
 		}
 	}
+	info.metrics.apply(&opts)
 	done := make(chan struct{})
 	var res *monitor.Result
 	var runErr error

@@ -2,17 +2,23 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"math"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turnpath/turnpath/report"
+	"github.com/turnpath/turnpath/store"
 )
 
 // Bad input: one line, exit 2, before any probe.
@@ -353,5 +359,59 @@ func TestMonitorLabStreamsAndOutage(t *testing.T) {
 	}
 	if !strings.Contains(se.String(), "went down: waiting for the way out") || !strings.Contains(se.String(), "attached again") {
 		t.Errorf("stderr does not tell the outage:\n%s", se.String())
+	}
+}
+
+// monitor with the unattended and AS flags: the report written atomically to --output,
+// every responder with its AS (the lab's whois service) and the target's AS path, and
+// the run's intervals recorded in --store for turnpath history.
+func TestMonitorLabASNStoreOutput(t *testing.T) {
+	al := newASNLab(t)
+	dir := t.TempDir()
+	out, db := filepath.Join(dir, "report.json"), filepath.Join(dir, "history.db")
+	r := run(t, 60*time.Second, al.inLab("monitor", "-n", "--format", "json", "-c", "30", "-i", "50ms", "--emit", "200ms",
+		"--asn", "radb", "--whois", al.whois4, "--asn-private", "--cache-dir", "",
+		"--output", out, "--store", db, "198.19.1.1")...)
+	if r.code != 0 || r.stdout != "" {
+		t.Fatalf("exit %d, stdout %q: %s", r.code, r.stdout, r.stderr)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc report.MonitorRun
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.ASN == nil || doc.ASN.Failures != 0 || len(doc.Targets) != 1 {
+		t.Fatalf("asn_lookups %+v, %d targets", doc.ASN, len(doc.Targets))
+	}
+	tg := doc.Targets[0]
+	topo := al.l.Topology()
+	for _, h := range tg.Hops {
+		for _, rs := range h.Responders {
+			ro, _ := topo.OriginOf(rs.Addr)
+			if rs.AS == nil || rs.AS.ASN != ro.Origin.Number {
+				t.Errorf("TTL %d %v: AS %+v, want AS%d", h.TTL, rs.Addr, rs.AS, ro.Origin.Number)
+			}
+		}
+	}
+	if len(tg.ASPath) < 2 {
+		t.Errorf("as_path %v", tg.ASPath)
+	}
+	// 30 rounds of 50 ms with an interval recorded every 200 ms, and the last one.
+	r = run(t, 10*time.Second, tp("history", "--store", db, "--format", "json")...)
+	var hist historyJSON
+	if err := json.Unmarshal([]byte(r.stdout), &hist); err != nil || len(hist.Runs) != 1 || hist.Runs[0].Command != "monitor" || hist.Runs[0].Status != "ok" {
+		t.Fatalf("history: %v %s %s", err, r.stdout, r.stderr)
+	}
+	st, err := store.Open(context.Background(), db, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	views, err := st.Views(context.Background(), store.Filter{})
+	if err != nil || len(views) < 4 {
+		t.Errorf("%d intervals recorded (%v), want at least 4", len(views), err)
 	}
 }

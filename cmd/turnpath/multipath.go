@@ -7,15 +7,15 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/turnpath/turnpath/mda"
+	"github.com/turnpath/turnpath/metrics"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/report"
 	"github.com/turnpath/turnpath/session"
+	"github.com/turnpath/turnpath/unattended"
 	"github.com/urfave/cli/v2"
 )
 
@@ -29,8 +29,8 @@ func multipathCommand() *cli.Command {
 			"Algorithm; MDA-Lite, escalating to full MDA where a hop load-balances). Hops of all\n" +
 			"flows are probed in parallel; hops common to several targets are explored once.\n" +
 			"Exit 0 when every target was reached, 1 when some was not, 2 for bad input, 3 for\n" +
-			"runtime errors.",
-		Flags: append(probingFlags(),
+			"runtime errors, 4 when another run holds --lock.",
+		Flags: append(append(append(probingFlags(), asnFlags()...),
 			&cli.UintFlag{Name: "sport", DefaultText: "random", Usage: "first source port: flow i uses sport+i. Without it every run draws its own (32768 and up, shown in the report as the\n\tfirst sport, JSON flow_base), so a rerun samples the routers' hashes anew; give it to repeat a run's flows exactly"},
 			&cli.Float64Flag{Name: "confidence", Aliases: []string{"c"}, Value: 95, Usage: "confidence in percent (0 < c < 100) that every next hop of every interface is found"},
 			&cli.BoolFlag{Name: "full", Usage: "classic MDA at every hop (as scamper tracelb) instead of MDA-Lite"},
@@ -40,8 +40,9 @@ func multipathCommand() *cli.Command {
 			&cli.DurationFlag{Name: "rate-limit-wait", Value: time.Second, Usage: "first back-off before re-probing a router that ran out of ICMP budget (doubles, up to 8x)"},
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, dot (Graphviz) or svg"},
 			&cli.StringFlag{Name: "svg", Usage: "also write the graph as SVG to `FILE`"},
-		),
-		Action: runMultipath,
+			textfileFlag(),
+		), unattendedFlags()...),
+		Action: unattendedAction("multipath", runMultipath),
 	}
 }
 
@@ -101,6 +102,9 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 			return nil, fmt.Errorf("--svg %w", err)
 		}
 	}
+	if err := checkTextfileFlag(c, "multipath"); err != nil {
+		return nil, err
+	}
 	return mf, nil
 }
 
@@ -136,7 +140,7 @@ func randomFlowBase(flows int) uint16 {
 	return uint16(lo + mrand.IntN(hi-lo+1))
 }
 
-func runMultipath(c *cli.Context) error {
+func runMultipath(c *cli.Context, u *unattendedRun) error {
 	mf, err := parseMultipathFlags(c)
 	if err != nil {
 		return usageError("multipath: %w", err)
@@ -174,6 +178,9 @@ func runMultipath(c *cli.Context) error {
 		return usageError("multipath: %w", err)
 	}
 	defer sess.Close()
+	if err := openASN(c, "multipath", sess); err != nil {
+		return err
+	}
 	if err := routeAll(ctx, "multipath", sess, addrs); err != nil {
 		return err
 	}
@@ -194,7 +201,7 @@ func runMultipath(c *cli.Context) error {
 	}
 	why := sess.Why()
 	if sess.FellBack() {
-		fmt.Fprintf(c.App.ErrWriter, "turnpath: using the socket engine: %s\n", why)
+		notef(c, "using the socket engine: %s", why)
 	}
 	prober, err := mda.NewEngineProber(eng, layout, addrs, mf.popts)
 	if err != nil {
@@ -217,12 +224,18 @@ func runMultipath(c *cli.Context) error {
 		unfinished = prog.last
 	}
 	run := newMultipathRun(c, mf, sess, eng.Name(), why, started, infos, graphs, unfinished)
+	u.addMultipath(run)
 	if err := report.WriteMultipath(c.App.Writer, mf.format, run); err != nil {
 		return runtimeError(fmt.Errorf("multipath: write output: %w", err))
 	}
 	if mf.svg != "" {
 		if err := writeFileAtomic(mf.svg, func(w io.Writer) error { return report.WriteMultipath(w, "svg", run) }); err != nil {
 			return runtimeError(fmt.Errorf("multipath: write svg: %w", err))
+		}
+	}
+	if dir := c.String("textfile"); dir != "" {
+		if err := metrics.WriteMultipath(dir, run); err != nil {
+			return runtimeError(fmt.Errorf("multipath: %w", err))
 		}
 	}
 	if runErr != nil {
@@ -275,24 +288,16 @@ func (m *mdaProgress) Probe(ctx context.Context, reqs []mda.Request) ([]mda.Answ
 	return as, err
 }
 
-// writeFileAtomic writes a file through a temporary file in the same directory, so a
-// reader never sees half a picture.
+// writeFileAtomic writes a file that is replaced at once (unattended.File), so a reader
+// never sees half a picture.
 func writeFileAtomic(path string, write func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".turnpath-*")
+	f, err := unattended.Create(path)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name())
+	defer f.Abort()
 	if err := write(f); err != nil {
-		f.Close()
 		return err
 	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return f.Commit()
 }

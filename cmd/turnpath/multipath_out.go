@@ -19,7 +19,7 @@ func newMultipathRun(c *cli.Context, mf *multipathFlags, sess *session.Session, 
 		mode = "mda"
 	}
 	run := &report.MultipathRun{Schema: report.MultipathSchema, Version: version, Engine: eng, EngineReason: why,
-		Started: started, Finished: time.Now(), Options: report.MultipathOptions{
+		Started: started.UTC(), Finished: time.Now().UTC(), Options: report.MultipathOptions{
 			Proto: c.String("proto"), Port: mf.port, Payload: mf.payload.String(), FlowBase: mf.opts.FlowBase,
 			Confidence: mf.opts.Confidence, Mode: mode, FirstTTL: mf.opts.FirstTTL, MaxTTL: mf.opts.MaxTTL}}
 	var addrs []netip.Addr
@@ -31,6 +31,7 @@ func newMultipathRun(c *cli.Context, mf *multipathFlags, sess *session.Session, 
 		}
 	}
 	namer := report.Namer(sess.Names(addrs))
+	run.ASN = sess.ASNStats()
 	// Targets an interrupted run never probed are left out (the caller counts them), as
 	// trace does.
 	for i, in := range infos[:min(len(infos), len(gs))] {
@@ -41,7 +42,7 @@ func newMultipathRun(c *cli.Context, mf *multipathFlags, sess *session.Session, 
 		if in.target.Addr.Is4() {
 			fam = 4
 		}
-		t := report.MultipathTarget{Name: in.target.Name, Addr: in.target.Addr, Source: in.src, Family: fam, Names: namer, Graph: gs[i]}
+		t := report.MultipathTarget{Name: in.target.Name, Addr: in.target.Addr, Source: in.src, Family: fam, Names: namer, AS: sess.ASOf(), Graph: gs[i]}
 		if unfinished[i] {
 			t.Notes = append(t.Notes, "interrupted: the exploration did not finish")
 		}

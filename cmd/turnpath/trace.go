@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/turnpath/turnpath/metrics"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/report"
 	"github.com/turnpath/turnpath/session"
@@ -26,15 +27,17 @@ func traceCommand() *cli.Command {
 		ArgsUsage: "TARGET... (or -f FILE)",
 		Description: "Sends Paris-style probes (fixed 5-tuple) for every TTL in parallel and reports each hop,\n" +
 			"its RTTs and hints, and how the relay answered. Exit 0 when every target was reached,\n" +
-			"1 when some was not, 2 for bad input, 3 for runtime errors (privileges, BPF, no route).",
-		Flags: append(probingFlags(),
+			"1 when some was not, 2 for bad input, 3 for runtime errors (privileges, BPF, no route),\n" +
+			"4 when another run holds --lock.",
+		Flags: append(append(append(probingFlags(), asnFlags()...),
 			&cli.UintFlag{Name: "sport", Value: 50000, Usage: "source port: the flow id; fixed for the whole trace (Paris)"},
 			&cli.IntFlag{Name: "queries", Aliases: []string{"q"}, Value: 3, Usage: "probes per hop"},
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, jsonl or csv"},
 			&cli.BoolFlag{Name: "pmtu", Usage: "discover the path MTU: probes start at --size or the interface's MTU, with DF set, and shrink to what routers report (udp, icmp)"},
 			&cli.IntFlag{Name: "size", Usage: "probe size in bytes, IP header included (default: the smallest the payload allows; with --pmtu the interface's MTU)"},
-		),
-		Action: runTrace,
+			textfileFlag(),
+		), unattendedFlags()...),
+		Action: unattendedAction("trace", runTrace),
 	}
 }
 
@@ -79,10 +82,13 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 		return nil, errors.New("--size needs --proto udp or icmp (a TCP SYN carries no payload to grow)")
 	}
 	tf.opts.PMTU = tf.pmtu
+	if err := checkTextfileFlag(c, "trace"); err != nil {
+		return nil, err
+	}
 	return tf, nil
 }
 
-func runTrace(c *cli.Context) error {
+func runTrace(c *cli.Context, u *unattendedRun) error {
 	tf, err := parseTraceFlags(c)
 	if err != nil {
 		return usageError("trace: %w", err)
@@ -102,6 +108,9 @@ func runTrace(c *cli.Context) error {
 		return usageError("trace: %w", err)
 	}
 	defer sess.Close()
+	if err := openASN(c, "trace", sess); err != nil {
+		return err
+	}
 	if err := routeAll(ctx, "trace", sess, targets.addrs); err != nil {
 		return err
 	}
@@ -122,7 +131,7 @@ func runTrace(c *cli.Context) error {
 		if targets.addrs[i].Is4() {
 			fam = 4
 		}
-		return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: sess.RouteOf(i).Src, Family: fam}
+		return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: sess.RouteOf(i).Src, Family: fam, AS: sess.ASOf()}
 	}
 	eng, err := sess.Open(cfg)
 	if err != nil {
@@ -130,19 +139,28 @@ func runTrace(c *cli.Context) error {
 	}
 	why := sess.Why()
 	if sess.FellBack() {
-		fmt.Fprintf(c.App.ErrWriter, "turnpath: using the socket engine: %s\n", why)
+		notef(c, "using the socket engine: %s", why)
 	}
 
 	opts := tf.opts
 	prog := newProgress(c.App.ErrWriter, len(targets.addrs))
 	opts.Progress = prog.update
-	started := time.Now()
+	started := time.Now().UTC()
 	run := &report.Run{Schema: report.Schema, Version: version, Engine: eng.Name(), EngineReason: why,
 		Started: started, Options: report.Options{
 			Proto: c.String("proto"), Port: tf.port, SPort: tf.sport, Payload: cfg.Payload.String(),
 			FirstTTL: opts.FirstTTL, MaxTTL: opts.MaxTTL, Queries: opts.Queries,
 			WaitMS: float64(opts.Wait) / 1e6, Rate: opts.Rate, Size: tf.size, PMTU: tf.pmtu}}
 	out := newTraceOutput(c.App.Writer, tf.format, run, sess.Names)
+	run.ASN = sess.ASNStats()
+	if out.csv != nil {
+		out.csv.AS = sess.AS != nil // the AS columns
+	}
+	u.describe(run.Engine, run.Options)
+	var textfile *metrics.Trace
+	if c.String("textfile") != "" {
+		textfile = metrics.NewTrace(version, eng.Name())
+	}
 	reached, reported := 0, 0
 	runErr := trace.Stream(ctx, eng, len(targets.addrs), opts, func(r trace.Result) error {
 		if r.Sent == 0 {
@@ -152,6 +170,11 @@ func runTrace(c *cli.Context) error {
 		if r.Reached {
 			reached++
 		}
+		if textfile != nil {
+			textfile.Add(info(r.Target), &r)
+		}
+		u.addTrace(info(r.Target), r)
+		sess.PrefetchAS(responders(r)) // AS lookups overlap the rest of the run
 		return out.add(info(r.Target), r)
 	})
 	prog.done()
@@ -165,9 +188,14 @@ func runTrace(c *cli.Context) error {
 	if cerr := sess.Close(); cerr != nil && runErr == nil {
 		runErr = fmt.Errorf("close engine: %w", cerr)
 	}
-	run.Finished = time.Now()
+	run.Finished = time.Now().UTC()
 	if err := out.finish(info); err != nil {
 		return runtimeError(fmt.Errorf("trace: write output: %w", err))
+	}
+	if textfile != nil {
+		if err := textfile.Write(c.String("textfile"), started, run.Finished); err != nil {
+			return runtimeError(fmt.Errorf("trace: %w", err))
+		}
 	}
 	if runErr != nil {
 		msg := "interrupted"
@@ -222,6 +250,7 @@ func (o *traceOutput) streamed() bool { return o.format == "jsonl" || o.format =
 // build is one target's report; a target the run stopped in the middle of says so.
 func build(info report.TargetInfo, r trace.Result, names report.Namer) report.Target {
 	t := report.Build(info, r, names)
+	t.Started, t.Finished = t.Started.UTC(), t.Finished.UTC() // cron jobs' records compare across hosts
 	if r.Unfinished {
 		if !t.Reached {
 			t.How = "interrupted before the destination answered"
