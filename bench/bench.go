@@ -55,6 +55,7 @@ var Sections = []Section{
 	{ID: "many", Title: "Many targets", Budget: 75 * time.Second, Run: runMany},
 	{ID: "memory", Title: "Memory", Budget: 160 * time.Second, Run: runMemory},
 	{ID: "monitor", Title: "Monitor", Budget: 200 * time.Second, Run: runMonitorCost},
+	{ID: "asn", Title: "AS lookups offline", Budget: 60 * time.Second, Run: runASN},
 	{ID: "gobench", Title: "Go microbenchmarks", Budget: 45 * time.Second, Run: runGoBench},
 }
 

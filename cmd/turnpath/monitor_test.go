@@ -7,6 +7,7 @@ import (
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnpath/turnpath/lab"
 	"github.com/turnpath/turnpath/report"
 	"github.com/turnpath/turnpath/store"
 )
@@ -363,43 +365,81 @@ func TestMonitorLabStreamsAndOutage(t *testing.T) {
 }
 
 // monitor with the unattended and AS flags: the report written atomically to --output,
-// every responder with its AS (the lab's whois service) and the target's AS path, and
-// the run's intervals recorded in --store for turnpath history.
+// every responder with exactly the AS number and name its source holds (the lab's whois
+// service, Team Cymru records in the lab's dnsmasq, and a file with other data: different,
+// each right), IPv4 and IPv6, the target's AS path, and the run's intervals recorded in
+// --store for turnpath history.
 func TestMonitorLabASNStoreOutput(t *testing.T) {
 	al := newASNLab(t)
-	dir := t.TempDir()
-	out, db := filepath.Join(dir, "report.json"), filepath.Join(dir, "history.db")
-	r := run(t, 60*time.Second, al.inLab("monitor", "-n", "--format", "json", "-c", "30", "-i", "50ms", "--emit", "200ms",
-		"--asn", "radb", "--whois", al.whois4, "--asn-private", "--cache-dir", "",
-		"--output", out, "--store", db, "198.19.1.1")...)
-	if r.code != 0 || r.stdout != "" {
-		t.Fatalf("exit %d, stdout %q: %s", r.code, r.stdout, r.stderr)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc report.MonitorRun
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	if doc.ASN == nil || doc.ASN.Failures != 0 || len(doc.Targets) != 1 {
-		t.Fatalf("asn_lookups %+v, %d targets", doc.ASN, len(doc.Targets))
-	}
-	tg := doc.Targets[0]
 	topo := al.l.Topology()
-	for _, h := range tg.Hops {
-		for _, rs := range h.Responders {
-			ro, _ := topo.OriginOf(rs.Addr)
-			if rs.AS == nil || rs.AS.ASN != ro.Origin.Number {
-				t.Errorf("TTL %d %v: AS %+v, want AS%d", h.TTL, rs.Addr, rs.AS, ro.Origin.Number)
+	other := map[string]string{}
+	for _, ro := range topo.RouteObjects() {
+		other[ro.Prefix.String()] = fmt.Sprintf("%d OTHER-%s", 65536+ro.Origin.Number-64496, ro.Node)
+	}
+	otherFile := writeASNFile(t, other)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "history.db")
+	for i, tc := range []struct {
+		name string
+		args []string
+		want func(ro lab.RouteObject) (uint32, string)
+	}{
+		{"radb", []string{"--asn", "radb", "--whois", al.whois4}, func(ro lab.RouteObject) (uint32, string) { return ro.Origin.Number, ro.Origin.Descr }},
+		{"cymru-dns", []string{"-z", "--dns-server", al.dns}, func(ro lab.RouteObject) (uint32, string) { return ro.Origin.Number, ro.Origin.CymruName() }},
+		{"cymru-whois", []string{"--asn", "cymru-whois", "--whois", al.whois6}, func(ro lab.RouteObject) (uint32, string) {
+			return ro.Origin.Number, ro.Origin.CymruName()
+		}},
+		{"file", []string{"--asn", "file:" + otherFile}, func(ro lab.RouteObject) (uint32, string) {
+			return 65536 + ro.Origin.Number - 64496, "OTHER-" + ro.Node
+		}},
+	} {
+		out := filepath.Join(dir, tc.name+".json")
+		args := append([]string{"monitor", "-n", "--format", "json", "-c", "20", "-i", "50ms", "--emit", "200ms",
+			"--asn-private", "--cache-dir", "", "--output", out}, tc.args...)
+		if i == 0 {
+			args = append(args, "--store", db)
+		}
+		r := run(t, 60*time.Second, al.inLab(append(args, "198.19.1.1", "fd51:1:2::5")...)...)
+		if r.code != 0 || r.stdout != "" {
+			t.Fatalf("%s: exit %d, stdout %q: %s", tc.name, r.code, r.stdout, r.stderr)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc report.MonitorRun
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatal(err)
+		}
+		if doc.ASN == nil || doc.ASN.Failures != 0 || len(doc.Targets) != 2 {
+			t.Fatalf("%s: asn_lookups %+v, %d targets", tc.name, doc.ASN, len(doc.Targets))
+		}
+		for _, tg := range doc.Targets {
+			var path []string
+			for _, h := range tg.Hops {
+				for k, rs := range h.Responders {
+					ro, _ := topo.OriginOf(rs.Addr)
+					n, name := tc.want(ro)
+					if rs.AS == nil || rs.AS.ASN != n || rs.AS.Name != name {
+						t.Errorf("%s: %v TTL %d %v: AS %+v, want AS%d %q", tc.name, tg.Addr, h.TTL, rs.Addr, rs.AS, n, name)
+					}
+					if k == 0 && (len(path) == 0 || path[len(path)-1] != fmt.Sprintf("AS%d", n)) {
+						path = append(path, fmt.Sprintf("AS%d", n))
+					}
+				}
+			}
+			if strings.Join(tg.ASPath, " ") != strings.Join(path, " ") || len(path) < 2 {
+				t.Errorf("%s: %v: as_path %v, want %v", tc.name, tg.Addr, tg.ASPath, path)
 			}
 		}
 	}
-	if len(tg.ASPath) < 2 {
-		t.Errorf("as_path %v", tg.ASPath)
+	// The text report: the AS before the address, as mtr -z.
+	r := run(t, 60*time.Second, al.inLab("monitor", "-n", "-c", "5", "-i", "50ms", "--asn", "radb", "--whois", al.whois4,
+		"--asn-private", "--cache-dir", "", "198.19.2.5")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "AS64497 198.18.2.2") || !strings.Contains(r.stdout, "AS path AS64496 AS64497") {
+		t.Errorf("text (exit %d):\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	// 30 rounds of 50 ms with an interval recorded every 200 ms, and the last one.
+	// 20 rounds of 50 ms with an interval recorded every 200 ms, and the last one.
 	r = run(t, 10*time.Second, tp("history", "--store", db, "--format", "json")...)
 	var hist historyJSON
 	if err := json.Unmarshal([]byte(r.stdout), &hist); err != nil || len(hist.Runs) != 1 || hist.Runs[0].Command != "monitor" || hist.Runs[0].Status != "ok" {
@@ -411,7 +451,7 @@ func TestMonitorLabASNStoreOutput(t *testing.T) {
 	}
 	defer st.Close()
 	views, err := st.Views(context.Background(), store.Filter{})
-	if err != nil || len(views) < 4 {
-		t.Errorf("%d intervals recorded (%v), want at least 4", len(views), err)
+	if err != nil || len(views) < 2*4 {
+		t.Errorf("%d target intervals recorded (%v), want at least 8", len(views), err)
 	}
 }
