@@ -350,6 +350,7 @@ func (b *builder) build(ctx context.Context) error {
 		{"sysctls", b.setSysctls},
 		{"links", b.createLinks},
 		{"addresses and routes", b.configureNodes},
+		{"neighbours", b.setNeighbours},
 		{"services", b.startServices},
 		{"readiness", b.waitReady},
 	}
@@ -573,6 +574,61 @@ func (b *builder) configureNode(n Node) error {
 		}
 	}
 	return nil
+}
+
+// setNeighbours gives every interface a permanent neighbour entry for its peer's
+// addresses, both families: no packet of the lab waits for ARP or neighbour discovery.
+// Otherwise the first probes along a branch no earlier packet took are delayed by the
+// resolution at every hop, and on a busy machine a fast prober's adaptive wait (a few
+// milliseconds past the RTTs seen) could end before their answers come.
+func (b *builder) setNeighbours(context.Context) error {
+	for _, l := range b.topo.Links {
+		for _, pair := range [][2]string{{l.Up, l.Down}, {l.Down, l.Up}} {
+			self, peer := pair[0], pair[1]
+			mine, _ := b.topo.IfaceTo(self, peer)
+			theirs, _ := b.topo.IfaceTo(peer, self)
+			mac, err := b.hardwareAddr(peer, theirs.Name)
+			if err != nil {
+				return err
+			}
+			h, err := netlink.NewHandleAt(b.handles[self])
+			if err != nil {
+				return fmt.Errorf("open netlink in %s: %w", b.ns(self), err)
+			}
+			link, err := h.LinkByName(mine.Name)
+			if err == nil {
+				for _, a := range []netip.Addr{theirs.Addr4.Addr(), theirs.Addr6.Addr()} {
+					family := unix.AF_INET6
+					if a.Is4() {
+						family = unix.AF_INET
+					}
+					if err = h.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT,
+						IP: a.AsSlice(), HardwareAddr: mac}); err != nil {
+						break
+					}
+				}
+			}
+			h.Close()
+			if err != nil {
+				return fmt.Errorf("add neighbour %s on %s in %s: %w", peer, mine.Name, b.ns(self), err)
+			}
+		}
+	}
+	return nil
+}
+
+// hardwareAddr is the MAC address of interface name in node's namespace.
+func (b *builder) hardwareAddr(node, name string) (net.HardwareAddr, error) {
+	h, err := netlink.NewHandleAt(b.handles[node])
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in %s: %w", b.ns(node), err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("find %s in %s: %w", name, b.ns(node), err)
+	}
+	return link.Attrs().HardwareAddr, nil
 }
 
 func (b *builder) startServices(context.Context) error {

@@ -154,7 +154,7 @@ func (p *EngineProber) deliver(rep *trace.Reply) {
 	if a == nil || a.From.IsValid() {
 		return
 	}
-	a.From, a.RTT, a.NAT = rep.From, rep.RTT, rep.NAT
+	a.From, a.RTT, a.NAT, a.Kind = rep.From, rep.RTT, rep.NAT, rep.Kind
 	if rep.Reached() {
 		// The destination is the target, whatever address the relay answered from (a
 		// wildcard-bound relay may answer from another of its addresses). Other errors

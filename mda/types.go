@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/turnpath/turnpath/probe"
 )
 
 // Request is one probe: flow Flow (the UDP source port; every other field of the 5-tuple is
@@ -29,6 +31,8 @@ type Answer struct {
 	// reaching the destination.
 	Unreachable bool   `json:"unreachable,omitempty"`
 	NAT         string `json:"nat,omitempty"` // NAT hint for the hop (see DESIGN.md), passed through
+	// Kind is what answered (a router's Time Exceeded, the destination's STUN answer, ...).
+	Kind probe.Kind `json:"-"`
 }
 
 // Prober sends a batch of probes in parallel and returns once every one is answered or its

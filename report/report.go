@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/turnpath/turnpath/asn"
@@ -32,6 +33,36 @@ type Run struct {
 	Targets      []Target  `json:"targets"`
 	// ASN counts the AS lookups (--asn; absent without): failures are addresses shown AS?.
 	ASN *asn.Stats `json:"asn_lookups,omitempty"`
+	// Scan is what a scan (trace --scan) found over all its targets.
+	Scan *ScanSummary `json:"scan,omitempty"`
+}
+
+// ScanSummary is the union view of a scan: every interface and link its targets' probes
+// found, the probes it took, and what it learnt of each router's ICMP budget.
+type ScanSummary struct {
+	Probes     int             `json:"probes"`
+	Batches    int             `json:"batches"`
+	DurationMS float64         `json:"duration_ms"`
+	Interfaces []string        `json:"interfaces"`
+	Links      []ScanLink      `json:"links"`
+	Responders []ScanResponder `json:"responders"`
+}
+
+// ScanLink is a link between two interfaces seen on one flow at consecutive TTLs ("*":
+// a silent router).
+type ScanLink struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// ScanResponder is a router's ICMP budget as the scan learnt it: rate-limited routers
+// with their estimated burst and answers per second.
+type ScanResponder struct {
+	Addr        string  `json:"addr"`
+	Answers     int     `json:"answers"`
+	RateLimited bool    `json:"rate_limited"`
+	Burst       float64 `json:"burst,omitempty"`
+	RatePerSec  float64 `json:"rate_per_s,omitempty"`
 }
 
 // Options echoes what the run was asked to do.
@@ -89,6 +120,13 @@ type Hop struct {
 	MaxMS     *float64   `json:"rtt_max_ms,omitempty"`
 	Probes    []Probe    `json:"probes"`
 	Notes     []string   `json:"notes,omitempty"`
+	// Status is answered (a probe of this target got an answer), lost (none did), or, in
+	// a scan (trace --scan), inferred (Candidates, found by the probes of InferredFrom),
+	// silent (a router that never answers) or rate-limited (its router answers, its
+	// budget was spent).
+	Status       string   `json:"status"`
+	Candidates   []string `json:"candidates,omitempty"`
+	InferredFrom []string `json:"inferred_from,omitempty"`
 	// MTU is the next-hop MTU this hop's router reported (Packet Too Big): the link
 	// after it is the path's narrowest (trace --pmtu).
 	MTU int `json:"mtu,omitempty"`
@@ -217,7 +255,53 @@ func buildHop(h trace.Hop, st *hopstat.Hop, names Namer, as ASOf) Hop {
 		mn, avg, mx := st.Best(), st.Mean(), st.Worst()
 		hop.MinMS, hop.AvgMS, hop.MaxMS = &mn, &avg, &mx
 	}
+	hop.Status = h.Status
+	switch {
+	case st.Received() > 0:
+		hop.Status = "answered"
+	case hop.Status == "":
+		hop.Status = "lost"
+	}
+	for _, a := range h.From {
+		hop.InferredFrom = append(hop.InferredFrom, a.String())
+	}
+	if hop.Status == "inferred" {
+		for _, a := range h.Candidates {
+			hop.Candidates = append(hop.Candidates, a.String())
+		}
+		if len(h.Candidates) == 1 {
+			// The one it can be: named and looked up like an answering hop.
+			a := h.Candidates[0]
+			hop.Addresses = append(hop.Addresses, a.String())
+			if names != nil {
+				hop.Names = append(hop.Names, names(a))
+			}
+			if as != nil {
+				hop.AS = append(hop.AS, as(a))
+			}
+		}
+	}
 	return hop
+}
+
+// statusNote says in the text report what an unanswered hop of a scan is.
+func statusNote(h Hop) string {
+	switch h.Status {
+	case "inferred":
+		return "inferred from the probes of " + strings.Join(h.InferredFrom, ", ") + inferredBranch(h)
+	case "silent":
+		return "silent: this router never answers (it forwards)"
+	case "rate-limited":
+		return "rate-limited: its router answered other probes; its ICMP budget was spent"
+	}
+	return ""
+}
+
+func inferredBranch(h Hop) string {
+	if len(h.Candidates) > 1 {
+		return " (one of these: which branch this flow takes was not measured)"
+	}
+	return ""
 }
 
 // hintNote says a hint in the words of the trace output.

@@ -127,6 +127,22 @@ func WriteText(w io.Writer, r *Run, t Target) error {
 	for _, h := range t.Hops {
 		fmt.Fprintf(&b, "%3d  ", h.TTL)
 		last := ""
+		if h.Status == "inferred" && h.Received == 0 {
+			// Nothing of this target answered here: what the other targets' probes say.
+			switch {
+			case len(h.Addresses) == 1:
+				b.WriteString(h.Addresses[0])
+				if n := nameOf(h, h.Addresses[0]); n != "" {
+					fmt.Fprintf(&b, " (%s)", n)
+				}
+				if in, ok := asOfAddr(h, h.Addresses[0]); ok {
+					fmt.Fprintf(&b, " [%s]", in.Label())
+				}
+			default:
+				b.WriteString(strings.Join(h.Candidates, " | "))
+			}
+			b.WriteString("  (inferred)")
+		}
 		for i, p := range h.Probes {
 			if i > 0 {
 				b.WriteString("  ")
@@ -156,6 +172,9 @@ func WriteText(w io.Writer, r *Run, t Target) error {
 			fmt.Fprintf(&b, "     %s\n", l)
 		}
 		for _, n := range h.Notes {
+			fmt.Fprintf(&b, "     ! %s\n", n)
+		}
+		if n := statusNote(h); n != "" {
 			fmt.Fprintf(&b, "     ! %s\n", n)
 		}
 	}

@@ -60,13 +60,22 @@ func (g *graph) add(a, b node) {
 	g.in[b]++
 }
 
-// between reports whether an answering interface was measured between a and b.
+// between reports whether an answering interface may lie between a and b: one was
+// measured after a, or before b. A router answering other flows right after a, or right
+// before b, may well be the one between them, rate-limited when these probes came (a
+// router that answers from the interface a probe came in by shows a new address on a new
+// branch); only where neither side ever saw one is the hop between them silent.
 func (g *graph) between(a, b node) bool {
 	if g == nil {
 		return false
 	}
 	for x := range g.succ[a] {
-		if x.router() && g.succ[x][b] > 0 {
+		if x.router() {
+			return true
+		}
+	}
+	for x := range g.pred[b] {
+		if x.router() {
 			return true
 		}
 	}

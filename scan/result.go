@@ -21,7 +21,7 @@ func (s *state) result() *Result {
 				}
 			}
 		} else {
-			tr.DestRTT = s.at(t, t.dest).rtt
+			tr.DestRTT, tr.DestKind = s.at(t, t.dest).rtt, s.at(t, t.dest).kind
 		}
 		for ttl := s.opt.FirstTTL; ttl <= last; ttl++ {
 			tr.Hops = append(tr.Hops, s.hop(t, ttl))
@@ -80,7 +80,7 @@ func (s *state) hop(t *tstate, ttl int) Hop {
 	h := Hop{TTL: ttl, Probes: p.probes}
 	switch {
 	case p.answer.IsValid() && !p.dest:
-		h.Status, h.Addr, h.RTT = Answered, p.answer, p.rtt
+		h.Status, h.Addr, h.RTT, h.Kind = Answered, p.answer, p.rtt, p.kind
 		return h
 	case t.silents[ttl]:
 		h.Status = Silent

@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/turnpath/turnpath/mda"
+	"github.com/turnpath/turnpath/probe"
 )
 
 // Status is what a hop of a target's path is.
@@ -104,6 +105,7 @@ type Hop struct {
 	// From are the targets whose probes measured what an inferred hop rests on.
 	From   []int
 	RTT    time.Duration // Answered
+	Kind   probe.Kind    // Answered: what answered (a Time Exceeded, or an unreachable)
 	Probes int           // probes this target sent at this TTL
 }
 
@@ -115,6 +117,8 @@ type Target struct {
 	Hops    []Hop // FirstTTL up to DestTTL−1 (or up to the last TTL probed)
 	Probes  int
 	DestRTT time.Duration
+	// DestKind is how the destination answered (its STUN answer, an echo reply, ...).
+	DestKind probe.Kind
 }
 
 // Link is a link between two interfaces measured by one target's consecutive hops (a silent
@@ -229,6 +233,7 @@ func (o *Options) fill() error {
 // pos is one (target, TTL) position's record.
 type pos struct {
 	answer  netip.Addr // the responder (or the target itself: the destination answered)
+	kind    probe.Kind
 	dest    bool
 	rtt     time.Duration
 	tries   int // unanswered probes
@@ -537,7 +542,7 @@ func (s *state) learn(reqs []mda.Request, answers []mda.Answer, now time.Time) {
 			}
 			continue
 		}
-		p.answer, p.dest, p.rtt = a.From, a.Dest, a.RTT
+		p.answer, p.dest, p.rtt, p.kind = a.From, a.Dest, a.RTT, a.Kind
 		if a.Dest {
 			if t.hiDest == 0 || ttl < t.hiDest {
 				t.hiDest = ttl
@@ -575,11 +580,10 @@ func (s *state) learn(reqs []mda.Request, answers []mda.Answer, now time.Time) {
 }
 
 // findSilent marks positions where no router ever answered. The first between two
-// measured interfaces A and B of a prefix: probes between them (over all targets that
-// measured both) went unanswered three times, over at least two Retry periods if any
+// interfaces A and B of a prefix (measured or certain): probes between them (over all
+// targets with both) went unanswered three times, over at least two Retry periods if any
 // responder of the run is rate-limited (a limited router refills within one), and the
-// graph has no answering node between A and B (a rate-limited router would have
-// answered some target). After that, a position that went unanswered where the graph has
+// graph has no answering node after A or before B (graph.between). After that, a position that went unanswered where the graph has
 // nothing but a silent hop is silent too.
 func (s *state) findSilent(now time.Time) {
 	type gap struct {
@@ -657,12 +661,26 @@ func maxTime(a, b time.Time) time.Time {
 	return a
 }
 
-// neighbours are the measured nodes of t right before and after ttl (the prober, the
-// destination).
+// neighbours are t's nodes right before and after ttl (the prober, the destination):
+// measured, or certain (the graph has one candidate there).
 func (s *state) neighbours(t *tstate, ttl int) (prev, next node, ok bool) {
-	prev, ok1 := s.measured(t, ttl-1)
-	next, ok2 := s.measured(t, ttl+1)
+	prev, ok1 := s.certain(t, ttl-1)
+	next, ok2 := s.certain(t, ttl+1)
 	return prev, next, ok1 && ok2
+}
+
+// certain is t's node at ttl when a probe measured it or the graph leaves one candidate.
+func (s *state) certain(t *tstate, ttl int) (node, bool) {
+	if n, ok := s.measured(t, ttl); ok {
+		return n, true
+	}
+	if ttl < s.opt.FirstTTL || ttl > s.opt.MaxTTL {
+		return node{}, false
+	}
+	if c := s.infer(t, ttl); !c.unknown && len(c.nodes) == 1 {
+		return c.nodes[0], true
+	}
+	return node{}, false
 }
 
 // measured is t's node at ttl if a probe measured it (the prober at FirstTTL−1, the

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -111,6 +112,13 @@ func CheckTTLs(first, maxTTL int) error {
 type Hop struct {
 	TTL     int
 	Replies []*Reply // by attempt, len Queries; nil = no answer
+	// Status, Candidates and From come from a many-target scan (package scan); a trace
+	// leaves them empty. Status says what the hop is (answered, inferred, silent,
+	// rate-limited, lost); an inferred hop is one of Candidates (one: that one), found by
+	// the probes of the targets From.
+	Status     string
+	Candidates []netip.Addr
+	From       []netip.Addr
 }
 
 // Result is one target's trace.

@@ -35,6 +35,8 @@ func traceCommand() *cli.Command {
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, jsonl or csv"},
 			&cli.BoolFlag{Name: "pmtu", Usage: "discover the path MTU: probes start at --size or the interface's MTU, with DF set, and shrink to what routers report (udp, icmp)"},
 			&cli.IntFlag{Name: "size", Usage: "probe size in bytes, IP header included (default: the smallest the payload allows; with --pmtu the interface's MTU)"},
+			&cli.BoolFlag{Name: "scan", Usage: "many targets under routers' ICMP limits: probe only what the other targets' probes cannot tell, infer the rest, and say of every hop what it is (answered, inferred, silent, rate-limited, lost)"},
+			&cli.DurationFlag{Name: "scan-time", Value: 60 * time.Second, Usage: "with --scan: the longest a scan may take; what is unresolved then is reported as it is"},
 			textfileFlag(),
 		), unattendedFlags()...),
 		Action: unattendedAction("trace", runTrace),
@@ -113,6 +115,9 @@ func runTrace(c *cli.Context, u *unattendedRun) error {
 	}
 	if err := routeAll(ctx, "trace", sess, targets.addrs); err != nil {
 		return err
+	}
+	if c.Bool("scan") {
+		return scanTrace(c, u, tf, targets, sess)
 	}
 	cfg := sess.Config(tf.sport)
 	cfg.DontFragment = tf.pmtu
@@ -296,6 +301,7 @@ func (o *traceOutput) namer(rs []trace.Result) report.Namer {
 					addrs = append(addrs, rep.From)
 				}
 			}
+			addrs = append(addrs, h.Candidates...) // a scan's inferred hops
 		}
 	}
 	return o.names(addrs)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/turnpath/turnpath/mda"
+	"github.com/turnpath/turnpath/probe"
 )
 
 // Node is a router or a destination host.
@@ -237,9 +238,9 @@ func (n *Network) Probe(ctx context.Context, reqs []mda.Request) ([]mda.Answer, 
 			missing = true
 			continue
 		}
-		a := mda.Answer{Request: q, From: nd.Addr, RTT: rtt}
+		a := mda.Answer{Request: q, From: nd.Addr, RTT: rtt, Kind: probe.KindTimeExceeded}
 		if nd.Host {
-			a.From, a.Dest = n.Targets[q.Target].Addr, true
+			a.From, a.Dest, a.Kind = n.Targets[q.Target].Addr, true, probe.KindSTUN
 			rtt = time.Duration(len(n.Path(q.Target, q.Flow))) * n.HopRTT
 			a.RTT = rtt
 		}
