@@ -53,6 +53,7 @@ var Sections = []Section{
 	{ID: "capacity", Title: "Capacity", Budget: 120 * time.Second, Run: runCapacity},
 	{ID: "timestamps", Title: "Timestamp accuracy", Budget: 60 * time.Second, Run: runTimestamps},
 	{ID: "many", Title: "Many targets", Budget: 75 * time.Second, Run: runMany},
+	{ID: "scan", Title: "Many relays under ICMP limits", Budget: 180 * time.Second, Run: runScanBench},
 	{ID: "memory", Title: "Memory", Budget: 160 * time.Second, Run: runMemory},
 	{ID: "monitor", Title: "Monitor", Budget: 200 * time.Second, Run: runMonitorCost},
 	{ID: "asn", Title: "AS lookups offline", Budget: 60 * time.Second, Run: runASN},

@@ -127,7 +127,9 @@ func WriteText(w io.Writer, r *Run, t Target) error {
 	for _, h := range t.Hops {
 		fmt.Fprintf(&b, "%3d  ", h.TTL)
 		last := ""
+		probes := h.Probes
 		if h.Status == "inferred" && h.Received == 0 {
+			probes = nil // its own probe went unanswered: what is known comes from others
 			// Nothing of this target answered here: what the other targets' probes say.
 			switch {
 			case len(h.Addresses) == 1:
@@ -143,7 +145,7 @@ func WriteText(w io.Writer, r *Run, t Target) error {
 			}
 			b.WriteString("  (inferred)")
 		}
-		for i, p := range h.Probes {
+		for i, p := range probes {
 			if i > 0 {
 				b.WriteString("  ")
 			}

@@ -101,7 +101,7 @@ func scanTrace(c *cli.Context, u *unattendedRun, tf *traceFlags, targets *target
 		return runtimeError(fmt.Errorf("trace: write output: %w", err))
 	}
 	if tf.format == "text" {
-		fmt.Fprintf(c.App.Writer, "\nscan: %d targets, %d probes (%.1f a target) in %.1f s; %d interfaces, %d links found%s\n",
+		fmt.Fprintf(c.App.Writer, "scan: %d targets, %d probes (%.1f a target) in %.1f s; %d interfaces, %d links found%s\n",
 			len(res.Targets), res.Probes, float64(res.Probes)/float64(max(len(res.Targets), 1)), res.Duration.Seconds(),
 			len(res.Interfaces), len(res.Links), limitedNote(res))
 	}
