@@ -65,7 +65,7 @@ demo: build deps ## bring the lab up, run turnpath in it, show the output, bring
 .PHONY: bench
 BENCH_PREFIX ?= tpbench
 BENCH_FLAGS  ?=
-bench: build ## turnpath vs traceroute, mtr, scamper in the lab, capacity and memory against the XDP reflector, Go benchmarks -> BENCHMARKS.md/.json (root, ~8 min; BENCH_FLAGS=-quick)
+bench: build ## turnpath vs traceroute, mtr, scamper in the lab, capacity, memory and monitor cost against the XDP reflector, many relays under ICMP limits, offline AS data, Go benchmarks -> BENCHMARKS.md/.json (root, ~15 min; BENCH_FLAGS=-quick)
 	$(GO) build -trimpath -o bin/tpbench ./cmd/tpbench
 	bin/tpbench -turnpath $(BIN) -prefix $(BENCH_PREFIX) $(BENCH_FLAGS)
 

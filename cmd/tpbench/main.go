@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string) error {
 	out := fs.String("out", "BENCHMARKS.md", "Markdown report")
 	js := fs.String("json", "BENCHMARKS.json", "raw results")
 	repo := fs.String("repo", ".", "the turnpath repository (go test -bench, scripts/apt-need.sh)")
-	timeout := fs.Duration("timeout", 14*time.Minute, "stop the whole run after this long (partial results are written)")
+	timeout := fs.Duration("timeout", 25*time.Minute, "stop the whole run after this long (partial results are written)")
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
