@@ -90,7 +90,7 @@ type Progress struct {
 
 // DefaultOptions are trace's TTL range with the scan's limits.
 func DefaultOptions() Options {
-	return Options{FirstTTL: 1, MaxTTL: 30, Confidence: 95, MaxTime: 60 * time.Second, Tries: 4, Retry: time.Second}
+	return Options{FirstTTL: 1, MaxTTL: 30, Confidence: 99, MaxTime: 60 * time.Second, Tries: 4, Retry: time.Second}
 }
 
 // Hop is one TTL of a target's path.
@@ -639,9 +639,26 @@ func (s *state) findSilent(now time.Time) {
 	if s.anyLimited() {
 		span = 2 * s.opt.Retry
 	}
+	// A TTL where some router answered for targets of the prefix at the same distance is
+	// not taken for silent: a contended, rate-limited router may stay unanswered for one
+	// gap's few probes. (A silent router on one branch beside answering ones stays
+	// unresolved, rather than a rate-limited one be called silent.)
+	type place struct {
+		g         netip.Prefix
+		dest, ttl int
+	}
+	answered := map[place]bool{}
+	for _, t := range s.targets {
+		for ttl := s.opt.FirstTTL; t.dest != 0 && ttl < t.dest; ttl++ {
+			if p := s.at(t, ttl); p.answer.IsValid() && !p.dest {
+				answered[place{t.group, t.dest, ttl}] = true
+			}
+		}
+	}
 	for _, x := range at {
 		sn := gaps[x.gap]
-		if sn.tries >= 3 && sn.last.Sub(sn.first) >= span && !s.graphs[x.gap.g].between(x.gap.prev, x.gap.next) {
+		if sn.tries >= 3 && sn.last.Sub(sn.first) >= span && !answered[place{x.gap.g, x.t.dest, x.ttl}] &&
+			!s.graphs[x.gap.g].between(x.gap.prev, x.gap.next) {
 			x.t.silents[x.ttl] = true
 		}
 	}

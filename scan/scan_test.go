@@ -114,7 +114,7 @@ func TestScanRateLimited(t *testing.T) {
 		for _, r := range res.Responders {
 			if r.Limited {
 				limited++
-				if r.Rate > 3 || r.Burst > 12 {
+				if r.Rate > 4 || r.Burst > 12 {
 					t.Errorf("%v: estimated burst %.1f rate %.2f/s, true 6 and 1/s", r.Addr, r.Burst, r.Rate)
 				}
 			}
