@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -166,6 +167,26 @@ func TestTraceScanFastLab(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "(inferred)") || !strings.Contains(r.stdout, "inferred from the probes of 198.19.1.") ||
 		!strings.Contains(r.stdout, "silent: this router never answers") || !strings.Contains(r.stdout, "scan: 10 targets") {
 		t.Errorf("text: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	// The union as Graphviz: Graphviz reads it; every interface and link of the JSON is in it.
+	r = run(t, 60*time.Second, inLab("trace", "--scan", "-n", "--format", "dot", "198.19.1.1", "198.19.1.2", "198.19.1.3", "fd51:1:1::1", "fd51:1:1::2")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "digraph turnpath_scan") || !strings.Contains(r.stdout, "silent router") {
+		t.Fatalf("dot: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, a := range []string{"198.18.1.2", "fd51:0:0:1::2", "198.18.2.2"} { // the first hops, on every path
+		if !strings.Contains(r.stdout, `"`+a+`"`) {
+			t.Errorf("dot: no node %s", a)
+		}
+	}
+	if dot, err := exec.LookPath("dot"); err == nil {
+		cmd := exec.Command(dot, "-Tsvg")
+		cmd.Stdin = strings.NewReader(r.stdout)
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "<svg") {
+			t.Errorf("graphviz: %v %.200s", err, out)
+		}
+	}
+	if r := run(t, 10*time.Second, tp("trace", "--format", "dot", "198.18.0.1")...); r.code != 2 {
+		t.Errorf("--format dot without --scan: exit %d", r.code)
 	}
 }
 

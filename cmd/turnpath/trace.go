@@ -32,7 +32,7 @@ func traceCommand() *cli.Command {
 		Flags: append(append(append(probingFlags(), asnFlags()...),
 			&cli.UintFlag{Name: "sport", Value: 50000, Usage: "source port: the flow id; fixed for the whole trace (Paris)"},
 			&cli.IntFlag{Name: "queries", Aliases: []string{"q"}, Value: 3, Usage: "probes per hop"},
-			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, jsonl or csv"},
+			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, jsonl or csv; with --scan also dot (the union of interfaces and links, Graphviz)"},
 			&cli.BoolFlag{Name: "pmtu", Usage: "discover the path MTU: probes start at --size or the interface's MTU, with DF set, and shrink to what routers report (udp, icmp)"},
 			&cli.IntFlag{Name: "size", Usage: "probe size in bytes, IP header included (default: the smallest the payload allows; with --pmtu the interface's MTU)"},
 			&cli.BoolFlag{Name: "scan", Usage: "many targets under routers' ICMP limits: probe only what the other targets' probes cannot tell, infer the rest, and say of every hop what it is (answered, inferred, silent, rate-limited, lost)"},
@@ -70,8 +70,11 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 	if err := tf.opts.Validate(); err != nil {
 		return nil, err
 	}
-	if !report.ValidFormat(tf.format) {
-		return nil, fmt.Errorf("unknown --format %q (%s)", tf.format, strings.Join(report.Formats, ", "))
+	switch {
+	case tf.format == "dot" && !c.Bool("scan"):
+		return nil, errors.New("--format dot is the union view of --scan")
+	case tf.format != "dot" && !report.ValidFormat(tf.format):
+		return nil, fmt.Errorf("unknown --format %q (%s, or dot with --scan)", tf.format, strings.Join(report.Formats, ", "))
 	}
 	tf.size, tf.pmtu = c.Int("size"), c.Bool("pmtu")
 	if tf.size < 0 || tf.size > 65535 {
@@ -332,6 +335,8 @@ func writeRun(w io.Writer, format string, run *report.Run) error {
 	switch format {
 	case "json":
 		return report.WriteJSON(w, run)
+	case "dot":
+		return report.WriteScanDOT(w, run)
 	case "csv":
 		c := report.NewCSV(w)
 		c.PMTU = run.Options.PMTU
