@@ -101,23 +101,8 @@ func runMany(ctx context.Context, env *Env) (*Result, error) {
 	for r := range rounds {
 		for k := range probers {
 			p := probers[(r+k)%len(probers)]
-			o := env.Exec(ctx, 120*time.Second, p.Argv(env, list)...)
-			rec := RunRecord{Prober: p.Name, Round: r, Seconds: o.Wall.Seconds(), ExitCode: o.ExitCode, TimedOut: o.TimedOut}
-			if o.Err != nil {
-				rec.Error = o.Err.Error()
-			}
-			obs, err := p.Parse(o.Stdout)
-			if err != nil && rec.Error == "" {
-				rec.Error = fmt.Sprintf("parse: %v (stderr: %s)", err, oneLine(string(o.Stderr)))
-			}
-			if err == nil {
-				all, v4, v6, probes, err := scoreMany(tr, targets, obs)
-				if err != nil {
-					rec.Error = err.Error()
-				} else {
-					rec.Totals, rec.TotalsV4, rec.TotalsV6, rec.Probes = &all, &v4, &v6, probes
-				}
-			}
+			rec, _ := runScored(ctx, env, p, list, tr, targets, 120*time.Second)
+			rec.Round = r
 			if rec.Totals != nil {
 				env.Logf("%-26s %6.2fs probes %d reached %d/%d recall %.1f%%", p.Name, rec.Seconds, rec.Probes,
 					rec.Totals.Reached, rec.Totals.Targets, 100*rec.Totals.Recall())
@@ -186,6 +171,30 @@ func runMany(ctx context.Context, env *Env) (*Result, error) {
 		res.Commands = append(res.Commands, env.display(p.Argv(env, list)))
 	}
 	return res, nil
+}
+
+// runScored runs prober p over the target list and scores its output against the
+// truth: the run's record (Totals nil when it failed) and what it observed.
+func runScored(ctx context.Context, env *Env, p manyProber, list string, tr *lab.Truth, targets []netip.Addr, timeout time.Duration) (RunRecord, []*Observation) {
+	o := env.Exec(ctx, timeout, p.Argv(env, list)...)
+	rec := RunRecord{Prober: p.Name, Seconds: o.Wall.Seconds(), ExitCode: o.ExitCode, TimedOut: o.TimedOut}
+	if o.Err != nil {
+		rec.Error = o.Err.Error()
+	}
+	obs, err := p.Parse(o.Stdout)
+	if err != nil {
+		if rec.Error == "" {
+			rec.Error = fmt.Sprintf("parse: %v (stderr: %s)", err, oneLine(string(o.Stderr)))
+		}
+		return rec, nil
+	}
+	all, v4, v6, probes, err := scoreMany(tr, targets, obs)
+	if err != nil {
+		rec.Error = err.Error()
+	} else {
+		rec.Totals, rec.TotalsV4, rec.TotalsV6, rec.Probes = &all, &v4, &v6, probes
+	}
+	return rec, obs
 }
 
 // medianTotals returns the median recall (all, IPv4), targets reached and IPv6 recall

@@ -81,23 +81,9 @@ func runScanBench(ctx context.Context, env *Env) (*Result, error) {
 				res.Notes = append(res.Notes, p.Name+" skipped: not installed")
 				continue
 			}
-			o := env.Exec(ctx, 150*time.Second, p.Argv(env, list)...)
-			rec := scanRun{Profile: profile, RunRecord: RunRecord{Prober: p.Name, Seconds: o.Wall.Seconds(), ExitCode: o.ExitCode, TimedOut: o.TimedOut},
-				UnionTotal: len(union)}
-			if o.Err != nil {
-				rec.Error = o.Err.Error()
-			}
-			obs, err := p.Parse(o.Stdout)
-			if err != nil && rec.Error == "" {
-				rec.Error = fmt.Sprintf("parse: %v (stderr: %s)", err, oneLine(string(o.Stderr)))
-			}
-			if err == nil {
-				all, v4, v6, probes, err := scoreMany(tr, targets, obs)
-				if err != nil {
-					rec.Error = err.Error()
-				} else {
-					rec.Totals, rec.TotalsV4, rec.TotalsV6, rec.Probes = &all, &v4, &v6, probes
-				}
+			rr, obs := runScored(ctx, env, p, list, tr, targets, 150*time.Second)
+			rec := scanRun{Profile: profile, RunRecord: rr, UnionTotal: len(union)}
+			if obs != nil {
 				seen := map[netip.Addr]bool{}
 				for _, ob := range obs {
 					for _, as := range ob.Hops {
