@@ -97,8 +97,9 @@ func (b *budget) settle(now time.Time) {
 		// so that a lucky first second does not make it fast.
 		el := now.Sub(b.since).Seconds()
 		est := (float64(b.after) + Prior.Rate) / (el + 1)
-		if miss < 0.5 && got >= 1 {
-			// It answered all it got: it may take more.
+		if miss < 0.5 && got >= max(1, b.rate) {
+			// It answered all it got, a second's worth of the estimate at once: it may
+			// take more. (A trickle answered proves nothing about the rate.)
 			est = max(est, b.rate*1.5)
 			b.burst = max(b.burst, got)
 		}

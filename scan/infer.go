@@ -195,10 +195,19 @@ func (s *state) infer(t *tstate, ttl int) cands {
 	}
 	fwd, fok := s.walk(t, ttl, g, -1, true)
 	bwd, bok := s.walk(t, ttl, g, +1, true)
-	c := cands{}
-	c.nodes = sorted(combine(fwd, fok, bwd, bok))
 	lf, lfok := s.walk(t, ttl, g, -1, false)
 	lb, lbok := s.walk(t, ttl, g, +1, false)
+	// One side certain is not enough on its own: what it says must also lead to the
+	// target's hop on the other side as far as the graph knows (a branch no flow showed
+	// yet, or a distance it does not fit, makes it unknown: a probe must tell).
+	if fok && !bok {
+		fwd, fok = combine(fwd, true, lb, lbok), lbok
+	}
+	if bok && !fok {
+		bwd, bok = combine(bwd, true, lf, lfok), lfok
+	}
+	c := cands{}
+	c.nodes = sorted(combine(fwd, fok, bwd, bok))
 	c.loose = sorted(combine(lf, lfok, lb, lbok))
 	c.looseBoth = lfok && lbok
 	c.unknown = len(c.nodes) == 0

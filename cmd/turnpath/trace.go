@@ -87,6 +87,16 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 		return nil, errors.New("--size needs --proto udp or icmp (a TCP SYN carries no payload to grow)")
 	}
 	tf.opts.PMTU = tf.pmtu
+	if c.Bool("scan") {
+		switch {
+		case tf.pmtu || tf.size > 0:
+			return nil, errors.New("--scan does not discover the path MTU (--pmtu, --size): trace the relays for that")
+		case c.IsSet("queries"):
+			return nil, errors.New("--scan sends one probe per hop at most (--queries is trace's)")
+		case c.Duration("scan-time") <= 0:
+			return nil, fmt.Errorf("--scan-time %v: must be positive", c.Duration("scan-time"))
+		}
+	}
 	if err := checkTextfileFlag(c, "trace"); err != nil {
 		return nil, err
 	}
