@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/turnpath/turnpath/reflector"
@@ -64,81 +62,32 @@ func MonitorCost(ctx context.Context, n *reflector.Net, o MonitorOptions) (Monit
 	if err := n.UseEngine(o.Engine); err != nil {
 		return res, err
 	}
-	statFile, err := os.CreateTemp("", "turnpath-monstat-")
-	if err != nil {
-		return res, err
-	}
-	statFile.Close()
-	defer os.Remove(statFile.Name())
-	argv := MonitorArgv(n.ProberNS(), statFile.Name(), o, n.Depth())
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return res, err
-	}
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return res, fmt.Errorf("bench: start %s: %w", o.Turnpath, err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(o.Seconds)*time.Second+time.Minute)
-	defer cancel()
-	stopped := make(chan struct{})
-	sampled := make(chan []int64, 1)
-	go func() {
-		// ip netns exec execs GNU time, which forks turnpath: sample its child.
-		var rss []int64
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				sampled <- rss
-				return
-			case <-stopped:
-				sampled <- rss
-				return
-			case <-tick.C:
-				if v := childRSS(cmd.Process.Pid); v > 0 {
-					rss = append(rss, v)
-				}
+	tr := timedRun{What: fmt.Sprintf("%s monitor over %d targets", o.Turnpath, o.Targets),
+		Timeout: time.Duration(o.Seconds)*time.Second + time.Minute,
+		Argv:    func(stat string) []string { return MonitorArgv(n.ProberNS(), stat, o, n.Depth()) },
+		Read: func(r io.Reader) {
+			sc := bufio.NewScanner(r)
+			sc.Buffer(make([]byte, 1<<20), 16<<20)
+			for sc.Scan() {
+				res.Records++
 			}
-		}
-	}()
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		res.Records++
-	}
-	_, _ = io.Copy(io.Discard, stdout)
-	err = cmd.Wait()
-	close(stopped)
-	res.RSS = <-sampled
-	res.Seconds = time.Since(start).Seconds()
-	res.ExitCode = cmd.ProcessState.ExitCode()
-	if ctx.Err() != nil {
-		return res, fmt.Errorf("bench: monitor over %d targets: %w", o.Targets, ctx.Err())
-	}
-	var ee *exec.ExitError
-	if err != nil && !(errors.As(err, &ee) && res.ExitCode == 1) {
-		return res, fmt.Errorf("bench: %s monitor: %w: %s", o.Turnpath, err, strings.TrimSpace(stderr.String()))
-	}
-	b, err := os.ReadFile(statFile.Name())
+		},
+		// ip netns exec execs GNU time, which forks turnpath: sample its child.
+		Tick: func(pid int) {
+			if v := childRSS(pid); v > 0 {
+				res.RSS = append(res.RSS, v)
+			}
+		}}
+	f, err := tr.run(ctx, 3)
+	res.Seconds, res.ExitCode = tr.seconds, tr.exit
 	if err != nil {
 		return res, err
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return res, fmt.Errorf("bench: %s wrote %q", timeBinary, strings.TrimSpace(string(b)))
-	}
-	kb, err1 := strconv.ParseInt(f[len(f)-3], 10, 64)
-	user, err2 := strconv.ParseFloat(f[len(f)-2], 64)
-	sys, err3 := strconv.ParseFloat(f[len(f)-1], 64)
+	kb, err1 := strconv.ParseInt(f[0], 10, 64)
+	user, err2 := strconv.ParseFloat(f[1], 64)
+	sys, err3 := strconv.ParseFloat(f[2], 64)
 	if err := errors.Join(err1, err2, err3); err != nil {
-		return res, fmt.Errorf("bench: %s output %q: %w", timeBinary, strings.TrimSpace(string(b)), err)
+		return res, fmt.Errorf("bench: %s output %q: %w", timeBinary, strings.Join(f, " "), err)
 	}
 	res.PeakBytes, res.CPUSeconds = kb*1024, user+sys
 	return res, nil

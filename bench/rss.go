@@ -69,68 +69,110 @@ func PeakRSS(ctx context.Context, n *reflector.Net, o RSSOptions) (RSSResult, er
 	if o.Args == nil {
 		o.Args = []string{"-q", "1", "--max-ttl", fmt.Sprint(n.Depth() + 2), "--rate", "0"}
 	}
-	if _, err := os.Stat(timeBinary); err != nil {
-		return res, fmt.Errorf("bench: GNU time is needed for peak RSS (apt-get install time): %w", err)
-	}
 	if err := n.UseEngine(res.Engine); err != nil {
 		return res, err
 	}
-	rssFile, err := os.CreateTemp("", "turnpath-maxrss-")
+	tr := timedRun{What: fmt.Sprintf("%s trace over %d targets", o.Turnpath, o.Targets), Timeout: o.Timeout,
+		Argv: func(stat string) []string { return RSSArgv(n.ProberNS(), stat, o) },
+		Read: func(r io.Reader) { res.Lines, res.Reached = countLines(r) }}
+	f, err := tr.run(ctx, 1)
+	res.Seconds, res.ExitCode = tr.seconds, tr.exit
 	if err != nil {
 		return res, err
 	}
-	rssFile.Close()
-	defer os.Remove(rssFile.Name())
-	argv := RSSArgv(n.ProberNS(), rssFile.Name(), o)
+	kb, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return res, fmt.Errorf("bench: %s output %q: %w", timeBinary, f[0], err)
+	}
+	res.PeakBytes = kb * 1024
+	return res, nil
+}
+
+// timedRun is one run of a command under GNU time (its measures go to a file named in
+// the command, Argv's argument) in its own process group, so that a timeout kills time
+// and turnpath with it, not only `ip netns exec`. Read consumes its stdout; Tick, if set,
+// is called every second with the pid of GNU time while it runs. Exit code 1 (some
+// target not reached) is not an error.
+type timedRun struct {
+	What    string // for errors
+	Argv    func(statFile string) []string
+	Timeout time.Duration
+	Read    func(io.Reader)
+	Tick    func(pid int)
+
+	seconds float64 // wall time
+	exit    int
+}
+
+// run runs it and returns the last n fields GNU time wrote.
+func (t *timedRun) run(ctx context.Context, n int) ([]string, error) {
+	t.exit = -1
+	if _, err := os.Stat(timeBinary); err != nil {
+		return nil, fmt.Errorf("bench: GNU time is needed (apt-get install time): %w", err)
+	}
+	stat, err := os.CreateTemp("", "turnpath-time-")
+	if err != nil {
+		return nil, err
+	}
+	stat.Close()
+	defer os.Remove(stat.Name())
+	argv := t.Argv(stat.Name())
 	cmd := exec.Command(argv[0], argv[1:]...)
-	// Its own process group: a timeout kills time and turnpath, not only ip.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return res, fmt.Errorf("bench: start %s: %w", o.Turnpath, err)
+		return nil, fmt.Errorf("bench: start %s: %w", t.What, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
-	stopped := make(chan struct{})
+	stopped, watched := make(chan struct{}), make(chan struct{})
 	go func() {
-		select {
-		case <-ctx.Done():
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		case <-stopped:
+		defer close(watched)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				return
+			case <-stopped:
+				return
+			case <-tick.C:
+				if t.Tick != nil {
+					t.Tick(cmd.Process.Pid)
+				}
+			}
 		}
 	}()
-	res.Lines, res.Reached = countLines(stdout)
+	t.Read(stdout)
+	_, _ = io.Copy(io.Discard, stdout) // a line past a reader's buffer: keep it from blocking
 	err = cmd.Wait()
 	close(stopped)
-	res.Seconds = time.Since(start).Seconds()
-	res.ExitCode = cmd.ProcessState.ExitCode()
+	<-watched
+	t.seconds = time.Since(start).Seconds()
+	t.exit = cmd.ProcessState.ExitCode()
 	if ctx.Err() != nil {
-		return res, fmt.Errorf("bench: %s trace over %d targets: %w after %v", o.Turnpath, o.Targets, ctx.Err(), o.Timeout)
+		return nil, fmt.Errorf("bench: %s: %w after %v", t.What, ctx.Err(), t.Timeout)
 	}
 	var ee *exec.ExitError
-	if err != nil && !(errors.As(err, &ee) && res.ExitCode == 1) {
-		return res, fmt.Errorf("bench: %s trace: %w: %s", o.Turnpath, err, strings.TrimSpace(stderr.String()))
+	if err != nil && !(errors.As(err, &ee) && t.exit == 1) {
+		return nil, fmt.Errorf("bench: %s: %w: %s", t.What, err, strings.TrimSpace(stderr.String()))
 	}
-	b, err := os.ReadFile(rssFile.Name())
+	b, err := os.ReadFile(stat.Name())
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return res, fmt.Errorf("bench: %s wrote no peak RSS", timeBinary)
+	if len(f) < n {
+		return nil, fmt.Errorf("bench: %s wrote %q", timeBinary, strings.TrimSpace(string(b)))
 	}
-	kb, err := strconv.ParseInt(f[len(f)-1], 10, 64)
-	if err != nil {
-		return res, fmt.Errorf("bench: %s output %q: %w", timeBinary, strings.TrimSpace(string(b)), err)
-	}
-	res.PeakBytes = kb * 1024
-	return res, nil
+	return f[len(f)-n:], nil
 }
 
 // WriteTargets writes the first n IPv4 targets the reflector answers for
@@ -147,7 +189,6 @@ func countLines(r io.Reader) (lines, reached int) {
 			reached++
 		}
 	}
-	_, _ = io.Copy(io.Discard, r) // a line past the buffer: keep turnpath from blocking
 	return lines, reached
 }
 

@@ -5,8 +5,8 @@
 package pace
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"math"
 	"time"
 )

@@ -30,8 +30,7 @@ type budget struct {
 	// that find it silent still go out.
 	floor float64
 
-	answers int     // all answers
-	refused float64 // probes attributed to it that went unanswered (fractions for shared positions)
+	answers int // all answers
 
 	// The current batch: probes planned on it (shares, for affordability), its answers,
 	// and the unanswered probes it may have refused (shares of the positions it may be).
@@ -78,7 +77,6 @@ func (b *budget) settle(now time.Time) {
 		return
 	}
 	b.answers += int(got + 0.5)
-	b.refused += miss
 	switch {
 	case !b.limited && miss >= 1 && miss > 0.2*sent:
 		// The first refusal: the burst is what it gave before and in this batch.

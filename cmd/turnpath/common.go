@@ -14,9 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/turnpath/turnpath/engine"
 	"github.com/turnpath/turnpath/pace"
 	"github.com/turnpath/turnpath/probe"
+	"github.com/turnpath/turnpath/report"
 	"github.com/turnpath/turnpath/session"
+	"github.com/turnpath/turnpath/trace"
 	"github.com/urfave/cli/v2"
 )
 
@@ -275,4 +278,26 @@ func (p *progress) line(s string) {
 	p.last = time.Now()
 	p.shown = true
 	fmt.Fprint(p.w, "\r\033[K"+s)
+}
+
+// openEngine opens the session's engine for cmd, saying on stderr (-v, or a terminal) when
+// auto fell back to the socket engine, and why.
+func openEngine(c *cli.Context, cmd string, sess *session.Session, cfg engine.Config) (trace.Engine, error) {
+	eng, err := sess.Open(cfg)
+	if err != nil {
+		return nil, runtimeError(fmt.Errorf("%s: %w", cmd, err))
+	}
+	if sess.FellBack() {
+		notef(c, "using the socket engine: %s", sess.Why())
+	}
+	return eng, nil
+}
+
+// targetInfo is what the reports know of routed target i beyond its result.
+func targetInfo(targets *targetList, sess *session.Session, i int) report.TargetInfo {
+	fam := 6
+	if targets.addrs[i].Is4() {
+		fam = 4
+	}
+	return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: sess.RouteOf(i).Src, Family: fam, AS: sess.ASOf()}
 }

@@ -182,14 +182,11 @@ func runMonitor(c *cli.Context, u *unattendedRun) error {
 		}
 		return cfg
 	}
-	eng, err := sess.Open(config())
+	eng, err := openEngine(c, "monitor", sess, config())
 	if err != nil {
-		return runtimeError(fmt.Errorf("monitor: %w", err))
+		return err
 	}
 	eng = mm.engine(eng)
-	if sess.FellBack() {
-		notef(c, "using the socket engine: %s", sess.Why())
-	}
 	engName := eng.Name()
 	opts := mf.opts
 	u.describe(engName, monitorHeader(mf, sess, engName, c.String("proto")).Options)
@@ -320,7 +317,7 @@ func buildMonitorRun(res *monitor.Result, mf *monitorFlags, targets *targetList,
 	}
 	names := sess.Names(addrs) // and their ASes, with --asn
 	for _, ts := range snaps {
-		run.Targets = append(run.Targets, report.BuildMonitorTarget(monitorTargetInfo(targets, sess, ts.Index), ts, mf.th, names))
+		run.Targets = append(run.Targets, report.BuildMonitorTarget(targetInfo(targets, sess, ts.Index), ts, mf.th, names))
 	}
 	run.ASN = sess.ASNStats()
 	return run
@@ -339,10 +336,6 @@ func monitorHeader(mf *monitorFlags, sess *session.Session, engName, proto strin
 		run.Thresholds = &report.MonitorThresholds{Name: "teams", RTTMS: mf.th.RTT, LossPct: mf.th.Loss, JitterMS: mf.th.Jitter}
 	}
 	return run
-}
-
-func monitorTargetInfo(targets *targetList, sess *session.Session, i int) report.TargetInfo {
-	return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: sess.RouteOf(i).Src, AS: sess.ASOf()}
 }
 
 // chain calls every f that is set, in order.
@@ -388,7 +381,7 @@ func (st *monitorStream) emit(sn *monitor.Snapshot) {
 		st.lookup(sn)
 	}
 	for _, ts := range sn.Targets {
-		t := report.BuildMonitorTarget(monitorTargetInfo(st.targets, st.sess, ts.Index), ts, st.mf.th, names)
+		t := report.BuildMonitorTarget(targetInfo(st.targets, st.sess, ts.Index), ts, st.mf.th, names)
 		t.Events = slices.DeleteFunc(t.Events, func(e report.MonitorEvent) bool { return !e.Time.After(st.since) })
 		st.write(report.MonitorRecord{Schema: report.MonitorSchema, Version: version, Time: sn.Time.UTC(), Rounds: sn.Rounds,
 			Outages: sn.Outages, Down: sn.Down != nil, MonitorTarget: t})

@@ -195,14 +195,11 @@ func runMultipath(c *cli.Context, u *unattendedRun) error {
 	mf.opts.OneFirstHop = func(i int) bool { return sess.RouteOf(i).Nexthops == 1 }
 	cfg := sess.Config(mf.opts.FlowBase)
 	cfg.Shape, cfg.Flows = nil, layout.EngineFlows(tmpl)
-	eng, err := sess.Open(cfg)
+	eng, err := openEngine(c, "multipath", sess, cfg)
 	if err != nil {
-		return runtimeError(fmt.Errorf("multipath: %w", err))
+		return err
 	}
 	why := sess.Why()
-	if sess.FellBack() {
-		notef(c, "using the socket engine: %s", why)
-	}
 	prober, err := mda.NewEngineProber(eng, layout, addrs, mf.popts)
 	if err != nil {
 		return runtimeError(fmt.Errorf("multipath: %w", err))

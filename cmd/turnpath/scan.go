@@ -34,14 +34,11 @@ func scanTrace(c *cli.Context, u *unattendedRun, tf *traceFlags, targets *target
 	}
 	cfg := sess.Config(tf.sport)
 	cfg.Shape, cfg.Flows = nil, layout.EngineFlows(tmpl)
-	eng, err := sess.Open(cfg)
+	eng, err := openEngine(c, "trace", sess, cfg)
 	if err != nil {
-		return runtimeError(fmt.Errorf("trace: %w", err))
+		return err
 	}
 	why := sess.Why()
-	if sess.FellBack() {
-		notef(c, "using the socket engine: %s", why)
-	}
 	popts := mda.DefaultProberOptions()
 	popts.Wait, popts.Rate = tf.opts.Wait, tf.opts.Rate
 	prober, err := mda.NewEngineProber(eng, layout, targets.addrs, popts)
@@ -78,13 +75,7 @@ func scanTrace(c *cli.Context, u *unattendedRun, tf *traceFlags, targets *target
 	if out.csv != nil {
 		out.csv.AS = sess.AS != nil
 	}
-	info := func(i int) report.TargetInfo {
-		fam := 6
-		if targets.addrs[i].Is4() {
-			fam = 4
-		}
-		return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: sess.RouteOf(i).Src, Family: fam, AS: sess.ASOf()}
-	}
+	info := func(i int) report.TargetInfo { return targetInfo(targets, sess, i) }
 	reached := 0
 	for _, t := range res.Targets {
 		r := traceResultOf(t, targets.addrs, started, started.Add(res.Duration))

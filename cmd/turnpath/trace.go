@@ -144,21 +144,12 @@ func runTrace(c *cli.Context, u *unattendedRun) error {
 	cfg.FlowOf = func(i int) (probe.Flow, error) {
 		return sess.Flow(sess.RouteOf(i), targets.addrs[i], tf.sport), nil
 	}
-	info := func(i int) report.TargetInfo {
-		fam := 6
-		if targets.addrs[i].Is4() {
-			fam = 4
-		}
-		return report.TargetInfo{Name: targets.name(i), Addr: targets.addrs[i], Source: sess.RouteOf(i).Src, Family: fam, AS: sess.ASOf()}
-	}
-	eng, err := sess.Open(cfg)
+	info := func(i int) report.TargetInfo { return targetInfo(targets, sess, i) }
+	eng, err := openEngine(c, "trace", sess, cfg)
 	if err != nil {
-		return runtimeError(fmt.Errorf("trace: %w", err))
+		return err
 	}
 	why := sess.Why()
-	if sess.FellBack() {
-		notef(c, "using the socket engine: %s", why)
-	}
 
 	opts := tf.opts
 	prog := newProgress(c.App.ErrWriter, len(targets.addrs))
