@@ -250,10 +250,13 @@ type tstate struct {
 	dest  int   // distance, 0 unknown
 	// lowest TTL the destination answered at (0 none); TTLs below it that it did not
 	// answer are in pos.
-	hiDest  int
-	probes  int
-	gaveUp  bool // the destination never answered up to MaxTTL
-	silents map[int]bool
+	hiDest int
+	probes int
+	gaveUp bool // the destination never answered up to MaxTTL
+	// destSure: a router answered one TTL short of the distance (not only the
+	// destination's silence there, which a late or lost answer can fake).
+	destSure bool
+	silents  map[int]bool
 }
 
 type state struct {
@@ -569,6 +572,7 @@ func (s *state) learn(reqs []mda.Request, answers []mda.Answer, now time.Time) {
 		below := s.at(t, t.hiDest-1)
 		if (below.answer.IsValid() && !below.dest) || below.tries >= 2 {
 			t.dest = t.hiDest
+			t.destSure = below.answer.IsValid()
 		}
 	}
 	// Unanswered probes refuse the budgets they drew on (planned shares not answered).
@@ -649,6 +653,9 @@ func (s *state) findSilent(now time.Time) {
 	}
 	answered := map[place]bool{}
 	for _, t := range s.targets {
+		if !t.destSure {
+			continue // a distance one too long would put its routers at the wrong distance
+		}
 		for ttl := s.opt.FirstTTL; t.dest != 0 && ttl < t.dest; ttl++ {
 			if p := s.at(t, ttl); p.answer.IsValid() && !p.dest {
 				answered[place{t.group, t.dest, ttl}] = true
