@@ -1002,9 +1002,17 @@ static __always_inline int rx_frame(void *data, void *end)
 		l3 = vlan + 1;
 	}
 
-	if (proto == bpf_htons(ETH_P_IP))
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+
 		ok = rx_ipv4(&rx, l3, end);
-	else if (proto == bpf_htons(ETH_P_IPV6))
+		/* The reply's own IP ID: routers draw it from a shared counter,
+		 * which is how alias resolution tells one router's interfaces. */
+		if (ok && (void *)(ip + 1) <= end) {
+			rx.ev.reply_ipid = bpf_ntohs(ip->id);
+			rx.ev.flags |= TP_F_REPLY_IPID;
+		}
+	} else if (proto == bpf_htons(ETH_P_IPV6))
 		ok = rx_ipv6(&rx, l3, end);
 	else
 		return 0;

@@ -43,6 +43,7 @@ struct flow_val {
 #define TP_F_NONCE 0x10     /* the reply carries the run's nonce (certainly ours) */
 #define TP_F_EXT_COMPAT 0x20 /* ext[]: the bytes after a 128-byte quote with the
 			      * RFC 4884 length 0, maybe an extension (RFC 4884 s5) */
+#define TP_F_REPLY_IPID 0x40 /* reply_ipid is valid (an IPv4 reply) */
 
 #define TP_EXT_MAX 128
 
@@ -82,7 +83,8 @@ struct tp_event {
 	__u8 quoted_tos;      /*  99 quoted TOS / traffic class */
 	__u8 tcp_flags;       /* 100 TCP flags of a TCP answer */
 	__u8 flags;           /* 101 TP_F_* */
-	__u8 pad[2];          /* 102 */
+	__u16 reply_ipid;     /* 102 IP ID of an IPv4 reply's own header
+			       *     (TP_F_REPLY_IPID), for alias resolution */
 	__u8 ext[TP_EXT_MAX]; /* 104 RFC 4884 extension structure, from its header
 			       *     (ICMP errors), or the first bytes of the STUN
 			       *     message, from its header (TP_KIND_STUN) */

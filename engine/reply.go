@@ -31,6 +31,11 @@ func traceReply(t int, id probe.ID, r *probe.Reply, fl probe.Flags) (trace.Reply
 		rep.STUN = stunInfo(&r.STUN)
 	}
 	rep.MTU = r.MTU
+	// A STUN answer reaches the socket engine without its IP header: only ICMP and TCP
+	// replies carry the IP ID in both engines.
+	if r.HasReplyIPID && r.Kind != probe.KindSTUN {
+		rep.ReplyIPID, rep.HasReplyIPID = r.ReplyIPID, true
+	}
 	return rep, true
 }
 
@@ -54,6 +59,9 @@ func replyOf(ev *loader.Event, nonce uint32) (probe.Reply, bool) {
 	}
 	r := probe.Reply{Responder: ev.Responder, ICMPType: ev.ICMPType, ICMPCode: ev.ICMPCode,
 		ReplyTTL: ev.ReplyTTL, ID: probe.ID(ev.ID), KernelMatched: true}
+	if ev.Flags&loader.FlagReplyIPID != 0 {
+		r.ReplyIPID, r.HasReplyIPID = ev.ReplyIPID, true
+	}
 	proto, _ := probe.ProtoFromWire(fam, ev.Proto)
 	switch ev.Kind {
 	case loader.KindTimeExceeded, loader.KindDestUnreach, loader.KindPacketTooBig:

@@ -53,6 +53,8 @@ const (
 	// FlagExtCompat: Ext holds the bytes after a 128-byte quote whose RFC 4884 length
 	// field was 0; they are an extension structure only if they look like one (RFC 4884 §5).
 	FlagExtCompat uint8 = 0x20
+	// FlagReplyIPID: ReplyIPID holds the IP ID of an IPv4 reply's own header.
+	FlagReplyIPID uint8 = 0x40
 )
 
 // ExtMax is the maximum number of RFC 4884 extension / STUN answer bytes in an Event.
@@ -82,6 +84,7 @@ type Event struct {
 
 	QuotedTTL       uint8  // TTL / hop limit in the quote (ICMP errors)
 	ReplyTTL        uint8  // TTL / hop limit of the reply itself
+	ReplyIPID       uint16 // IP ID of an IPv4 reply's own header (FlagReplyIPID)
 	QuotedTOS       uint8  // quoted TOS / traffic class
 	QuotedIPID      uint16 // quoted IPv4 ID
 	QuotedCsum      uint16 // quoted UDP / ICMP checksum (0 for TCP)
@@ -155,6 +158,7 @@ func DecodeEvent(raw []byte) (Event, error) {
 		ICMPInfo:        r.IcmpInfo,
 		QuotedTTL:       r.QuotedTtl,
 		ReplyTTL:        r.ReplyTtl,
+		ReplyIPID:       r.ReplyIpid,
 		QuotedTOS:       r.QuotedTos,
 		QuotedIPID:      r.QuotedIpid,
 		QuotedCsum:      r.QuotedCsum,

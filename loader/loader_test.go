@@ -460,7 +460,8 @@ func TestXDPUDP(t *testing.T) {
 				want(t, "quoted ipid", e.QuotedIPID, 0x0105)
 				want(t, "quoted csum", e.QuotedCsum, 0x0105)
 				want(t, "quoted len", e.QuotedLen, uint16(len(probe)))
-				want(t, "flags", e.Flags, 0)
+				want(t, "flags", e.Flags, FlagReplyIPID)
+				want(t, "reply ip id", e.ReplyIPID, binary.BigEndian.Uint16(timeExceeded4(router4, probe)[14+4:]))
 				want(t, "ext", len(e.Ext), 0)
 				if e.TxNs == 0 || e.RxNs < e.TxNs {
 					t.Errorf("tx %d rx %d", e.TxNs, e.RxNs)
@@ -608,7 +609,7 @@ func TestXDPUDP(t *testing.T) {
 				want(t, "dport", e.DPort, dportT)
 				want(t, "id", e.ID, 0x0102)
 				want(t, "reply ttl", e.ReplyTTL, 57)
-				want(t, "flags", e.Flags, FlagNonce)
+				want(t, "flags", e.Flags, FlagNonce|FlagReplyIPID)
 				if e.TxNs == 0 {
 					t.Error("no tx timestamp")
 				}
@@ -979,7 +980,8 @@ func TestXDPICMPEcho(t *testing.T) {
 				want(t, "target", e.Target, target4)
 				want(t, "icmp type", e.ICMPType, 0)
 				want(t, "reply ttl", e.ReplyTTL, 55)
-				want(t, "flags", e.Flags, 0)
+				want(t, "flags", e.Flags, FlagReplyIPID)
+				want(t, "reply ip id", e.ReplyIPID, binary.BigEndian.Uint16(rep4[4:]))
 				want(t, "key", e.Key(), ProbeKey{target4, 40001, 0x0102})
 				if e.TxNs == 0 || e.RxNs < e.TxNs {
 					t.Errorf("tx %d rx %d", e.TxNs, e.RxNs)

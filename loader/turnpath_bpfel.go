@@ -54,7 +54,7 @@ type TurnpathTpEvent struct {
 	QuotedTos  uint8
 	TcpFlags   uint8
 	Flags      uint8
-	Pad        [2]uint8
+	ReplyIpid  uint16
 	Ext        [128]uint8
 }
 

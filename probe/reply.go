@@ -58,6 +58,11 @@ type Reply struct {
 	ICMPType uint8
 	ICMPCode uint8
 	ReplyTTL uint8 // TTL / hop limit the reply arrived with (0 if unknown)
+	// ReplyIPID is the IP ID of an IPv4 reply's own header (HasReplyIPID set):
+	// routers draw it from a counter per router or per interface, which is what
+	// alias resolution compares (Ally, MBT). IPv6 replies have none.
+	ReplyIPID    uint16
+	HasReplyIPID bool
 	// MTU is the next-hop MTU of KindPacketTooBig (ICMPv4 Unreachable code 4,
 	// ICMPv6 Packet Too Big; 0 otherwise).
 	MTU uint32
@@ -185,6 +190,7 @@ func ipv4Body(pkt []byte, proto uint8, errProto error, r *Reply) ([]byte, error)
 	r.Responder = netip.AddrFrom4([4]byte(pkt[12:16]))
 	r.Local = netip.AddrFrom4([4]byte(pkt[16:20]))
 	r.ReplyTTL = pkt[8]
+	r.ReplyIPID, r.HasReplyIPID = binary.BigEndian.Uint16(pkt[4:]), true
 	return pkt[ihl:end], nil
 }
 

@@ -26,12 +26,16 @@ type Reply struct {
 	Kernel    bool          // RTT measured from kernel tx/rx timestamps
 	ICMPType  uint8
 	ICMPCode  uint8
-	ReplyTTL  uint8  // TTL/hop limit of the reply as received
-	QuotedTTL uint8  // TTL left in the quoted probe (1 expected for Time Exceeded)
-	MTU       uint32 // next-hop MTU of a probe.KindPacketTooBig (0: the router did not say)
-	NAT       string
-	STUN      *STUNInfo
-	MPLS      []MPLSLabel
+	ReplyTTL  uint8 // TTL/hop limit of the reply as received
+	QuotedTTL uint8 // TTL left in the quoted probe (1 expected for Time Exceeded)
+	// ReplyIPID is the IP ID of an IPv4 ICMP or TCP reply's own header (HasReplyIPID):
+	// a router's counter, the evidence alias resolution compares.
+	ReplyIPID    uint16
+	HasReplyIPID bool
+	MTU          uint32 // next-hop MTU of a probe.KindPacketTooBig (0: the router did not say)
+	NAT          string
+	STUN         *STUNInfo
+	MPLS         []MPLSLabel
 	// Interfaces are the RFC 5837 interface objects of an ICMP error: which of the
 	// router's interfaces the probe came in by or would have left by.
 	Interfaces []IfaceInfo
