@@ -44,10 +44,12 @@ type RSSResult struct {
 }
 
 // RSSArgv is the command PeakRSS runs: GNU time (writing turnpath's peak RSS in KiB to
-// rssFile) running turnpath trace over o.List, in namespace ns.
+// rssFile) running turnpath trace over o.List, in namespace ns. --scan=false: what is
+// measured is streaming trace, whose memory must not grow with the list (a list of 8 to
+// 4096 targets would be scanned by default).
 func RSSArgv(ns, rssFile string, o RSSOptions) []string {
 	argv := []string{"ip", "netns", "exec", ns, timeBinary, "-q", "-f", "%M", "-o", rssFile,
-		o.Turnpath, "trace", "-f", o.List, "--format", "jsonl", "-n", "--engine", o.Engine}
+		o.Turnpath, "trace", "--scan=false", "-f", o.List, "--format", "jsonl", "-n", "--engine", o.Engine}
 	return append(argv, o.Args...)
 }
 

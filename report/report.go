@@ -40,6 +40,8 @@ type Run struct {
 // ScanSummary is the union view of a scan: every interface and link its targets' probes
 // found, the probes it took, and what it learnt of each router's ICMP budget.
 type ScanSummary struct {
+	// Auto: the scan was chosen for the list's length, not asked for with --scan.
+	Auto       bool            `json:"auto,omitempty"`
 	Probes     int             `json:"probes"`
 	Batches    int             `json:"batches"`
 	DurationMS float64         `json:"duration_ms"`

@@ -47,7 +47,12 @@ func newGraph() *graph {
 		memo: map[walkKey]walkResult{}}
 }
 
-func (g *graph) add(a, b node) {
+// add records a flow from a to b. Only a measured end is a sample for the stopping rule:
+// the flow counts toward a's next hops if b was measured, toward b's previous hops if a
+// was. A hop inferred from one side encodes which branch the flow took (a relay's
+// distance picks the branch of its length): counting it would let the targets of one
+// branch vouch that the other does not exist.
+func (g *graph) add(a, b node, aMeasured, bMeasured bool) {
 	if g.succ[a] == nil {
 		g.succ[a] = map[node]int{}
 	}
@@ -56,8 +61,12 @@ func (g *graph) add(a, b node) {
 	}
 	g.succ[a][b]++
 	g.pred[b][a]++
-	g.out[a]++
-	g.in[b]++
+	if bMeasured {
+		g.out[a]++
+	}
+	if aMeasured {
+		g.in[b]++
+	}
 }
 
 // between reports whether an answering interface may lie between a and b: one was
@@ -166,7 +175,7 @@ func (s *state) buildPass(withSingles bool, singles ...map[int]node) {
 			}
 			// A link needs one end measured: two inferred hops add nothing new.
 			if ok && prevOK && (measured || prevMeasured) {
-				g.add(prev, n)
+				g.add(prev, n, prevMeasured, measured)
 			}
 			prev, prevOK, prevMeasured = n, ok, measured
 		}

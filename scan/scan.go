@@ -78,6 +78,11 @@ type Options struct {
 	// Now and Sleep are the clock (default: real time; mda/sim has a virtual one).
 	Now   func() time.Time
 	Sleep func(context.Context, time.Duration) error
+	// MaxBatch caps a batch's probes (0: none); a target's probes are not split, so a
+	// batch may pass it by one target's. A slow prober should get what it sends in about
+	// a second: what a batch learns steers the next, and an interrupted run reports what
+	// the batches before it found.
+	MaxBatch int
 	// Progress, if set, is called after every batch.
 	Progress func(Progress)
 }
@@ -340,6 +345,10 @@ func (s *state) plan(now time.Time) (reqs []mda.Request, wake time.Time) {
 		t := s.targets[ti]
 		if t.gaveUp {
 			continue
+		}
+		if s.opt.MaxBatch > 0 && len(reqs) >= s.opt.MaxBatch {
+			later(now) // the rest in the next batch
+			break
 		}
 		if t.dest == 0 {
 			for _, ttl := range s.distanceProbes(t, now, later) {
@@ -613,7 +622,9 @@ func (s *state) findSilent(now time.Time) {
 			if p.answer.IsValid() || t.silents[ttl] {
 				continue
 			}
-			if c := s.infer(t, ttl); len(c.loose) > 0 && !slices.ContainsFunc(c.loose, func(n node) bool { return !n.anon }) {
+			// Both sides must agree: a walk from one side alone ends on the silent hop of
+			// another branch as readily as on this one's.
+			if c := s.infer(t, ttl); c.looseBoth && len(c.loose) > 0 && !slices.ContainsFunc(c.loose, func(n node) bool { return !n.anon }) {
 				t.silents[ttl] = true
 				continue
 			}

@@ -125,8 +125,13 @@ func TestInterruptOmitsUnprobed(t *testing.T) {
 	ns := routedNetns(t)
 	const n = 3000
 	f := targetFile(t, n)
-	for _, format := range []string{"text", "json", "jsonl", "csv"} {
-		r := runAndStop(t, ns, 2*time.Second, sigint, "trace", "-n", "--rate", "50", "-w", "200ms", "--format", format, "-f", f)
+	// Full traces in every format, and a scan (what a list this long gets by default).
+	for _, format := range []string{"text", "json", "jsonl", "csv", "scan"} {
+		args := []string{"trace", "-n", "--rate", "50", "-w", "200ms", "--scan=false", "--format", format, "-f", f}
+		if format == "scan" {
+			format, args = "json", []string{"trace", "-n", "--rate", "50", "-w", "200ms", "--format", "json", "-f", f}
+		}
+		r := runAndStop(t, ns, 2*time.Second, sigint, args...)
 		if r.code != 3 {
 			t.Errorf("%s: exit %d, want 3 (%s)", format, r.code, r.stderr)
 			continue

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/turnpath/turnpath/mda"
+	"github.com/turnpath/turnpath/metrics"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/report"
 	"github.com/turnpath/turnpath/scan"
@@ -48,6 +49,9 @@ func scanTrace(c *cli.Context, u *unattendedRun, tf *traceFlags, targets *target
 	opt := scan.DefaultOptions()
 	opt.FirstTTL, opt.MaxTTL, opt.Flow = tf.opts.FirstTTL, tf.opts.MaxTTL, tf.sport
 	opt.MaxTime = c.Duration("scan-time")
+	if tf.opts.Rate > 0 {
+		opt.MaxBatch = max(int(tf.opts.Rate), 16) // a second's worth
+	}
 	prog := newProgress(c.App.ErrWriter, len(targets.addrs))
 	opt.Progress = func(p scan.Progress) {
 		prog.update(trace.Progress{Sent: p.Probes, Reached: p.Resolved, Targets: p.Targets})
@@ -71,16 +75,28 @@ func scanTrace(c *cli.Context, u *unattendedRun, tf *traceFlags, targets *target
 	run.ASN = sess.ASNStats()
 	u.describe(run.Engine, run.Options)
 	run.Scan = scanSummary(res)
+	run.Scan.Auto = tf.scanAuto
 	out := newTraceOutput(c.App.Writer, tf.format, run, sess.Names)
 	if out.csv != nil {
 		out.csv.AS = sess.AS != nil
 	}
 	info := func(i int) report.TargetInfo { return targetInfo(targets, sess, i) }
-	reached := 0
+	var textfile *metrics.Trace
+	if c.String("textfile") != "" {
+		textfile = metrics.NewTrace(version, eng.Name())
+	}
+	reached, reported := 0, 0
 	for _, t := range res.Targets {
+		if t.Probes == 0 && runErr != nil {
+			continue // never probed (the run stopped): counted, not reported
+		}
+		reported++
 		r := traceResultOf(t, targets.addrs, started, started.Add(res.Duration))
 		if r.Reached {
 			reached++
+		}
+		if textfile != nil {
+			textfile.Add(info(r.Target), &r)
 		}
 		u.addTrace(info(r.Target), r)
 		if err := out.add(info(r.Target), r); err != nil {
@@ -91,15 +107,27 @@ func scanTrace(c *cli.Context, u *unattendedRun, tf *traceFlags, targets *target
 	if err := out.finish(info); err != nil {
 		return runtimeError(fmt.Errorf("trace: write output: %w", err))
 	}
+	if textfile != nil {
+		if err := textfile.Write(c.String("textfile"), started, run.Finished); err != nil {
+			return runtimeError(fmt.Errorf("trace: %w", err))
+		}
+	}
 	if tf.format == "text" {
-		fmt.Fprintf(c.App.Writer, "scan: %d targets, %d probes (%.1f a target) in %.1f s; %d interfaces, %d links found%s\n",
+		how := ""
+		if tf.scanAuto {
+			how = fmt.Sprintf(" (a scan for %s targets; --scan=false traces each in full)", scanAutoRange)
+		}
+		fmt.Fprintf(c.App.Writer, "scan: %d targets, %d probes (%.1f a target) in %.1f s; %d interfaces, %d links found%s%s\n",
 			len(res.Targets), res.Probes, float64(res.Probes)/float64(max(len(res.Targets), 1)), res.Duration.Seconds(),
-			len(res.Interfaces), len(res.Links), limitedNote(res))
+			len(res.Interfaces), len(res.Links), limitedNote(res), how)
 	}
 	if runErr != nil {
 		msg := "interrupted"
 		if !errors.Is(runErr, context.Canceled) {
 			msg = runErr.Error()
+		}
+		if note := notProbedNote(len(targets.addrs)-reported, len(targets.addrs)); note != "" {
+			msg += ": " + note
 		}
 		return runtimeError(errors.New("trace: " + msg))
 	}

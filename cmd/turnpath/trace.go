@@ -35,7 +35,7 @@ func traceCommand() *cli.Command {
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, jsonl or csv; with --scan also dot (the union of interfaces and links, Graphviz)"},
 			&cli.BoolFlag{Name: "pmtu", Usage: "discover the path MTU: probes start at --size or the interface's MTU, with DF set, and shrink to what routers report (udp, icmp)"},
 			&cli.IntFlag{Name: "size", Usage: "probe size in bytes, IP header included (default: the smallest the payload allows; with --pmtu the interface's MTU)"},
-			&cli.BoolFlag{Name: "scan", Usage: "many targets under routers' ICMP limits: probe only what the other targets' probes cannot tell, infer the rest, and say of every hop what it is (answered, inferred, silent, rate-limited, lost)"},
+			&cli.BoolFlag{Name: "scan", Usage: "many targets under routers' ICMP limits: probe only what the other targets' probes cannot tell, infer the rest, and say of every hop what it is (answered, inferred, silent, rate-limited, lost). Default: on for " + scanAutoRange + " targets without -q, --pmtu or --size; --scan=false traces each target in full"},
 			&cli.DurationFlag{Name: "scan-time", Value: 60 * time.Second, Usage: "with --scan: the longest a scan may take; what is unresolved then is reported as it is"},
 			textfileFlag(),
 		), unattendedFlags()...),
@@ -50,6 +50,28 @@ type traceFlags struct {
 	format string
 	size   int  // --size
 	pmtu   bool // --pmtu
+	// scan: trace the targets as a scan; scanAuto: chosen for the list's size, not asked for.
+	scan, scanAuto bool
+}
+
+// A list this long is traced as a scan unless --scan says otherwise: more targets than a
+// Linux router's burst of Time Exceeded (6) behind one network already lose hops to its
+// limit when every TTL of every target is probed at once. Above the upper bound the scan's
+// per-batch inference costs more than it saves; such lists are traced target by target.
+const (
+	scanAutoMin   = 8
+	scanAutoMax   = 4096
+	scanAutoRange = "8 to 4096"
+)
+
+// chooseScan decides between a scan and full traces for n targets.
+func (tf *traceFlags) chooseScan(c *cli.Context, n int) {
+	if c.IsSet("scan") {
+		tf.scan = c.Bool("scan")
+		return
+	}
+	tf.scan = tf.format == "dot" || (n >= scanAutoMin && n <= scanAutoMax && !c.IsSet("queries") && !tf.pmtu && tf.size == 0)
+	tf.scanAuto = tf.scan
 }
 
 func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
@@ -71,8 +93,8 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 		return nil, err
 	}
 	switch {
-	case tf.format == "dot" && !c.Bool("scan"):
-		return nil, errors.New("--format dot is the union view of --scan")
+	case tf.format == "dot" && c.IsSet("scan") && !c.Bool("scan"):
+		return nil, errors.New("--format dot is the union view of a scan: not with --scan=false")
 	case tf.format != "dot" && !report.ValidFormat(tf.format):
 		return nil, fmt.Errorf("unknown --format %q (%s, or dot with --scan)", tf.format, strings.Join(report.Formats, ", "))
 	}
@@ -87,7 +109,7 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 		return nil, errors.New("--size needs --proto udp or icmp (a TCP SYN carries no payload to grow)")
 	}
 	tf.opts.PMTU = tf.pmtu
-	if c.Bool("scan") {
+	if c.Bool("scan") || tf.format == "dot" {
 		switch {
 		case tf.pmtu || tf.size > 0:
 			return nil, errors.New("--scan does not discover the path MTU (--pmtu, --size): trace the relays for that")
@@ -114,6 +136,7 @@ func runTrace(c *cli.Context, u *unattendedRun) error {
 		return err
 	}
 	targets := compactTargets(resolved)
+	tf.chooseScan(c, len(targets.addrs))
 
 	// A reply later than twice the longest wait is of no use to trace: the socket engine
 	// need not remember probes longer than that.
@@ -129,7 +152,7 @@ func runTrace(c *cli.Context, u *unattendedRun) error {
 	if err := routeAll(ctx, "trace", sess, targets.addrs); err != nil {
 		return err
 	}
-	if c.Bool("scan") {
+	if tf.scan {
 		return scanTrace(c, u, tf, targets, sess)
 	}
 	cfg := sess.Config(tf.sport)
