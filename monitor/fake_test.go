@@ -22,11 +22,13 @@ type fakeNet struct {
 	dropAt    int
 	fwdLoss   float64
 	replyLoss map[int]float64
-	rng       *rand.Rand
-	sent      int
-	replies   chan trace.Reply
-	errs      chan error
-	closed    bool
+	// limits are routers' ICMP budgets: token buckets, refilled in real time.
+	limits  map[netip.Addr]*fakeBucket
+	rng     *rand.Rand
+	sent    int
+	replies chan trace.Reply
+	errs    chan error
+	closed  bool
 }
 
 func newFakeNet(rtt time.Duration, paths [][]netip.Addr, dest []netip.Addr) *fakeNet {
@@ -53,7 +55,7 @@ func (f *fakeNet) Send(p trace.Probe) error {
 	var rep trace.Reply
 	switch {
 	case ttl <= len(path):
-		if !path[ttl-1].IsValid() || f.rng.Float64() < f.replyLoss[ttl] {
+		if !path[ttl-1].IsValid() || f.rng.Float64() < f.replyLoss[ttl] || !f.limits[path[ttl-1]].take() {
 			return nil
 		}
 		rep = trace.Reply{Kind: probe.KindTimeExceeded, From: path[ttl-1], ICMPType: 11, QuotedTTL: 1}
@@ -75,3 +77,30 @@ func (f *fakeNet) Send(p trace.Probe) error {
 }
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// fakeBucket is a router's ICMP rate limit: burst answers, then rate a second.
+type fakeBucket struct {
+	burst, rate, tokens float64
+	last                time.Time
+	asked               int
+}
+
+func newFakeBucket(burst, rate float64) *fakeBucket {
+	return &fakeBucket{burst: burst, rate: rate, tokens: burst, last: time.Now()}
+}
+
+// take spends a token if there is one (a nil bucket: no limit).
+func (b *fakeBucket) take() bool {
+	if b == nil {
+		return true
+	}
+	b.asked++
+	now := time.Now()
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

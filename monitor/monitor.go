@@ -170,6 +170,8 @@ type Target struct {
 
 	slots    []slot                // TTL-major: (ttl−FirstTTL)*ring + round%ring
 	seen     []map[netip.Addr]bool // responders seen per TTL, for NewResponder
+	from     []netip.Addr          // per TTL: the router that answered last (whose budget a probe there draws on)
+	held     []bool                // per TTL: its router's budget held a probe back (Losses)
 	router   []bool                // per TTL: a router (not the destination) answered
 	knewDest bool                  // a distance was known once: a new one is a change
 }
@@ -214,6 +216,10 @@ type state struct {
 	slipped int // rounds that started late because the previous one's sends overran
 	outages []Outage
 	down    *Outage // the outage going on
+	budgets *budgets
+	// guess is, by (distance, TTL), the router that answered there last for any target:
+	// whose budget a probe draws on at a TTL where this target has had no answer yet.
+	guess map[[2]int]netip.Addr
 }
 
 func newState(n int, opt Options) *state {
@@ -230,11 +236,13 @@ func newState(n int, opt Options) *state {
 	}
 	ring := int(opt.Wait/opt.Interval) + 3
 	ring = min(ring, maxOpenRounds+1)
-	s := &state{opt: opt, ring: ring, last: -1, timeout: pace.Timeout{Min: opt.MinWait, Max: opt.Wait}}
+	s := &state{opt: opt, ring: ring, last: -1, timeout: pace.Timeout{Min: opt.MinWait, Max: opt.Wait},
+		budgets: newBudgets(opt.Interval), guess: map[[2]int]netip.Addr{}}
 	nttl := opt.MaxTTL - opt.FirstTTL + 1
 	for i := range n {
 		t := &Target{Index: i, Hops: make([]hopstat.Hop, nttl), slots: make([]slot, nttl*ring),
-			seen: make([]map[netip.Addr]bool, nttl), router: make([]bool, nttl)}
+			seen: make([]map[netip.Addr]bool, nttl), router: make([]bool, nttl), from: make([]netip.Addr, nttl),
+			held: make([]bool, nttl)}
 		for k := range t.Hops {
 			t.Hops[k].TTL = opt.FirstTTL + k
 		}
@@ -247,6 +255,24 @@ func newState(n int, opt Options) *state {
 // and past it only every Recheck rounds (and always while the distance is unknown).
 func (s *state) wants(t *Target, ttl, r int) bool {
 	return t.DestTTL == 0 || ttl <= t.DestTTL || r%s.opt.Recheck == 0
+}
+
+// affords says whether the budget of the router last seen at t's ttl has a probe for it
+// at now, and takes it (budget.go); the destination's TTLs are never held back.
+func (s *state) affords(t *Target, ttl int, now time.Time) bool {
+	if t.DestTTL != 0 && ttl >= t.DestTTL {
+		return true
+	}
+	k := ttl - s.opt.FirstTTL
+	a := t.from[k]
+	if !a.IsValid() && t.DestTTL != 0 {
+		a = s.guess[[2]int{t.DestTTL, ttl}]
+	}
+	if !a.IsValid() || s.budgets.allow(a, now) {
+		return true
+	}
+	t.held[k] = true
+	return false
 }
 
 func (s *state) roundByNum(r int) *round {
@@ -346,6 +372,10 @@ func (s *state) reply(rep *trace.Reply, now time.Time) {
 	}
 	if !rep.Reached() {
 		t.router[k] = true
+		t.from[k] = rep.From
+		if t.DestTTL != 0 && ttl < t.DestTTL {
+			s.guess[[2]int{t.DestTTL, ttl}] = rep.From
+		}
 	}
 	switch {
 	case rep.Reached() && (t.DestTTL == 0 || ttl < t.DestTTL):
@@ -391,12 +421,27 @@ func (s *state) closeRound() {
 	for _, t := range s.targets {
 		for k := range t.Hops {
 			sl := &t.slots[k*s.ring+r%s.ring]
-			if int(sl.round) == r && sl.state == awaited {
+			if int(sl.round) != r {
+				continue
+			}
+			// The round's tally of each router's answers and refusals (budget.go).
+			a := t.from[k]
+			router := a.IsValid() && (t.DestTTL == 0 || s.opt.FirstTTL+k < t.DestTTL)
+			switch sl.state {
+			case awaited:
 				sl.state = lost
 				t.Hops[k].Lost()
+				if router {
+					s.budgets.of(a).refused++
+				}
+			case answered:
+				if router {
+					s.budgets.of(a).got++
+				}
 			}
 		}
 	}
+	s.budgets.settle(time.Now())
 	if s.opt.Round != nil {
 		s.opt.Round(r)
 	}
@@ -541,17 +586,24 @@ func (s *state) loop(ctx context.Context, eng trace.Engine) error {
 				s.cur = nil
 				break
 			}
-			t := s.targets[s.ti]
+			// The targets take turns at being first: a limited router's answers go to
+			// another target each round.
+			ti := (s.ti + cur.num) % len(s.targets)
+			t := s.targets[ti]
 			if s.wants(t, s.ttl, cur.num) {
 				if d := bucket.Take(now); d > 0 {
 					wake = d
 					break
 				}
-				if err := eng.Send(probeFor(s.ti, s.ttl, cur.num)); err != nil {
-					return fmt.Errorf("send probe: %w", err)
+				// A router whose budget is spent is not asked: not sent, not counted
+				// (this round's turn is another target's).
+				if s.affords(t, s.ttl, now) {
+					if err := eng.Send(probeFor(ti, s.ttl, cur.num)); err != nil {
+						return fmt.Errorf("send probe: %w", err)
+					}
+					now = time.Now() // the send time of this probe, and the round's last
+					s.sent(t, s.ttl, cur.num, now)
 				}
-				now = time.Now() // the send time of this probe, and the round's last
-				s.sent(t, s.ttl, cur.num, now)
 			}
 			if s.ti++; s.ti == len(s.targets) {
 				s.ti, s.ttl = 0, s.ttl+1

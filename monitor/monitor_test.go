@@ -582,3 +582,56 @@ func TestMonitorEventsCapped(t *testing.T) {
 		t.Fatalf("%d events, %d dropped, first %d", len(tg.Events), tg.EventsDropped, tg.Events[0].Round)
 	}
 }
+
+// Twenty relays behind the same rate-limited routers (a burst of 6, then 10 answers a
+// second): the monitor learns the limits and asks each router about as often as it
+// answers, the targets taking turns; no hop of a limited router is called silent or
+// shows forward loss the destinations do not have; the router that never answers stays
+// silent.
+func TestMonitorRouterBudgets(t *testing.T) {
+	const n, rounds = 20, 40
+	shared := []netip.Addr{addr("10.0.0.1"), addr("10.0.0.2"), {}, addr("10.0.0.4")}
+	var paths [][]netip.Addr
+	var dests []netip.Addr
+	for i := range n {
+		paths = append(paths, shared)
+		dests = append(dests, netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}))
+	}
+	f := newFakeNet(200*time.Microsecond, paths, dests)
+	f.limits = map[netip.Addr]*fakeBucket{}
+	for _, a := range shared {
+		if a.IsValid() {
+			f.limits[a] = newFakeBucket(6, 10)
+		}
+	}
+	defer f.Close()
+	opt := DefaultOptions()
+	opt.MaxTTL, opt.Interval, opt.Cycles, opt.Wait, opt.MinWait = 8, 100*time.Millisecond, rounds, 90*time.Millisecond, 90*time.Millisecond
+	opt.Rate = 0
+	res, err := Run(context.Background(), f, n, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ts := range res.TargetSnapshots(false) {
+		if ts.DestTTL != len(shared)+1 || ts.PathLoss != 0 {
+			t.Errorf("target %d: distance %d, path loss %.1f%%", ts.Index, ts.DestTTL, ts.PathLoss)
+		}
+		for _, h := range ts.Hops {
+			switch {
+			case h.TTL == 3 && !h.Silent:
+				t.Errorf("target %d TTL 3 (never answers): %+v, want silent", ts.Index, h)
+			case h.TTL != 3 && h.TTL < ts.DestTTL && h.Silent:
+				t.Errorf("target %d TTL %d: a rate-limited router called silent (%d sent)", ts.Index, h.TTL, h.Sent)
+			case h.Forward > 0:
+				t.Errorf("target %d TTL %d: forward loss %.1f%%, the destination has none", ts.Index, h.TTL, h.Forward)
+			}
+		}
+	}
+	// Ungated, each router would be asked n a round: 800. It answers about 6 + 10 a
+	// second over the 4 s; the monitor asks it not much more often.
+	for a, b := range f.limits {
+		if b.asked > 200 {
+			t.Errorf("router %v asked %d times in %d rounds", a, b.asked, rounds)
+		}
+	}
+}

@@ -97,10 +97,17 @@ type HopLoss struct {
 //
 //	forward(h) = min(loss(h), min over answering j > h significantly below h of loss(j))
 //	reply(h)   = loss(h) − forward(h)
+//
+// A hop whose router's budget held probes back (budget.go) is a rate-limited router: its
+// unanswered probes are refusals, and its forward loss is at most the destination's.
 func (t *Target) Losses() []HopLoss {
 	path := t.Path()
 	out := make([]HopLoss, len(path))
 	var later []*hopstat.Hop // the answering hops after the current one
+	var dest *hopstat.Hop
+	if t.DestTTL != 0 {
+		dest = &path[len(path)-1]
+	}
 	for k := len(path) - 1; k >= 0; k-- {
 		h := &path[k]
 		hl := HopLoss{TTL: h.TTL, Silent: h.Received() == 0}
@@ -111,6 +118,9 @@ func (t *Target) Losses() []HopLoss {
 				if lower(j, h) {
 					hl.Forward = min(hl.Forward, j.Loss())
 				}
+			}
+			if i := h.TTL - t.Hops[0].TTL; t.held != nil && t.held[i] && dest != nil && dest != h && dest.Sent() > 0 {
+				hl.Forward = min(hl.Forward, dest.Loss())
 			}
 			hl.Reply = hl.Loss - hl.Forward
 			later = append(later, h)
@@ -190,7 +200,7 @@ func (ts *TargetSnapshot) Judge(th Thresholds) Verdict {
 	}
 	for k := range ts.Hops {
 		h := &ts.Hops[k]
-		if h.Silent {
+		if h.Silent || h.RateLimited {
 			continue
 		}
 		if h.Forward >= th.Loss && loss >= th.Loss || h.Avg >= th.RTT && dest.Avg >= th.RTT ||
@@ -205,10 +215,17 @@ func (ts *TargetSnapshot) Judge(th Thresholds) Verdict {
 // Snapshot is the run's final results as a snapshot (what Options.Snapshot hands over
 // during the run), taken at Finished.
 func (r *Result) Snapshot() *Snapshot {
-	sn := &Snapshot{Time: r.Finished, Started: r.Started, Rounds: r.Rounds, Outages: len(r.Outages),
-		Targets: make([]TargetSnapshot, len(r.Targets))}
+	return &Snapshot{Time: r.Finished, Started: r.Started, Rounds: r.Rounds, Outages: len(r.Outages),
+		Targets: r.TargetSnapshots(false)}
+}
+
+// TargetSnapshots are every target's final results (with the path changes kept if
+// events), rate-limited hops told from silent ones across the targets.
+func (r *Result) TargetSnapshots(events bool) []TargetSnapshot {
+	ts := make([]TargetSnapshot, len(r.Targets))
 	for i, t := range r.Targets {
-		sn.Targets[i] = t.Snapshot(false)
+		ts[i] = t.Snapshot(events)
 	}
-	return sn
+	markLimited(ts)
+	return ts
 }

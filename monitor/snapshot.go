@@ -39,9 +39,13 @@ type TargetSnapshot struct {
 
 // HopSnapshot is one hop's statistics at a snapshot (milliseconds, percent).
 type HopSnapshot struct {
-	TTL                            int
-	Sent, Received, InFlight       int
-	Silent                         bool
+	TTL                      int
+	Sent, Received, InFlight int
+	Silent                   bool
+	// RateLimited: the hop never answered this target, but a router answered at this TTL
+	// for another target at the same distance: it is a router whose budget other targets'
+	// probes spent, not a silent one. Its loss is not counted either.
+	RateLimited                    bool
 	Loss, Forward, Reply           float64
 	Last, Avg, Best, Worst, StdDev float64
 	Gmean, Jitter, JitterMean      float64
@@ -83,7 +87,33 @@ func (s *state) snapshot(now time.Time) *Snapshot {
 	for i, t := range s.targets {
 		sn.Targets[i] = t.Snapshot(s.opt.SnapshotEvents)
 	}
+	markLimited(sn.Targets)
 	return sn
+}
+
+// markLimited tells rate-limited hops from silent ones across the targets: a hop that
+// never answered, at a TTL where a router answered another target at the same distance.
+// (Two branches of equal length through a load balancer share a distance: a silent
+// router beside an answering one is then called rate-limited, the safer mistake.)
+func markLimited(ts []TargetSnapshot) {
+	answered := map[[2]int]bool{}
+	for i := range ts {
+		t := &ts[i]
+		for _, h := range t.Hops {
+			if t.DestTTL != 0 && h.TTL < t.DestTTL && h.Received > 0 {
+				answered[[2]int{t.DestTTL, h.TTL}] = true
+			}
+		}
+	}
+	for i := range ts {
+		t := &ts[i]
+		for k := range t.Hops {
+			h := &t.Hops[k]
+			if h.Silent && t.DestTTL != 0 && h.TTL < t.DestTTL && answered[[2]int{t.DestTTL, h.TTL}] {
+				h.Silent, h.RateLimited = false, true
+			}
+		}
+	}
 }
 
 // maybeSnapshot hands a snapshot to Options.Snapshot, at most every SnapshotEvery.

@@ -116,24 +116,26 @@ type MonitorEvent struct {
 }
 
 type MonitorHop struct {
-	TTL        int                `json:"ttl"`
-	Sent       int                `json:"sent"`
-	Received   int                `json:"received"`
-	Silent     bool               `json:"silent"`
-	Loss       float64            `json:"loss_pct"`
-	Forward    float64            `json:"forward_loss_pct"`
-	Reply      float64            `json:"reply_loss_pct"`
-	Last       float64            `json:"last_ms"`
-	Avg        float64            `json:"avg_ms"`
-	Best       float64            `json:"best_ms"`
-	Worst      float64            `json:"worst_ms"`
-	StdDev     float64            `json:"stdev_ms"`
-	Gmean      float64            `json:"gmean_ms"`
-	Jitter     float64            `json:"jitter_ms"`
-	JitterMean float64            `json:"jitter_avg_ms"`
-	JitterMax  float64            `json:"jitter_max_ms"`
-	Interarr   float64            `json:"interarrival_jitter_ms"` // RFC 3550's J, not mtr's 16·J
-	Responders []MonitorResponder `json:"responders"`
+	TTL      int  `json:"ttl"`
+	Sent     int  `json:"sent"`
+	Received int  `json:"received"`
+	Silent   bool `json:"silent"`
+	// RateLimited: never answered this target, though a router answered others there.
+	RateLimited bool               `json:"rate_limited,omitempty"`
+	Loss        float64            `json:"loss_pct"`
+	Forward     float64            `json:"forward_loss_pct"`
+	Reply       float64            `json:"reply_loss_pct"`
+	Last        float64            `json:"last_ms"`
+	Avg         float64            `json:"avg_ms"`
+	Best        float64            `json:"best_ms"`
+	Worst       float64            `json:"worst_ms"`
+	StdDev      float64            `json:"stdev_ms"`
+	Gmean       float64            `json:"gmean_ms"`
+	Jitter      float64            `json:"jitter_ms"`
+	JitterMean  float64            `json:"jitter_avg_ms"`
+	JitterMax   float64            `json:"jitter_max_ms"`
+	Interarr    float64            `json:"interarrival_jitter_ms"` // RFC 3550's J, not mtr's 16·J
+	Responders  []MonitorResponder `json:"responders"`
 }
 
 type MonitorResponder struct {
@@ -210,7 +212,7 @@ func MonitorOutages(os []monitor.Outage) []MonitorOutage {
 // MonitorHopOf is one hop of a snapshot (monitor.Target.Snapshot) as the outputs show
 // it; names (nil: none) for its responders.
 func MonitorHopOf(h monitor.HopSnapshot, names Namer) MonitorHop {
-	hd := MonitorHop{TTL: h.TTL, Sent: h.Sent, Received: h.Received, Silent: h.Silent,
+	hd := MonitorHop{TTL: h.TTL, Sent: h.Sent, Received: h.Received, Silent: h.Silent, RateLimited: h.RateLimited,
 		Loss: h.Loss, Forward: h.Forward, Reply: h.Reply, Last: h.Last, Avg: h.Avg,
 		Best: h.Best, Worst: h.Worst, StdDev: h.StdDev, Gmean: h.Gmean, Jitter: h.Jitter,
 		JitterMean: h.JitterMean, JitterMax: h.JitterMax, Interarr: h.Interarrival,
@@ -235,8 +237,11 @@ func MonitorHeader(w int) string {
 // MonitorRow is hop h's line of the monitor table, host in a column w wide ("???" and
 // "silent" for a hop that never answered).
 func MonitorRow(h MonitorHop, host string, w int) string {
-	if h.Silent {
+	switch {
+	case h.Silent:
 		return fmt.Sprintf("%3d. %-*s %6s %6s %6s %5d\n", h.TTL, w, "???", "silent", "-", "-", h.Sent)
+	case h.RateLimited:
+		return fmt.Sprintf("%3d. %-*s %6s %6s %6s %5d  rate-limited: answers other targets\n", h.TTL, w, "???", "-", "-", "-", h.Sent)
 	}
 	return fmt.Sprintf("%3d. %-*s %6.1f %6.1f %6.1f %5d %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n",
 		h.TTL, w, host, h.Loss, h.Forward, h.Reply, h.Sent, h.Last, h.Avg, h.Best, h.Worst, h.StdDev, h.JitterMean)
@@ -292,7 +297,7 @@ func WriteMonitorText(w io.Writer, doc *MonitorRun) error {
 		}
 		b.WriteString(MonitorHeader(w))
 		for _, h := range t.Hops {
-			if h.Silent {
+			if h.Silent || h.RateLimited {
 				b.WriteString(MonitorRow(h, "", w))
 				continue
 			}
@@ -353,7 +358,7 @@ func WriteMonitorText(w io.Writer, doc *MonitorRun) error {
 var MonitorCSVHeader = []string{"time", "final", "rounds", "target", "address", "reached", "path_loss_pct", "verdict",
 	"ttl", "silent", "sent", "received", "loss_pct", "forward_loss_pct", "reply_loss_pct", "last_ms", "avg_ms",
 	"best_ms", "worst_ms", "stdev_ms", "gmean_ms", "jitter_ms", "jitter_avg_ms", "jitter_max_ms",
-	"interarrival_jitter_ms", "responders"}
+	"interarrival_jitter_ms", "responders", "rate_limited"}
 
 // MonitorCSV writes monitor records as CSV rows; the header comes once.
 type MonitorCSV struct {
@@ -392,7 +397,8 @@ func (c *MonitorCSV) Write(rec MonitorRecord) error {
 			rec.Target, rec.Addr.String(), strconv.FormatBool(rec.Reached), pathLoss, verdict,
 			strconv.Itoa(h.TTL), strconv.FormatBool(h.Silent), strconv.Itoa(h.Sent), strconv.Itoa(h.Received),
 			f(h.Loss), f(h.Forward), f(h.Reply), f(h.Last), f(h.Avg), f(h.Best), f(h.Worst), f(h.StdDev),
-			f(h.Gmean), f(h.Jitter), f(h.JitterMean), f(h.JitterMax), f(h.Interarr), strings.Join(rs, ";")}
+			f(h.Gmean), f(h.Jitter), f(h.JitterMean), f(h.JitterMax), f(h.Interarr), strings.Join(rs, ";"),
+			strconv.FormatBool(h.RateLimited)}
 		if err := c.w.Write(row); err != nil {
 			return err
 		}

@@ -305,10 +305,9 @@ func buildMonitorRun(res *monitor.Result, mf *monitorFlags, targets *targetList,
 	run := monitorHeader(mf, sess, engName, proto)
 	run.Started, run.Finished, run.Rounds, run.Slipped = res.Started.UTC(), res.Finished.UTC(), res.Rounds, res.Slipped
 	run.Outages = report.MonitorOutages(res.Outages)
-	snaps := make([]monitor.TargetSnapshot, len(res.Targets))
+	snaps := res.TargetSnapshots(true)
 	var addrs []netip.Addr
-	for i, t := range res.Targets {
-		snaps[i] = t.Snapshot(true)
+	for i := range snaps {
 		for _, h := range snaps[i].Hops {
 			for _, r := range h.Responders {
 				addrs = append(addrs, r.Addr)

@@ -241,7 +241,7 @@ func (m *liveModel) View() string {
 	t := m.shown.Targets[i]
 	for _, hs := range t.Hops {
 		h := report.MonitorHopOf(hs, nil)
-		if h.Silent {
+		if h.Silent || h.RateLimited {
 			b.WriteString(report.MonitorRow(h, "", hostWidth))
 			continue
 		}
