@@ -8,18 +8,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"image/png"
 	"io"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -362,61 +359,13 @@ func TestWriteMultipathUnknownFormat(t *testing.T) {
 // The SVG opens in a real browser: headless Chromium screenshots it, and the picture has
 // the SVG's size and shows the boxes in their colours.
 func TestMultipathSVGChromium(t *testing.T) {
-	bin := ""
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			bin = p
-			break
-		}
-	}
-	if bin == "" {
-		t.Skip("chromium not installed (make deps installs it)")
-	}
 	fg := loadGraphs(t)
 	var svg bytes.Buffer
 	if err := WriteMultipathSVG(&svg, mpRun(labTarget("relay.lab", fg.Lab))); err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`<svg [^>]*width="(\d+)" height="(\d+)"`).FindSubmatch(svg.Bytes())
-	if m == nil {
-		t.Fatal("svg has no integer width and height")
-	}
-	w, _ := strconv.Atoi(string(m[1]))
-	h, _ := strconv.Atoi(string(m[2]))
-
-	dir := t.TempDir()
-	in, shot := filepath.Join(dir, "multipath.svg"), filepath.Join(dir, "shot.png")
-	if err := os.WriteFile(in, svg.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-extensions", "--no-first-run", "--hide-scrollbars", "--force-device-scale-factor=1",
-		"--user-data-dir="+filepath.Join(dir, "profile"), fmt.Sprintf("--window-size=%d,%d", w, h),
-		"--screenshot="+shot, "file://"+in)
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_CACHE_HOME="+dir)
-	// Chromium forks helpers: its own process group, killed whole on timeout.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium: %v\n%s", err, logs.String())
-	}
-	f, err := os.Open(shot)
-	if err != nil {
-		t.Fatalf("no screenshot: %v\n%s", err, logs.String())
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b := img.Bounds(); b.Dx() != w || b.Dy() != h {
-		t.Fatalf("screenshot %dx%d, want the SVG's %dx%d", b.Dx(), b.Dy(), w, h)
-	}
+	img := chromiumShot(t, svg.Bytes())
+	w, h := img.Bounds().Dx(), img.Bounds().Dy()
 	// Count the ink, and the fills of the diamonds' ends and of the destination.
 	want := map[string]int{colEnd: 0, colDest: 0, colInside: 0}
 	ink := 0

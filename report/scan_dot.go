@@ -20,20 +20,10 @@ func WriteScanDOT(w io.Writer, run *Run) error {
 	fmt.Fprintf(&b, "// %s, turnpath %s\n", Schema, run.Version)
 	b.WriteString("digraph turnpath_scan {\n")
 	fmt.Fprintf(&b, "  graph [rankdir=LR, nodesep=0.2, ranksep=0.45, fontname=\"Helvetica\", labelloc=t, label=%s];\n",
-		dotQuote(fmt.Sprintf("turnpath trace --scan: %d targets, %s/%d, %d probes in %.1f s, %d interfaces, %d links, engine %s",
-			len(run.Targets), run.Options.Proto, run.Options.Port, s.Probes, s.DurationMS/1000, len(s.Interfaces), len(s.Links), run.Engine)))
+		dotQuote(scanTitle(run)))
 	b.WriteString("  node [shape=box, style=\"rounded,filled\", fillcolor=\"" + colNode + "\", fontname=\"Helvetica\", fontsize=10];\n")
 	b.WriteString("  edge [color=\"" + colLine + "\"];\n")
-	limited := map[string]bool{}
-	for _, r := range s.Responders {
-		limited[r.Addr] = r.RateLimited
-	}
-	family := func(addr string) string {
-		if a, err := netip.ParseAddr(addr); err == nil && a.Is6() {
-			return "IPv6"
-		}
-		return "IPv4"
-	}
+	limited, family := s.rateLimited(), addrFamily
 	for _, a := range s.Interfaces {
 		label := a
 		if limited[a] {
@@ -74,4 +64,28 @@ func WriteScanDOT(w io.Writer, run *Run) error {
 	b.WriteString("}\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// rateLimited tells, by address, which responders rate-limit their answers.
+func (s *ScanSummary) rateLimited() map[string]bool {
+	limited := map[string]bool{}
+	for _, r := range s.Responders {
+		limited[r.Addr] = r.RateLimited
+	}
+	return limited
+}
+
+// addrFamily is "IPv6" for an IPv6 address, else "IPv4" (a silent hop: "*").
+func addrFamily(addr string) string {
+	if a, err := netip.ParseAddr(addr); err == nil && a.Is6() {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// scanTitle is the union view's title line.
+func scanTitle(run *Run) string {
+	s := run.Scan
+	return fmt.Sprintf("turnpath trace (scan): %d targets, %s/%d, %d probes in %.1f s, %d interfaces, %d links, engine %s",
+		len(run.Targets), run.Options.Proto, run.Options.Port, s.Probes, s.DurationMS/1000, len(s.Interfaces), len(s.Links), run.Engine)
 }

@@ -48,6 +48,7 @@ func TestFlagErrorsInNetns(t *testing.T) {
 		{[]string{"trace", "--scan", "-q", "3"}, "--queries is trace's"},
 		{[]string{"trace", "--scan", "--scan-time", "-1s"}, "--scan-time -1s"},
 		{[]string{"trace", "--format", "dot", "--scan=false"}, "--format dot is the union view of a scan"},
+		{[]string{"trace", "--format", "svg", "--scan=false"}, "--format svg is the union view of a scan"},
 		{[]string{"trace", "--format", "dot", "-q", "2"}, "--queries is trace's"},
 		{[]string{"multipath", "--rate", "NaN", "--format", "json"}, "--rate NaN"},
 		{[]string{"multipath", "--rate", "+Inf"}, "--rate +Inf"},

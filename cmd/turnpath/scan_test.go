@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"encoding/xml"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -221,6 +222,18 @@ func TestTraceScanFastLab(t *testing.T) {
 		cmd.Stdin = strings.NewReader(r.stdout)
 		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "<svg") {
 			t.Errorf("graphviz: %v %.200s", err, out)
+		}
+	}
+	// And drawn: well-formed SVG with the same first hops.
+	r = run(t, 60*time.Second, inLab("trace", "-n", "--format", "svg", "198.19.1.1", "198.19.1.2", "198.19.1.3", "fd51:1:1::1", "fd51:1:1::2")...)
+	if err := xml.Unmarshal([]byte(r.stdout), new(struct {
+		XMLName xml.Name `xml:"svg"`
+	})); r.code != 0 || err != nil {
+		t.Fatalf("svg: exit %d, %v\n%.300s\n%s", r.code, err, r.stdout, r.stderr)
+	}
+	for _, a := range []string{"198.18.1.2", "fd51:0:0:1::2", "198.18.2.2"} {
+		if !strings.Contains(r.stdout, ">"+a+"<") {
+			t.Errorf("svg: no box %s", a)
 		}
 	}
 	if r := run(t, 10*time.Second, tp("trace", "--scan=false", "--format", "dot", "198.18.0.1")...); r.code != 2 {

@@ -32,7 +32,7 @@ func traceCommand() *cli.Command {
 		Flags: append(append(append(probingFlags(), asnFlags()...),
 			&cli.UintFlag{Name: "sport", Value: 50000, Usage: "source port: the flow id; fixed for the whole trace (Paris)"},
 			&cli.IntFlag{Name: "queries", Aliases: []string{"q"}, Value: 3, Usage: "probes per hop"},
-			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, jsonl or csv; with --scan also dot (the union of interfaces and links, Graphviz)"},
+			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, jsonl or csv; for a scan also dot (the union of interfaces and links, for Graphviz) or svg (the same, drawn)"},
 			&cli.BoolFlag{Name: "pmtu", Usage: "discover the path MTU: probes start at --size or the interface's MTU, with DF set, and shrink to what routers report (udp, icmp)"},
 			&cli.IntFlag{Name: "size", Usage: "probe size in bytes, IP header included (default: the smallest the payload allows; with --pmtu the interface's MTU)"},
 			&cli.BoolFlag{Name: "scan", Usage: "many targets under routers' ICMP limits: probe only what the other targets' probes cannot tell, infer the rest, and say of every hop what it is (answered, inferred, silent, rate-limited, lost). Default: on for " + scanAutoRange + " targets without -q, --pmtu or --size; --scan=false traces each target in full"},
@@ -64,13 +64,16 @@ const (
 	scanAutoRange = "8 to 4096"
 )
 
+// unionFormat reports whether format draws a scan's union view (it implies a scan).
+func unionFormat(format string) bool { return format == "dot" || format == "svg" }
+
 // chooseScan decides between a scan and full traces for n targets.
 func (tf *traceFlags) chooseScan(c *cli.Context, n int) {
 	if c.IsSet("scan") {
 		tf.scan = c.Bool("scan")
 		return
 	}
-	tf.scan = tf.format == "dot" || (n >= scanAutoMin && n <= scanAutoMax && !c.IsSet("queries") && !tf.pmtu && tf.size == 0)
+	tf.scan = unionFormat(tf.format) || (n >= scanAutoMin && n <= scanAutoMax && !c.IsSet("queries") && !tf.pmtu && tf.size == 0)
 	tf.scanAuto = tf.scan
 }
 
@@ -93,10 +96,10 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 		return nil, err
 	}
 	switch {
-	case tf.format == "dot" && c.IsSet("scan") && !c.Bool("scan"):
-		return nil, errors.New("--format dot is the union view of a scan: not with --scan=false")
-	case tf.format != "dot" && !report.ValidFormat(tf.format):
-		return nil, fmt.Errorf("unknown --format %q (%s, or dot with --scan)", tf.format, strings.Join(report.Formats, ", "))
+	case unionFormat(tf.format) && c.IsSet("scan") && !c.Bool("scan"):
+		return nil, fmt.Errorf("--format %s is the union view of a scan: not with --scan=false", tf.format)
+	case !unionFormat(tf.format) && !report.ValidFormat(tf.format):
+		return nil, fmt.Errorf("unknown --format %q (%s, or a scan's dot or svg)", tf.format, strings.Join(report.Formats, ", "))
 	}
 	tf.size, tf.pmtu = c.Int("size"), c.Bool("pmtu")
 	if tf.size < 0 || tf.size > 65535 {
@@ -109,7 +112,7 @@ func parseTraceFlags(c *cli.Context) (*traceFlags, error) {
 		return nil, errors.New("--size needs --proto udp or icmp (a TCP SYN carries no payload to grow)")
 	}
 	tf.opts.PMTU = tf.pmtu
-	if c.Bool("scan") || tf.format == "dot" {
+	if c.Bool("scan") || unionFormat(tf.format) {
 		switch {
 		case tf.pmtu || tf.size > 0:
 			return nil, errors.New("--scan does not discover the path MTU (--pmtu, --size): trace the relays for that")
@@ -361,6 +364,8 @@ func writeRun(w io.Writer, format string, run *report.Run) error {
 		return report.WriteJSON(w, run)
 	case "dot":
 		return report.WriteScanDOT(w, run)
+	case "svg":
+		return report.WriteScanSVG(w, run)
 	case "csv":
 		c := report.NewCSV(w)
 		c.PMTU = run.Options.PMTU
