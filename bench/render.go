@@ -68,6 +68,7 @@ func (r *Report) WriteMarkdown(w io.Writer, jsonName string) error {
 	b.WriteString("## Reproduce\n\n```\n")
 	b.WriteString("make bench                       # all of this file, as root; installs the peers from apt when missing\n")
 	b.WriteString("make bench BENCH_FLAGS=-quick    # fewer runs, for development (writes bench/results/quick.*)\n")
+	b.WriteString("make bench BENCH_FLAGS='-only scan -merge BENCHMARKS.json'   # re-measure one section, keep the others\n")
 	b.WriteString("```\n\n")
 	fmt.Fprintf(&b, "The bench brings the lab up and down itself (`turnpath lab up --prefix %s --profile fast|realistic`, "+
 		"`turnpath lab down --prefix %s`). The commands listed in each section run inside the lab's client namespace: "+

@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string) error {
 	js := fs.String("json", "BENCHMARKS.json", "raw results")
 	repo := fs.String("repo", ".", "the turnpath repository (go test -bench, scripts/apt-need.sh)")
 	timeout := fs.Duration("timeout", 25*time.Minute, "stop the whole run after this long (partial results are written)")
+	merge := fs.String("merge", "", "with -only: take the other sections from this earlier report's JSON (each says so), e.g. BENCHMARKS.json")
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
@@ -102,6 +103,11 @@ func run(ctx context.Context, args []string) error {
 	if rep.Finished.IsZero() {
 		rep.Finished = time.Now()
 		rep.Seconds = rep.Finished.Sub(rep.Started).Seconds()
+	}
+	if *merge != "" {
+		if merr := bench.MergeInto(rep, *merge); merr != nil {
+			return merr
+		}
 	}
 	if werr := rep.WriteFiles(*out, *js); werr != nil {
 		return werr
