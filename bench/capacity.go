@@ -32,11 +32,24 @@ type CapacityOptions struct {
 	CPU int
 	// Drain is how long to wait for answers after the last send (default 300 ms).
 	Drain time.Duration
+	// Batch > 0 sends that many probes per call through the engine's SendBatch (eBPF:
+	// sendmmsg, replies drained in the sending loop); 0 calls Send per probe.
+	Batch int
+	// Baseline forces the eBPF engine's fallbacks, the path before batching: sendto per
+	// probe and cilium's ringbuf.Reader goroutine (engine.Config NoBatch, NoNetpoll).
+	Baseline bool
+}
+
+// batchSender is the engines' batched send (engine.EBPF.SendBatch).
+type batchSender interface {
+	SendBatch([]trace.Probe) (int, error)
 }
 
 // CapacityResult is what a capacity run measured.
 type CapacityResult struct {
 	Engine  string `json:"engine"`
+	Variant string `json:"variant,omitempty"` // "batch", "baseline", "" (Send per probe)
+	Methods string `json:"methods,omitempty"` // how the engine sent and received
 	Probes  int    `json:"probes"`
 	Targets int    `json:"targets"`
 	Depth   int    `json:"depth"`
@@ -47,7 +60,10 @@ type CapacityResult struct {
 	Matched  int64  `json:"matched"`
 	Lost     int64  `json:"lost"`
 	Answered uint64 `json:"answered"`
-	SendErrs int64  `json:"send_errors"`
+	// Kernel counts the matched replies whose RTT comes from two kernel timestamps
+	// (eBPF: TC egress and XDP); the others fell back to a Go-side send time.
+	Kernel   int64 `json:"kernel_timestamps"`
+	SendErrs int64 `json:"send_errors"`
 	// Seconds from the first send to the last send; MatchSeconds from the first send to
 	// the last reply.
 	Seconds      float64 `json:"seconds"`
@@ -114,7 +130,13 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 		return res, err
 	}
 	cfg := engine.Config{Flows: flows, Payload: payload, Nonce: 0xca9ac17e, Ifindexes: []int{n.Ifindex()},
-		Timeout: 2 * time.Second}
+		Timeout: 2 * time.Second, NoBatch: opts.Baseline, NoNetpoll: opts.Baseline}
+	switch {
+	case opts.Baseline:
+		res.Variant = "baseline"
+	case opts.Batch > 0:
+		res.Variant = "batch"
+	}
 	var eng trace.Engine
 	if err := n.Do(func() error {
 		var err error
@@ -124,6 +146,21 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 		return res, fmt.Errorf("bench: capacity: %s engine: %w", opts.Engine, err)
 	}
 	defer eng.Close()
+	var batcher batchSender
+	if opts.Batch > 0 {
+		b, ok := eng.(batchSender)
+		if !ok {
+			return res, fmt.Errorf("bench: capacity: the %s engine cannot send in batches", opts.Engine)
+		}
+		batcher = b
+	}
+	if m, ok := eng.(interface{ Methods() (string, string) }); ok {
+		send, recv := m.Methods()
+		if batcher == nil {
+			send = "sendto on raw sockets, one probe per call"
+		}
+		res.Methods = send + "; " + recv
+	}
 	before, err := n.Stats()
 	if err != nil {
 		return res, err
@@ -137,7 +174,7 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 		defer restore()
 	}
 
-	var matched atomic.Int64
+	var matched, kernel atomic.Int64
 	var lastReply atomic.Int64 // UnixNano
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -145,8 +182,11 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 		defer close(done)
 		for {
 			select {
-			case <-eng.Replies():
+			case r := <-eng.Replies():
 				matched.Add(1)
+				if r.Kernel {
+					kernel.Add(1)
+				}
 				lastReply.Store(time.Now().UnixNano())
 			case <-stop:
 				return
@@ -167,7 +207,36 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 	}
 	depth := n.Depth()
 	var sendErr error
-	for i := 0; i < opts.Probes; i++ {
+	probeAt := func(i int) trace.Probe {
+		return trace.Probe{Target: i % opts.Targets, TTL: uint8(1 + (i/opts.Targets)%depth),
+			Attempt: uint8((i / (opts.Targets * depth)) % 254)}
+	}
+	if batcher != nil {
+		batch := make([]trace.Probe, 0, opts.Batch)
+		for i := 0; i < opts.Probes; {
+			if ctx.Err() != nil {
+				break
+			}
+			if interval > 0 {
+				if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+					time.Sleep(wait)
+				}
+			}
+			batch = batch[:0]
+			for ; i < opts.Probes && len(batch) < opts.Batch; i++ {
+				batch = append(batch, probeAt(i))
+			}
+			sent, err := batcher.SendBatch(batch)
+			res.Sent += int64(sent)
+			if err != nil {
+				res.SendErrs += int64(len(batch) - sent)
+				sendErr = err
+			}
+			// Let the goroutine counting replies run (one P).
+			runtime.Gosched()
+		}
+	}
+	for i := 0; batcher == nil && i < opts.Probes; i++ {
 		if i&63 == 63 {
 			if ctx.Err() != nil {
 				break
@@ -179,9 +248,7 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 				time.Sleep(wait)
 			}
 		}
-		p := trace.Probe{Target: i % opts.Targets, TTL: uint8(1 + (i/opts.Targets)%depth),
-			Attempt: uint8((i / (opts.Targets * depth)) % 254)}
-		if err := eng.Send(p); err != nil {
+		if err := eng.Send(probeAt(i)); err != nil {
 			res.SendErrs++
 			sendErr = err
 			continue
@@ -207,6 +274,7 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 	<-done
 
 	res.Matched = matched.Load()
+	res.Kernel = kernel.Load()
 	res.Lost = res.Sent - res.Matched
 	res.Seconds = lastSend.Sub(start).Seconds()
 	res.MatchSeconds = time.Unix(0, lastReply.Load()).Sub(start).Seconds()

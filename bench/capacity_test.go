@@ -11,8 +11,9 @@ import (
 	"github.com/turnpath/turnpath/reflector/reflectortest"
 )
 
-// TestCapacity is a short capacity run per engine (100k probes; TP_CAPACITY_PROBES sets
-// more): everything sent must be answered and matched.
+// TestCapacity is a short capacity run of every way the section measures (the batched
+// eBPF path, the eBPF path before it, which is its fallback, and the socket engine; 100k
+// probes each, TP_CAPACITY_PROBES sets more): everything sent must be answered and matched.
 func TestCapacity(t *testing.T) {
 	n := reflectortest.Up(t, "rft", 8)
 	probes := 100_000
@@ -23,9 +24,12 @@ func TestCapacity(t *testing.T) {
 	if s := os.Getenv("TP_CAPACITY_CPU"); s != "" {
 		cpu, _ = strconv.Atoi(s)
 	}
-	for _, kind := range []string{"ebpf", "socket"} {
+	for _, v := range capEngines {
+		kind := v.Key
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		res, err := Capacity(ctx, n, CapacityOptions{Engine: kind, Probes: probes, CPU: cpu})
+		o := v.opts(probes, cpu)
+		o.Targets = 0 // the default
+		res, err := Capacity(ctx, n, o)
 		cancel()
 		if err != nil {
 			t.Fatalf("%s: %v", kind, err)
@@ -39,6 +43,9 @@ func TestCapacity(t *testing.T) {
 		// while one core does everything), but most must be matched.
 		if res.Matched < res.Sent*9/10 {
 			t.Errorf("%s: matched %d of %d", kind, res.Matched, res.Sent)
+		}
+		if v.Engine == "ebpf" && res.Kernel != res.Matched {
+			t.Errorf("%s: %d of %d matched replies with kernel timestamps", kind, res.Kernel, res.Matched)
 		}
 	}
 }

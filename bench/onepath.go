@@ -118,8 +118,8 @@ type onePathProfile struct {
 func runOnePath(ctx context.Context, env *Env) (*Result, error) {
 	res := &Result{Text: []string{
 		fmt.Sprintf("One TURN target, `%s` (relay on t1, nine or ten hops away: three ECMP stages and a silent router, "+
-			"see `turnpath lab truth %s`). Wall time is the whole command (turnpath's includes loading and attaching its BPF "+
-			"programs). **Hop recall** is the share of TTLs 1..10 where the tool reported an address that can answer "+
+			"see `turnpath lab truth %s`). Wall time is the whole command (turnpath's includes opening and attaching its BPF "+
+			"programs, pinned by an earlier run). **Hop recall** is the share of TTLs 1..10 where the tool reported an address that can answer "+
 			"there on one of the true paths, `*` where a silent router can be, or had already reached the destination; "+
 			"**wrong** counts reported addresses that cannot answer at that TTL; **one path** means every reported hop lies "+
 			"on a single true path (a flow-stable prober); **destination answered** means the target, or its relay "+
@@ -152,8 +152,11 @@ func runOnePath(ctx context.Context, env *Env) (*Result, error) {
 		}
 		pr := onePathProfile{Profile: profile, Target: onePathTarget, Spacing: spacing.Seconds()}
 		probers := available(onePathProbers)
-		// Warm up: neighbour caches along the path, the binary in the page cache.
+		// Warm up: neighbour caches along the path, the binary in the page cache, and the
+		// eBPF engine's pinned objects (only the first run after an upgrade or a
+		// `turnpath cleanup` loads them).
 		env.Exec(ctx, 10*time.Second, env.Turnpath, "trace", "-n", "-q", "1", "--engine", "socket", onePathTarget)
+		env.Exec(ctx, 10*time.Second, env.Turnpath, "trace", "-n", "-q", "1", "--engine", "ebpf", onePathTarget)
 		last := time.Now()
 		rounds := env.Runs(5, 2)
 		for r := range rounds {
@@ -304,14 +307,15 @@ func onePathTables(pr onePathProfile, probers []prober) (tables []Table, heads, 
 			Summarize(other).Seconds(), 100*medianRecall(by[p.Name]), se.Times(), ss.Times()))
 	}
 	if len(parts) > 0 {
-		heads = append(heads, fmt.Sprintf("One path (%s lab, %s): turnpath %s (eBPF, incl. loading BPF) / %s (socket), "+
+		heads = append(heads, fmt.Sprintf("One path (%s lab, %s): turnpath %s (eBPF, incl. opening and attaching BPF) / %s (socket), "+
 			"hop recall %.0f %%, relay answered (STUN) in %s runs; %s (eBPF / socket).", pr.Profile, pr.Target,
 			Summarize(ebpfSecs).Seconds(), Summarize(sockSecs).Seconds(), 100*medianRecall(by[ebpf]), reachedText(by[ebpf]),
 			strings.Join(parts, "; ")))
 	}
 	if r := Summarize(Ratios(ebpfSecs, sockSecs)); r.N > 0 {
-		notes = append(notes, fmt.Sprintf("%s profile: the eBPF engine's wall time includes loading, verifying and attaching "+
-			"its BPF programs; on one path the socket engine, which has nothing to load, finishes %s sooner (same round).",
+		notes = append(notes, fmt.Sprintf("%s profile: the eBPF engine's wall time / the socket engine's, same round: %s "+
+			"(target ≤ 1.1×). It includes opening the BPF objects an earlier run pinned (or, the first time, loading, "+
+			"verifying and pinning them) and attaching and detaching them.",
 			pr.Profile, r.Times()))
 	}
 	tables = append(tables, rt)

@@ -120,43 +120,80 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-/* ---- configuration (set by Go through CollectionSpec.Variables) ---- */
+/* Ordered single stores and loads (the compiler must neither merge nor move
+ * them): the `sent` slot protocol. */
+#define WRITE_ONCE_U64(x, v) (*(volatile __u64 *)&(x) = (v))
+#define READ_ONCE_U64(x) (*(volatile __u64 *)&(x))
 
-volatile const __u8 cfg_proto = IPPROTO_UDP; /* 17 UDP, 6 TCP, 1 or 58 ICMP echo */
-volatile const __u16 cfg_sport_lo = 1;       /* default: empty range, matches nothing */
-volatile const __u16 cfg_sport_hi = 0;
-volatile const __u16 cfg_dport = 0;          /* UDP/TCP destination port */
-volatile const __u32 cfg_nonce = 0;          /* STUN transaction id bytes 0..3 */
-volatile const __u8 cfg_drop = 0;            /* drop replies verified as ours */
+/* ---- configuration (written by Go into .bss before the programs are attached) ---- */
+
 /*
- * Offset of the run's 4-byte nonce from the start of the transport header, 0
- * when the probes carry none: 16 for UDP probes with a STUN/TURN/MS-TURN
- * payload (8-byte UDP header + transaction id bytes 0..3), 8 for ICMP echo
- * probes (echo data bytes 0..3). TC egress records a probe only when the
- * nonce is there; an ICMP error whose quote reaches it is ours only when it
- * matches.
+ * The run's configuration (struct tp_cfg in turnpath.h). It is a mutable
+ * global, not `volatile const`s, so one loaded and verified set of programs
+ * serves run after run: Go keeps loaded programs and maps pinned in bpffs
+ * (loader/pin.go) and each run writes its own configuration here before it
+ * attaches. Zero (the state before Go writes it) matches nothing: cfg.proto 0
+ * is no probe protocol.
+ *
+ * cfg.nonce_off is the offset of the run's 4-byte nonce from the start of
+ * the transport header, 0 when the probes carry none: 16 for UDP probes with
+ * a STUN/TURN/MS-TURN payload (8-byte UDP header + transaction id bytes
+ * 0..3), 8 for ICMP echo probes (echo data bytes 0..3). TC egress records a
+ * probe only when the nonce is there; an ICMP error whose quote reaches it is
+ * ours only when it matches.
+ *
+ * cfg.start_ns is bpf_ktime_get_ns() when the run began: a `sent` entry
+ * older than that was written for an earlier run of the same pinned maps and
+ * counts as absent.
+ *
+ * Not volatile: the compiler may read a field once per invocation (the
+ * verifier then tracks one bounds-checked value, e.g. cfg.nonce_off), and Go
+ * changes it only while the programs are detached.
  */
-volatile const __u16 cfg_nonce_off = 0;
+struct tp_cfg cfg;
+
+#define cfg_proto (cfg.proto)
+#define cfg_sport_lo (cfg.sport_lo)
+#define cfg_sport_hi (cfg.sport_hi)
+#define cfg_dport (cfg.dport)
+#define cfg_nonce (cfg.nonce)
+#define cfg_drop (cfg.drop)
+#define cfg_nonce_off (cfg.nonce_off)
 
 /* ---- maps ---- */
 
 /*
- * probe_key -> tx timestamp (ns, CLOCK_MONOTONIC). LRU so old probes age out
- * without Go deleting them; 65536 entries (~5 MiB preallocated) cover e.g. 256
- * flows x 32 TTLs x 8 attempts outstanding at once.
+ * probe_key -> tx timestamp (ns, CLOCK_MONOTONIC), in a plain array used as a
+ * 4-way set-associative table (struct sent_set): a probe's set is a hash of
+ * its key, TC egress writes it into the slot with the same key or else the
+ * oldest one of the set (a newer probe overwrites an older one), XDP looks
+ * for the key in the set's four slots. No locks and no allocation on the
+ * hot path (an LRU hash cost a fifth of the core at a high probe rate, and
+ * ~10 ms to create); old probes age out by being overwritten. 131072 slots
+ * (4 MiB) cover e.g. 1024 targets x 32 TTLs x 4 attempts outstanding.
+ *
+ * A slot is written ts = 0, key, ts (x86 keeps stores in order; elsewhere a
+ * reader may at worst miss the entry), and read key, ts, key again: a reader
+ * racing a writer on another CPU sees no entry rather than a wrong one.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1 << 16);
-	__type(key, struct probe_key);
-	__type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SENT_SETS);
+	__type(key, __u32);
+	__type(value, struct sent_set);
 } sent SEC(".maps");
 
-/* STUN flowtag -> (target, sport); written by Go (SetFlow). */
+/*
+ * STUN flowtag -> (target, sport); written by Go (SetFlow). An array indexed
+ * by tag & 0xffff whose value names its tag and run (flow_of): no clearing
+ * between the runs of a pinned slot (a run that registered 65536 flows and
+ * was killed would otherwise cost the next one 65536 deletions), and a plain
+ * array lookup per packet. Go refuses a tag whose slot a live flow of the run
+ * holds (65536 flows at once at most, as before).
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1 << 16);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct flow_val);
 } flows SEC(".maps");
@@ -231,6 +268,101 @@ static __always_inline __u8 probe_l4proto(int v6)
 static __always_inline int in_range(__u16 port)
 {
 	return port >= cfg_sport_lo && port <= cfg_sport_hi;
+}
+
+/* The run's flow of a flowtag, or NULL. */
+static __always_inline struct flow_val *flow_of(__u32 tag)
+{
+	__u32 idx = tag & 0xffff;
+	struct flow_val *fv;
+
+	if (!tag)
+		return 0;
+	fv = bpf_map_lookup_elem(&flows, &idx);
+	if (!fv || fv->tag != tag || fv->gen != cfg.start_ns)
+		return 0;
+	return fv;
+}
+
+/* The `sent` set of a probe: mirrored by loader.sentSetOf. */
+static __always_inline __u32 sent_set_of(const struct probe_key *k)
+{
+	__u32 w[5];
+	__u32 h;
+
+	__builtin_memcpy(w, k, sizeof(w));
+	h = w[0] * 0x9e3779b1;
+	h = (h ^ w[1]) * 0x85ebca77;
+	h = (h ^ w[2]) * 0xc2b2ae3d;
+	h = (h ^ w[3]) * 0x27d4eb2f;
+	h = (h ^ w[4]) * 0x165667b1;
+	/* murmur3's finaliser: every key bit reaches the low (set) bits */
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h & (SENT_SETS - 1);
+}
+
+static __always_inline int key_eq(const struct probe_key *a,
+				  const struct probe_key *b)
+{
+	return *(const __u64 *)&a->daddr[0] == *(const __u64 *)&b->daddr[0] &&
+	       *(const __u64 *)&a->daddr[8] == *(const __u64 *)&b->daddr[8] &&
+	       a->sport == b->sport && a->id == b->id;
+}
+
+/* Record a probe's send time (TC egress). */
+static __always_inline int sent_put(const struct probe_key *k, __u64 now)
+{
+	__u32 idx = sent_set_of(k);
+	struct sent_set *set = bpf_map_lookup_elem(&sent, &idx);
+	__u64 oldest = ~0ULL;
+	__u32 victim = 0;
+	int i;
+
+	if (!set)
+		return -1;
+#pragma unroll
+	for (i = 0; i < SENT_WAYS; i++) {
+		if (key_eq(&set->way[i].key, k)) {
+			victim = i;
+			break;
+		}
+		if (set->way[i].ts < oldest) {
+			oldest = set->way[i].ts;
+			victim = i;
+		}
+	}
+	struct sent_slot *slot = &set->way[victim & (SENT_WAYS - 1)];
+	WRITE_ONCE_U64(slot->ts, 0);
+	__builtin_memcpy(&slot->key, k, sizeof(*k));
+	WRITE_ONCE_U64(slot->ts, now);
+	return 0;
+}
+
+/* A probe's send time (XDP), 0 when `sent` does not have it (overwritten,
+ * never sent by this run, or an earlier run's: older than cfg.start_ns). */
+static __always_inline __u64 sent_get(const struct probe_key *k)
+{
+	__u32 idx = sent_set_of(k);
+	struct sent_set *set = bpf_map_lookup_elem(&sent, &idx);
+	int i;
+
+	if (!set)
+		return 0;
+#pragma unroll
+	for (i = 0; i < SENT_WAYS; i++) {
+		if (key_eq(&set->way[i].key, k)) {
+			__u64 ts = READ_ONCE_U64(set->way[i].ts);
+
+			if (!key_eq(&set->way[i].key, k) || ts < cfg.start_ns)
+				return 0;
+			return ts;
+		}
+	}
+	return 0;
 }
 
 static __always_inline void set_v4mapped(__u8 *dst, __be32 addr)
@@ -343,7 +475,7 @@ static __always_inline int own_probe(struct __sk_buff *skb,
 	if (t.nonce != bpf_htonl(cfg_nonce))
 		return 0;
 	tag = bpf_ntohl(t.tag);
-	fv = bpf_map_lookup_elem(&flows, &tag);
+	fv = flow_of(tag);
 	if (!fv || fv->sport != m->sport)
 		return 0;
 	return *(__u64 *)&fv->daddr[0] == *(__u64 *)&key->daddr[0] &&
@@ -418,8 +550,7 @@ static __always_inline void tc_record(struct __sk_buff *skb)
 
 	key.sport = m.sport;
 	key.id = m.id;
-	__u64 now = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&sent, &key, &now, BPF_ANY))
+	if (sent_put(&key, bpf_ktime_get_ns()))
 		STAT_INC(tx_update_err);
 	else
 		STAT_INC(tx_seen);
@@ -532,6 +663,25 @@ static __always_inline void copy_ext(struct tp_event *ev, __u8 *p,
 	ev->ext_len = n;
 }
 
+/* bpf_ringbuf_query: bytes not yet consumed */
+#define TP_RB_AVAIL_DATA 0
+
+/*
+ * Wakeups of the Go reader: each one is an irq_work (a self-interrupt) and a
+ * thread woken, more than the rest of a match costs. Without flags the kernel
+ * wakes the reader whenever it commits into a ring the reader had emptied.
+ * While Go drains on its own (cfg.rb_quiet: from its sending loop and on a
+ * short timer) no event wakes it, until the ring is half full.
+ */
+static __always_inline __u64 rb_flags(void)
+{
+	if (!cfg.rb_quiet)
+		return 0;
+	if (bpf_ringbuf_query(&events, TP_RB_AVAIL_DATA) > (1 << 21))
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 /*
  * Emit the event of a match and decide its fate: 1 drop, 0 pass. A reply is
  * ours when `sent` has its probe or it carries the run's nonce; anything
@@ -545,14 +695,14 @@ static __always_inline int finish(struct rx *rx, void *end)
 	struct probe_key key = {};
 	struct tp_stats *s;
 	__u32 zero = 0;
-	__u64 *tx;
+	__u64 tx;
 
 	__builtin_memcpy(key.daddr, ev->target, 16);
 	key.sport = ev->sport;
 	key.id = ev->id;
-	tx = bpf_map_lookup_elem(&sent, &key);
+	tx = sent_get(&key);
 	if (tx) {
-		ev->tx_ns = *tx;
+		ev->tx_ns = tx;
 	} else if (!rx->sure) {
 		STAT_INC(rx_foreign);
 		return 0;
@@ -567,7 +717,7 @@ static __always_inline int finish(struct rx *rx, void *end)
 
 	ev->rx_ns = bpf_ktime_get_ns();
 	s = bpf_map_lookup_elem(&stats, &zero);
-	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0)) {
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), rb_flags())) {
 		if (s)
 			s->ringbuf_drops++;
 		return 0;
@@ -833,7 +983,7 @@ static __always_inline int rx_stun(struct rx *rx, struct udphdr *udp,
 	else
 		set_v4mapped(ev->responder, saddr4);
 	tag = bpf_ntohl(s->flowtag);
-	fv = bpf_map_lookup_elem(&flows, &tag);
+	fv = flow_of(tag);
 	if (fv) {
 		__builtin_memcpy(ev->target, fv->daddr, 16);
 		ev->sport = fv->sport;

@@ -19,10 +19,58 @@ struct probe_key {
 	__u16 id;       /* probe id: ttl | attempt<<8 */
 };
 
-/* Value of the `flows` map: flowtag -> (target, sport). 18 bytes. */
+/*
+ * `sent` is set-associative: SENT_SETS sets of SENT_WAYS slots, a probe's set
+ * chosen by hashing its key (sent_set_of, mirrored by loader.sentSetOf), its
+ * slot the one holding the same key, else the oldest. 131072 probes, 4 MiB.
+ */
+#define SENT_WAYS 4
+#define SENT_SETS (1 << 15)
+
+struct sent_slot {
+	struct probe_key key; /*  0 */
+	__u32 pad;            /* 20 */
+	__u64 ts;             /* 24 bpf_ktime_get_ns() at TC egress, 0: empty */
+};
+
+struct sent_set {
+	struct sent_slot way[SENT_WAYS];
+};
+
+/*
+ * Value of the `flows` map: flowtag -> (target, sport), in slot tag & 0xffff
+ * of an array. 32 bytes, no padding holes.
+ */
 struct flow_val {
-	__u8 daddr[16];
-	__u16 sport;
+	__u8 daddr[16]; /*  0 */
+	__u16 sport;    /* 16 */
+	__u16 pad;      /* 18 */
+	__u32 tag;      /* 20 the flowtag the slot holds (0: none) */
+	__u64 gen;      /* 24 the run's cfg.start_ns: another run's entry is stale */
+};
+
+/*
+ * The run's configuration, the programs' one global (`cfg`, in .bss): Go
+ * writes it before attaching, so loaded programs can be pinned and reused by
+ * later runs; rb_quiet also while they run (a memory-mapped .bss). 32 bytes,
+ * no padding holes.
+ */
+struct tp_cfg {
+	__u64 start_ns;  /*  0 bpf_ktime_get_ns() at the run's start: older
+			  *    `sent` entries are an earlier run's */
+	__u32 nonce;     /*  8 STUN transaction id bytes 0..3 / echo data */
+	__u16 sport_lo;  /* 12 probes' source port range (ICMP: flow bases) */
+	__u16 sport_hi;  /* 14 */
+	__u16 dport;     /* 16 UDP/TCP destination port */
+	__u16 nonce_off; /* 18 where probes carry the nonce, 0: nowhere */
+	__u8 proto;      /* 20 17 UDP, 6 TCP, 1 or 58 ICMP echo; 0 nothing */
+	__u8 drop;       /* 21 drop replies verified as ours */
+	__u8 pad[2];     /* 22 */
+	__u32 rb_quiet;  /* 24 Go drains the ring buffer on its own (from its
+			  *    sending loop, on a short timer): events are
+			  *    written without a wakeup (BPF_RB_NO_WAKEUP) until
+			  *    the ring is half full */
+	__u32 pad2;      /* 28 */
 };
 
 /* tp_event.kind */

@@ -45,7 +45,10 @@ type Report struct {
 	Interface string `json:"interface,omitempty"`
 	Engine    string `json:"engine"`
 	EngineWhy string `json:"engine_reason"`
-	Items     []Item `json:"checks"`
+	// Send and Receive say how that engine would send probes and receive replies.
+	Send    string `json:"send,omitempty"`
+	Receive string `json:"receive,omitempty"`
+	Items   []Item `json:"checks"`
 }
 
 // Usable reports whether some engine can run a trace.
@@ -57,6 +60,18 @@ type BPF interface {
 	Load() (unload func() error, err error)
 	Attach(ifindex int) (mode string, detach func() error, err error)
 }
+
+// Methods is what a BPF implementation may also tell: how the eBPF engine would send and
+// receive here, and what it keeps pinned between runs (items for the report).
+type Methods interface {
+	Methods() (send, receive string, items []Item)
+}
+
+// Socket engine methods (doctor has no engine to ask).
+const (
+	socketSend    = "sendto on raw sockets, one probe per call"
+	socketReceive = "raw ICMP and UDP sockets, kernel receive timestamps (SO_TIMESTAMPNS)"
+)
 
 // Options selects what to check.
 type Options struct {
@@ -149,6 +164,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 			r.add(Item{Name: "bpf attach", Status: st, Detail: detail})
 		}
+		if m, ok := o.BPF.(Methods); ok {
+			send, recv, items := m.Methods()
+			r.Send, r.Receive = send, recv
+			for _, it := range items {
+				r.add(it)
+			}
+		}
 		if err := closeObjs(); err != nil {
 			r.add(Item{Name: "bpf unload", Status: Warn, Detail: oneLine(err)})
 		}
@@ -162,12 +184,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	case rawOK:
 		r.Engine, r.EngineWhy = "socket", why
+		r.Send, r.Receive = socketSend, socketReceive
 		if why == "" {
 			r.EngineWhy = "BPF not available"
 		}
 		r.EngineWhy += "; falling back to plain sockets"
 	default:
 		r.EngineWhy = "no engine: raw sockets need CAP_NET_RAW"
+		r.Send, r.Receive = "", ""
 	}
 	return r, routeErr
 }

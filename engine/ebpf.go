@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,14 +26,21 @@ type EBPF struct {
 	attach   []*loader.Attachment
 	reader   *loader.EventReader
 	sentMono sendTimes // Go-side send times (CLOCK_MONOTONIC), for replies TC has no time for
-	replies  chan trace.Reply
-	errs     chan error
-	done     chan struct{}
-	wg       sync.WaitGroup
-	once     sync.Once
+	batch    []hostnet.BatchProbe
+	// lastBatch is when SendBatch last ran (KernelNow): while batches come, the reader
+	// goroutine turns the kernel's wakeups off and polls (drainLoop).
+	lastBatch atomic.Int64
+	quietMu   sync.Mutex  // serialises switching quiet mode
+	quietOn   atomic.Bool // the kernel writes events without wakeups (loader.Objects.SetQuiet)
+	replies   chan trace.Reply
+	errs      chan error
+	done      chan struct{}
+	wg        sync.WaitGroup
+	once      sync.Once
 }
 
-// NewEBPF loads and attaches the programs on every interface in cfg.Ifindexes.
+// NewEBPF opens the BPF objects (pinned by an earlier run when it can: loader.Open) and
+// attaches the programs on every interface in cfg.Ifindexes.
 func NewEBPF(cfg Config) (*EBPF, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -41,8 +50,11 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 	}
 	lo, hi := cfg.sportRange()
 	proto := uint8(cfg.shape()[0].Proto)
-	objs, err := loader.Load(loader.Config{Proto: proto, SportLo: lo, SportHi: hi, DPort: cfg.shape()[0].DPort,
-		Nonce: cfg.Nonce, NonceOff: nonceOff(probe.Proto(proto), cfg.Payload), Drop: true})
+	// Pinned objects when possible: loading and verifying costs more than a one-path
+	// trace (loader/pin.go).
+	objs, err := loader.Open(loader.Config{Proto: proto, SportLo: lo, SportHi: hi, DPort: cfg.shape()[0].DPort,
+		Nonce: cfg.Nonce, NonceOff: nonceOff(probe.Proto(proto), cfg.Payload), Drop: true},
+		loader.OpenOptions{NoPin: cfg.NoPin || os.Getenv("TURNPATH_BPF_PIN") == "off"})
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +67,6 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 		}
 	}
 	for _, idx := range cfg.Ifindexes {
-		_ = loader.CleanupStale(idx) // legacy filters of a crashed run
 		a, err := objs.Attach(idx)
 		if err != nil {
 			e.Close()
@@ -63,7 +74,7 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 		}
 		e.attach = append(e.attach, a)
 	}
-	if e.reader, err = objs.Events(); err != nil {
+	if e.reader, err = objs.EventsWithOptions(loader.EventsOptions{Fallback: cfg.NoNetpoll}); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
@@ -73,6 +84,9 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 		return nil, err
 	}
 	e.sender.DontFragment(cfg.DontFragment)
+	if cfg.NoBatch {
+		e.sender.NoBatch()
+	}
 	e.payloads.base = cfg.Payload
 	if err := hostnet.WatchLinks(cfg.Ifindexes, e.errs, e.done); err != nil {
 		e.Close()
@@ -132,7 +146,67 @@ func (e *EBPF) Send(p trace.Probe) error {
 		return err
 	}
 	e.sentMono.put(p, loader.KernelNow())
-	return e.sender.Send(f, id, p.TTL, tagOf(p.Target), e.cfg.Nonce, e.payloads.of(f, p.Size))
+	err = e.sender.Send(f, id, p.TTL, tagOf(p.Target), e.cfg.Nonce, e.payloads.of(f, p.Size))
+	e.drainHere()
+	return err
+}
+
+// SendBatch builds and sends probes with as few system calls as the kernel allows
+// (hostnet.Sender.SendBatch: sendmmsg), each timestamped at TC egress like a probe of
+// Send, then reads the replies already in the ring buffer. It returns how many were sent
+// and the first error; probes that fail are skipped.
+func (e *EBPF) SendBatch(ps []trace.Probe) (int, error) {
+	var firstErr error
+	b := e.batch[:0]
+	now := loader.KernelNow() // the Go-side fallback time: one clock read per batch
+	for _, p := range ps {
+		f, ok := e.ft.flow(p.Target)
+		if !ok {
+			firstErr = cmp.Or(firstErr, fmt.Errorf("probe for unknown target %d", p.Target))
+			continue
+		}
+		id, err := probe.MakeID(p.TTL, p.Attempt)
+		if err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		e.sentMono.put(p, now)
+		b = append(b, hostnet.BatchProbe{Flow: f, ID: id, TTL: p.TTL, Tag: tagOf(p.Target), Payload: e.payloads.of(f, p.Size)})
+	}
+	e.batch = b
+	e.lastBatch.Store(int64(now))
+	if !e.quietOn.Load() {
+		e.quiet()
+	}
+	n, err := e.sender.SendBatch(b, e.cfg.Nonce)
+	e.drainHere()
+	return n, cmp.Or(firstErr, err)
+}
+
+// Methods says how the engine sends (SendBatch; Send always uses sendto) and receives.
+func (e *EBPF) Methods() (send, recv string) { return e.sender.Method(), e.reader.Method() }
+
+// drainHere reads the replies pending in the ring buffer from the sending goroutine, as far
+// as the replies channel has room (it never blocks: the caller may be the one that reads
+// Replies), unless the reader goroutine is at it.
+func (e *EBPF) drainHere() {
+	if !e.reader.Pending() {
+		return
+	}
+	e.reader.Drain(true, e.roomForReply, e.deliverNow)
+}
+
+func (e *EBPF) roomForReply() bool { return len(e.replies) < cap(e.replies) }
+
+// deliverNow hands over a reply without blocking: Drain checked the room first, and only
+// drainers (holding the reader's lock) add to the channel.
+func (e *EBPF) deliverNow(ev *loader.Event) {
+	if rep, ok := e.convert(ev); ok {
+		select {
+		case e.replies <- rep:
+		default:
+		}
+	}
 }
 
 // Close detaches every program and releases everything, collecting all errors.
@@ -157,6 +231,10 @@ func (e *EBPF) Close() error {
 
 func (e *EBPF) readLoop() {
 	defer e.wg.Done()
+	if e.reader.Method() == loader.RecvNetpoll {
+		e.drainLoop()
+		return
+	}
 	for {
 		ev, err := e.reader.Read()
 		if err != nil {
@@ -170,15 +248,97 @@ func (e *EBPF) readLoop() {
 			}
 			continue
 		}
-		rep, ok := e.convert(&ev)
-		if !ok {
-			continue
-		}
-		select {
-		case e.replies <- rep:
-		case <-e.done:
+		if !e.deliver(&ev) {
 			return
 		}
+	}
+}
+
+// Quiet mode: while SendBatch runs, the sending loop reads the replies itself and the
+// kernel's wakeup per first event of a batch (an irq_work, a thread woken: more than a
+// match costs) is turned off; the reader goroutine then polls every quietPoll for what
+// arrives between batches, and turns wakeups back on once no batch came for quietIdle.
+// Switching on wakes the reader (a deadline of now), so whenever wakeups are off it is
+// polling, and no reply waits longer than quietPoll.
+const (
+	quietPoll = 500 * time.Microsecond
+	quietIdle = 2 * time.Millisecond
+)
+
+// quiet switches wakeups off (SendBatch).
+func (e *EBPF) quiet() {
+	if e.reader.Method() != loader.RecvNetpoll {
+		return // the fallback reader only learns of events by wakeups
+	}
+	e.quietMu.Lock()
+	defer e.quietMu.Unlock()
+	if !e.quietOn.Load() && e.objs.SetQuiet(true) {
+		e.quietOn.Store(true)
+		e.reader.SetDeadline(time.Now()) // the reader polls from now on
+	}
+}
+
+// loud switches wakeups back on unless a batch came meanwhile (drainLoop).
+func (e *EBPF) loud() {
+	e.quietMu.Lock()
+	defer e.quietMu.Unlock()
+	if int64(loader.KernelNow())-e.lastBatch.Load() < int64(quietIdle) {
+		return
+	}
+	e.objs.SetQuiet(false)
+	e.quietOn.Store(false)
+	e.reader.SetDeadline(time.Time{})
+}
+
+// drainLoop is the reader goroutine with the netpoller reader: it waits in the netpoller
+// for the kernel's wakeup (one per batch of events: see loader's netRing), or polls in
+// quiet mode, and drains what is there; the sending goroutine drains too (drainHere).
+func (e *EBPF) drainLoop() {
+	always := func() bool { return true }
+	stopped := false
+	deliver := func(ev *loader.Event) {
+		if !stopped && !e.deliver(ev) {
+			stopped = true
+		}
+	}
+	for !stopped {
+		if e.reader.Drain(false, always, deliver) > 0 {
+			continue
+		}
+		if e.quietOn.Load() {
+			if int64(loader.KernelNow())-e.lastBatch.Load() >= int64(quietIdle) {
+				// Wakeups on first, then look again: an event committed before the
+				// kernel saw the switch is drained now, any later one wakes us.
+				e.loud()
+				continue
+			}
+			e.reader.SetDeadline(time.Now().Add(quietPoll))
+		}
+		if err := e.reader.Wait(); err != nil {
+			if errors.Is(err, loader.ErrClosed) {
+				return
+			}
+			select {
+			case <-e.done:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// deliver converts an event and hands the reply over, waiting for room; false once the
+// engine is closing.
+func (e *EBPF) deliver(ev *loader.Event) bool {
+	rep, ok := e.convert(ev)
+	if !ok {
+		return true
+	}
+	select {
+	case e.replies <- rep:
+		return true
+	case <-e.done:
+		return false
 	}
 }
 

@@ -44,6 +44,14 @@ type Config struct {
 	Timeout time.Duration
 	// DontFragment sets DF on IPv4 probes (path MTU discovery, with trace.Probe.Size).
 	DontFragment bool
+	// NoPin makes the eBPF engine load its BPF objects for this run only instead of
+	// reusing pinned ones (loader.Open; also TURNPATH_BPF_PIN=off).
+	NoPin bool
+	// NoBatch and NoNetpoll force the eBPF engine's fallbacks (tests, the capacity
+	// benchmark's baseline): SendBatch sends probe by probe with sendto instead of
+	// sendmmsg, and replies come through cilium/ebpf's ringbuf.Reader, one event per read,
+	// instead of the mmap reader drained in batches and in the sending loop.
+	NoBatch, NoNetpoll bool
 }
 
 // sizedPayloads is the payload of each probe size a run asks for (path MTU discovery

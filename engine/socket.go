@@ -99,7 +99,13 @@ func NewSocket(cfg Config) (*Socket, error) {
 	return s, nil
 }
 
-func (s *Socket) Name() string                { return "socket" }
+func (s *Socket) Name() string { return "socket" }
+
+// Methods says how the socket engine sends and receives.
+func (s *Socket) Methods() (send, recv string) {
+	return hostnet.SendTo, "raw ICMP and UDP sockets, kernel receive timestamps (SO_TIMESTAMPNS)"
+}
+
 func (s *Socket) Replies() <-chan trace.Reply { return s.replies }
 func (s *Socket) Errors() <-chan error        { return s.errs }
 

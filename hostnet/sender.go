@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
+	"unsafe"
 
 	"github.com/turnpath/turnpath/probe"
 	"golang.org/x/sys/unix"
@@ -21,6 +23,35 @@ type Sender struct {
 	fd4, fd6 int
 	b        probe.Builder
 	buf      []byte
+
+	// SendBatch's buffers, reused: one packet, iovec, address and mmsghdr per probe.
+	pkts    [][]byte
+	iovs    []unix.Iovec
+	names4  []unix.RawSockaddrInet4
+	names6  []unix.RawSockaddrInet6
+	msgs    []mmsghdr
+	noBatch bool // sendmmsg unavailable (or forced off): SendBatch sends one by one
+}
+
+// Send methods (Sender.Method).
+const (
+	SendMmsg = "sendmmsg on raw sockets, batches"
+	SendTo   = "sendto on raw sockets, one probe per call"
+)
+
+// mmsghdr is struct mmsghdr (linux/socket.h); Go pads it like C does.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+}
+
+// BatchProbe is one probe of a SendBatch: what Send takes.
+type BatchProbe struct {
+	Flow    probe.Flow
+	ID      probe.ID
+	TTL     uint8
+	Tag     probe.FlowTag
+	Payload probe.Payload
 }
 
 // DontFragment sets DF on the IPv4 probes sent from now on (path MTU discovery: a router
@@ -75,6 +106,165 @@ func (s *Sender) Send(f probe.Flow, id probe.ID, ttl uint8, tag probe.FlowTag, n
 		return fmt.Errorf("send probe to %s: %w", dst, err)
 	}
 	return nil
+}
+
+// BatchSupported reports whether the kernel has sendmmsg (a call with no messages on a
+// UDP socket: nothing is sent, no privilege needed).
+func BatchSupported() bool {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var m mmsghdr
+	_, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m)), 0, 0, 0, 0)
+	return errno != unix.ENOSYS
+}
+
+// NoBatch makes SendBatch send probe by probe with sendto (the fallback, forced: tests and
+// the benchmark's baseline).
+func (s *Sender) NoBatch() { s.noBatch = true }
+
+// Method says how SendBatch sends: SendMmsg, or SendTo where sendmmsg is unavailable.
+func (s *Sender) Method() string {
+	if s.noBatch {
+		return SendTo
+	}
+	return SendMmsg
+}
+
+// SendBatch builds and writes the probes with as few system calls as it can: one
+// sendmmsg per run of probes of one family (the same packets Send writes, in order, each
+// through the kernel's routing and TC egress as with sendto). It returns how many were
+// sent and the first error; a probe that fails is skipped and the rest still go.
+func (s *Sender) SendBatch(ps []BatchProbe, nonce uint32) (int, error) {
+	if s.noBatch {
+		return s.sendEach(ps, nonce)
+	}
+	if cap(s.msgs) < len(ps) {
+		s.pkts = make([][]byte, len(ps))
+		s.iovs = make([]unix.Iovec, len(ps))
+		s.names4 = make([]unix.RawSockaddrInet4, len(ps))
+		s.names6 = make([]unix.RawSockaddrInet6, len(ps))
+		s.msgs = make([]mmsghdr, len(ps))
+	}
+	var firstErr error
+	fail := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	sent, k := 0, 0 // k: messages built in the current run of one family
+	fam := 0
+	flush := func() {
+		if k > 0 {
+			n, err := s.sendmmsg(fam, s.msgs[:k])
+			sent += n
+			if err != nil {
+				fail(err)
+			}
+			k = 0
+		}
+	}
+	for _, p := range ps {
+		dst := p.Flow.Dst.Unmap()
+		f := unix.AF_INET6
+		if dst.Is4() {
+			f = unix.AF_INET
+		}
+		if f != fam {
+			flush()
+			fam = f
+		}
+		if s.pkts[k] == nil {
+			// A buffer of its own per message (Build given nil would use the builder's
+			// one buffer for all of them).
+			s.pkts[k] = make([]byte, 0, 1280)
+		}
+		pkt, err := s.b.Build(s.pkts[k][:0], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+		if err != nil {
+			fail(fmt.Errorf("build probe: %w", err))
+			continue
+		}
+		s.pkts[k] = pkt
+		m := &s.msgs[k]
+		*m = mmsghdr{}
+		s.iovs[k] = unix.Iovec{Base: &pkt[0]}
+		s.iovs[k].SetLen(len(pkt))
+		m.hdr.Iov = &s.iovs[k]
+		m.hdr.SetIovlen(1)
+		if f == unix.AF_INET {
+			s.names4[k] = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst.As4()}
+			m.hdr.Name = (*byte)(unsafe.Pointer(&s.names4[k]))
+			m.hdr.Namelen = unix.SizeofSockaddrInet4
+		} else {
+			// Port 0: a raw IPv6 socket would take it as the protocol.
+			s.names6[k] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dst.As16()}
+			m.hdr.Name = (*byte)(unsafe.Pointer(&s.names6[k]))
+			m.hdr.Namelen = unix.SizeofSockaddrInet6
+		}
+		k++
+	}
+	flush()
+	return sent, firstErr
+}
+
+// sendmmsg writes msgs on the family's socket, again after a partial write, skipping a
+// message the kernel refuses. It returns how many went out and the first error.
+func (s *Sender) sendmmsg(fam int, msgs []mmsghdr) (int, error) {
+	fd := s.fd6
+	if fam == unix.AF_INET {
+		fd = s.fd4
+	}
+	var firstErr error
+	sent := 0
+	for len(msgs) > 0 {
+		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+		switch {
+		case errno == unix.EINTR:
+			continue
+		case errno == unix.ENOSYS:
+			// No sendmmsg here (a kernel or seccomp filter without it): these one by one,
+			// the next batches with sendto.
+			s.noBatch = true
+			for i := range msgs {
+				if _, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[i].hdr)), 0); errno != 0 {
+					if firstErr == nil {
+						firstErr = fmt.Errorf("send probe: %w", errno)
+					}
+					continue
+				}
+				sent++
+			}
+			msgs = nil
+		case errno != 0:
+			// The first message failed: skip it, go on with the rest.
+			if firstErr == nil {
+				firstErr = fmt.Errorf("send probe: %w", errno)
+			}
+			msgs = msgs[1:]
+		default:
+			sent += int(r)
+			msgs = msgs[r:]
+		}
+	}
+	runtime.KeepAlive(s.pkts)
+	return sent, firstErr
+}
+
+func (s *Sender) sendEach(ps []BatchProbe, nonce uint32) (int, error) {
+	var firstErr error
+	sent := 0
+	for _, p := range ps {
+		if err := s.Send(p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		sent++
+	}
+	return sent, firstErr
 }
 
 // Close closes the sockets.

@@ -161,6 +161,9 @@ func (o *Objects) AttachWithOptions(ifindex int, opts AttachOptions) (*Attachmen
 		if info, err := tc.Info(); err == nil {
 			progID, _ = info.ID()
 		}
+		// Legacy filters of a crashed run: only a kernel without TCX, where runs attach
+		// legacy filters, has them (so runs with TCX skip the netlink dumps).
+		_, _ = cleanupStale(nl, ifindex)
 		lf, err := attachLegacy(nl, lnk, tc.FD(), int(progID))
 		if err != nil {
 			a.Close()

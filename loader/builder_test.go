@@ -2,7 +2,6 @@ package loader
 
 import (
 	"encoding/binary"
-	"net/netip"
 	"testing"
 
 	"github.com/turnpath/turnpath/probe"
@@ -70,16 +69,8 @@ func TestBuilderProbeKeys(t *testing.T) {
 			want(t, "Go key", ProbeKey{gp.Flow.Dst, gp.Flow.SPort, uint16(gp.ID)}, key)
 
 			runTC(t, o, eth(etherOf(pkt), pkt))
-			var (
-				k    TurnpathProbeKey
-				ts   uint64
-				keys []ProbeKey
-			)
-			it := o.objs.Sent.Iterate()
-			for it.Next(&k, &ts) {
-				keys = append(keys, ProbeKey{Dst: netip.AddrFrom16(k.Daddr).Unmap(), SPort: k.Sport, ID: k.Id})
-			}
-			if err := it.Err(); err != nil {
+			keys, err := o.sentKeys()
+			if err != nil {
 				t.Fatal(err)
 			}
 			if len(keys) != 1 || keys[0] != key {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -137,13 +138,22 @@ func optAddr(b [16]byte) netip.Addr {
 
 // DecodeEvent decodes one ring-buffer record (struct tp_event, host byte order).
 func DecodeEvent(raw []byte) (Event, error) {
+	var e Event
+	err := DecodeEventInto(raw, &e)
+	return e, err
+}
+
+// DecodeEventInto decodes one record into e without allocating: e.Ext reuses its backing
+// array (so it is valid until the next decode into e).
+func DecodeEventInto(raw []byte, e *Event) error {
 	if len(raw) < eventSize {
-		return Event{}, fmt.Errorf("loader: short event: %d bytes, want %d", len(raw), eventSize)
+		return fmt.Errorf("loader: short event: %d bytes, want %d", len(raw), eventSize)
 	}
 	var r TurnpathTpEvent
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r)), eventSize), raw)
 
-	e := Event{
+	ext := e.Ext[:0]
+	*e = Event{
 		Kind:            Kind(r.Kind),
 		Family:          r.Family,
 		Proto:           r.Proto,
@@ -173,9 +183,9 @@ func DecodeEvent(raw []byte) (Event, error) {
 	}
 	if n := int(r.ExtLen); n > 0 {
 		n = min(n, ExtMax)
-		e.Ext = append([]byte(nil), r.Ext[:n]...)
+		e.Ext = append(ext, r.Ext[:n]...)
 	}
-	return e, nil
+	return nil
 }
 
 // ringReader is the part of *ringbuf.Reader EventReader uses.
@@ -185,31 +195,80 @@ type ringReader interface {
 	Close() error
 }
 
-// EventReader reads matched replies from the `events` ring buffer. Read and
-// Close may be called from different goroutines; Read itself is not meant to
-// be called concurrently.
+// EventReader reads matched replies from the `events` ring buffer. Read, Wait and Close
+// may be called from different goroutines; Read and Drain are serialised internally.
 type EventReader struct {
-	rd  ringReader
-	rec ringbuf.Record
+	rd   ringReader
+	ring *netRing // nil with the fallback reader: no Drain, Wait reads
+	mu   sync.Mutex
+	rec  ringbuf.Record
+	ev   Event // Drain's, reused
 }
 
 // ErrClosed is returned by EventReader.Read after Close.
 var ErrClosed = os.ErrClosed
 
+// Receive methods (EventReader.Method).
+const (
+	// RecvNetpoll: the ring buffer's pages read directly, drained in batches (also from
+	// the sending loop), waits through the Go netpoller.
+	RecvNetpoll = "ring buffer: mmap, batched drain, netpoller"
+	// RecvReader: cilium/ebpf's ringbuf.Reader, one record per Read, waits in epoll_wait
+	// (the fallback, and the way before).
+	RecvReader = "ring buffer: ringbuf.Reader, one event per read"
+)
+
+// EventsOptions tune Events.
+type EventsOptions struct {
+	// Fallback uses cilium/ebpf's ringbuf.Reader instead of the netpoller reader.
+	Fallback bool
+}
+
 // Events opens a reader on the ring buffer. One reader per Objects.
-func (o *Objects) Events() (*EventReader, error) {
-	rd, err := ringbuf.NewReader(o.objs.Events)
-	if err != nil {
-		return nil, fmt.Errorf("loader: open ring buffer: %w", err)
+func (o *Objects) Events() (*EventReader, error) { return o.EventsWithOptions(EventsOptions{}) }
+
+// EventsWithOptions is Events with options. The netpoller reader falls back to cilium's
+// reader when the ring cannot be mapped.
+func (o *Objects) EventsWithOptions(opts EventsOptions) (*EventReader, error) {
+	r := &EventReader{}
+	if !opts.Fallback {
+		if ring, err := newNetRing(o.objs.Events); err == nil {
+			r.ring, r.rd = ring, ring
+		}
 	}
-	return &EventReader{rd: rd}, nil
+	if r.rd == nil {
+		rd, err := ringbuf.NewReader(o.objs.Events)
+		if err != nil {
+			return nil, fmt.Errorf("loader: open ring buffer: %w", err)
+		}
+		r.rd = rd
+	}
+	if o.drainOnOpen {
+		// A pinned ring buffer may hold what an earlier run of the slot left unread:
+		// not this run's replies. Its programs are detached, so nothing more comes.
+		r.rd.SetDeadline(time.Now())
+		for r.rd.ReadInto(&r.rec) == nil {
+		}
+		r.rd.SetDeadline(time.Time{})
+	}
+	return r, nil
+}
+
+// Method says how events are read: RecvNetpoll or RecvReader.
+func (r *EventReader) Method() string {
+	if r.ring != nil {
+		return RecvNetpoll
+	}
+	return RecvReader
 }
 
 // Read blocks until the next event, the deadline (os.ErrDeadlineExceeded) or
 // Close (ErrClosed).
 func (r *EventReader) Read() (Event, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if err := r.rd.ReadInto(&r.rec); err != nil {
-		if errors.Is(err, os.ErrClosed) {
+		if errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed) {
 			return Event{}, ErrClosed
 		}
 		return Event{}, err
@@ -217,9 +276,53 @@ func (r *EventReader) Read() (Event, error) {
 	return DecodeEvent(r.rec.RawSample)
 }
 
-// SetDeadline makes Read return os.ErrDeadlineExceeded once t has passed and
+// Drain hands the events pending now to fn, one by one while room() says so, without
+// waiting, and returns how many it read. The *Event is reused: fn must not keep it (or
+// its Ext). With try set it returns 0 at once when another goroutine is reading. Only the
+// netpoller reader drains; with the fallback reader Drain returns 0.
+func (r *EventReader) Drain(try bool, room func() bool, fn func(*Event)) int {
+	if r.ring == nil {
+		return 0
+	}
+	if try {
+		if !r.mu.TryLock() {
+			return 0
+		}
+	} else {
+		r.mu.Lock()
+	}
+	defer r.mu.Unlock()
+	n := 0
+	for room() {
+		b, end := r.ring.next()
+		if b == nil {
+			break
+		}
+		err := DecodeEventInto(b, &r.ev)
+		r.ring.commit(end) // the record is copied out: the kernel may reuse its space
+		n++
+		if err == nil {
+			fn(&r.ev)
+		}
+	}
+	return n
+}
+
+// Pending reports whether events may be waiting (the netpoller reader; false otherwise).
+func (r *EventReader) Pending() bool { return r.ring != nil && r.ring.pending() }
+
+// Wait blocks until events may be pending, the deadline or Close (ErrClosed). Only for the
+// netpoller reader (Drain them then); the fallback reader returns at once.
+func (r *EventReader) Wait() error {
+	if r.ring == nil {
+		return nil
+	}
+	return r.ring.wait()
+}
+
+// SetDeadline makes Read and Wait return os.ErrDeadlineExceeded once t has passed and
 // no event is pending; the zero time removes the deadline.
 func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
 
-// Close interrupts a blocked Read and releases the reader.
+// Close interrupts a blocked Read or Wait and releases the reader.
 func (r *EventReader) Close() error { return r.rd.Close() }

@@ -33,7 +33,7 @@ func TestStructLayout(t *testing.T) {
 		{"flags", unsafe.Offsetof(e.Flags), 101},
 		{"ext", unsafe.Offsetof(e.Ext), 104},
 		{"sizeof(probe_key)", unsafe.Sizeof(TurnpathProbeKey{}), 20},
-		{"sizeof(flow_val)", unsafe.Sizeof(TurnpathFlowVal{}), 18},
+		{"sizeof(flow_val)", unsafe.Sizeof(TurnpathFlowVal{}), 32},
 		{"sizeof(tp_stats)", unsafe.Sizeof(TurnpathTpStats{}), 80},
 	} {
 		if c.got != c.want {
@@ -193,21 +193,24 @@ func TestSpecSetsVariables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var (
-		p, d   uint8
-		lo, hi uint16
-		n      uint32
-	)
-	for name, out := range map[string]any{"cfg_proto": &p, "cfg_drop": &d, "cfg_sport_lo": &lo, "cfg_sport_hi": &hi, "cfg_nonce": &n} {
-		if err := spec.Variables[name].Get(out); err != nil {
-			t.Fatal(name, err)
-		}
-		if !spec.Variables[name].Constant() {
-			t.Errorf("%s is not a constant", name)
-		}
+	// One mutable variable, not constants: pinned programs serve run after run, each
+	// writing its own configuration (pin.go).
+	var c TurnpathTpCfg
+	v := spec.Variables[TurnpathVarCfg]
+	if v == nil {
+		t.Fatal("no cfg variable")
 	}
-	if p != 6 || d != 1 || lo != 100 || hi != 200 || n != 0xdeadbeef {
-		t.Errorf("got %d %d %d %d %#x", p, d, lo, hi, n)
+	if err := v.Get(&c); err != nil {
+		t.Fatal(err)
+	}
+	if v.Constant() {
+		t.Error("cfg is a constant: pinned programs could not be reconfigured")
+	}
+	if c.Proto != 6 || c.Drop != 1 || c.SportLo != 100 || c.SportHi != 200 || c.Dport != 443 || c.Nonce != 0xdeadbeef || c.StartNs != 0 {
+		t.Errorf("got %+v", c)
+	}
+	if len(spec.Variables) != 1 || spec.Maps[".bss"] == nil || spec.Maps[".bss"].ValueSize != uint32(unsafe.Sizeof(c)) {
+		t.Errorf("the configuration must be the only global (the .bss map a run writes whole): %d variables", len(spec.Variables))
 	}
 	for name, ps := range spec.Programs {
 		if name == "xdp_rx" && ps.Type != ebpf.XDP || name != "xdp_rx" && ps.Type != ebpf.SchedCLS {
@@ -235,5 +238,22 @@ func TestVerifierErrorFormat(t *testing.T) {
 	}
 	if perm := wrapPerm("load", fmt.Errorf("x: %w", unix.EPERM)); !errors.Is(perm, ErrPermission) || !strings.Contains(perm.Error(), "CAP_BPF") {
 		t.Errorf("perm: %v", perm)
+	}
+}
+
+// KernelNow reads the runtime's vDSO clock: it must be CLOCK_MONOTONIC, the clock of
+// bpf_ktime_get_ns (clock_gettime's reading falls between two of KernelNow's).
+func TestKernelNowIsMonotonicClock(t *testing.T) {
+	for range 5 {
+		var ts unix.Timespec
+		before := KernelNow()
+		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+			t.Fatal(err)
+		}
+		after := KernelNow()
+		mono := uint64(ts.Nano())
+		if mono < before || mono > after {
+			t.Fatalf("clock_gettime(CLOCK_MONOTONIC) = %d outside KernelNow's [%d, %d]", mono, before, after)
+		}
 	}
 }

@@ -14,4 +14,4 @@ package loader
 // therefore wins; -nostdinc keeps the host's /usr/include out, so the object
 // only depends on bpf/ and the compiler (byte-identical across machines with
 // the same clang).
-//go:generate go tool bpf2go -cc $BPF_CLANG -cflags $BPF_CFLAGS -target bpfel -type probe_key -type flow_val -type tp_event -type tp_stats Turnpath ../bpf/turnpath.c -- -nostdinc -I../bpf/headers -mcpu=v3
+//go:generate go tool bpf2go -cc $BPF_CLANG -cflags $BPF_CFLAGS -target bpfel -type probe_key -type flow_val -type tp_event -type tp_stats -type sent_set Turnpath ../bpf/turnpath.c -- -nostdinc -I../bpf/headers -mcpu=v3

@@ -1,11 +1,15 @@
 package loader
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"sync"
+	"sync/atomic"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -81,6 +85,22 @@ type Objects struct {
 	// verifier pass at start-up.
 	spec *ebpf.CollectionSpec
 	mu   sync.Mutex
+	bss  *ebpf.Map // the .bss section: the run's configuration (struct tp_cfg)
+	// quiet is cfg.rb_quiet in the memory-mapped .bss (nil when it cannot be mapped).
+	quiet    *uint32
+	quietMem []byte
+	// startNs is the run's cfg.start_ns (0 for objects loaded for the run): the
+	// generation of its `flows` entries.
+	startNs uint64
+
+	// Pinning (pin.go): the slot directory and its flock, how the objects were
+	// obtained, why not pinned, and whether the reader must first drain what an
+	// earlier run of the slot left in the ring buffer.
+	pinDir      string
+	lock        int
+	how         How
+	pinNote     string
+	drainOnOpen bool
 }
 
 // VerifierError is returned by Load when the kernel's verifier rejects a
@@ -122,8 +142,8 @@ func wrapPerm(what string, err error) error {
 	return nil
 }
 
-// Spec returns the embedded CollectionSpec specialised for cfg (variables
-// set, nothing loaded), e.g. for inspection or custom loading.
+// Spec returns the embedded CollectionSpec with cfg as the initial value of the
+// programs' configuration (nothing loaded), e.g. for inspection or custom loading.
 func Spec(cfg Config) (*ebpf.CollectionSpec, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -132,32 +152,69 @@ func Spec(cfg Config) (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loader: %w", err)
 	}
-	drop := uint8(0)
-	if cfg.Drop {
-		drop = 1
+	v, ok := spec.Variables[TurnpathVarCfg]
+	if !ok {
+		return nil, fmt.Errorf("loader: BPF object has no variable %q", TurnpathVarCfg)
 	}
-	for name, val := range map[string]any{
-		TurnpathVarCfgProto:    cfg.Proto,
-		TurnpathVarCfgSportLo:  cfg.SportLo,
-		TurnpathVarCfgSportHi:  cfg.SportHi,
-		TurnpathVarCfgDport:    cfg.DPort,
-		TurnpathVarCfgNonce:    cfg.Nonce,
-		TurnpathVarCfgDrop:     drop,
-		TurnpathVarCfgNonceOff: cfg.NonceOff,
-	} {
-		v, ok := spec.Variables[name]
-		if !ok {
-			return nil, fmt.Errorf("loader: BPF object has no variable %q", name)
-		}
-		if err := v.Set(val); err != nil {
-			return nil, fmt.Errorf("loader: set %s: %w", name, err)
-		}
+	if err := v.Set(cfg.raw(0)); err != nil {
+		return nil, fmt.Errorf("loader: set %s: %w", TurnpathVarCfg, err)
 	}
 	return spec, nil
 }
 
+// raw is the kernel form of the configuration for a run that started at startNs.
+func (c Config) raw(startNs uint64) TurnpathTpCfg {
+	r := TurnpathTpCfg{StartNs: startNs, Nonce: c.Nonce, SportLo: c.SportLo, SportHi: c.SportHi,
+		Dport: c.DPort, NonceOff: c.NonceOff, Proto: c.Proto}
+	if c.Drop {
+		r.Drop = 1
+	}
+	return r
+}
+
+// writeConfig writes the run's configuration, with its start time, into the programs'
+// .bss: how a run takes over pinned objects an earlier run loaded.
+func (o *Objects) writeConfig() error {
+	o.startNs = KernelNow()
+	if err := o.bss.Put(uint32(0), o.cfg.raw(o.startNs)); err != nil {
+		return fmt.Errorf("loader: write configuration: %w", err)
+	}
+	o.mapQuiet()
+	return nil
+}
+
+// mapQuiet maps the .bss (created BPF_F_MMAPABLE where the kernel can) so SetQuiet is a
+// plain store.
+func (o *Objects) mapQuiet() {
+	if o.quiet != nil || o.bss.Flags()&unix.BPF_F_MMAPABLE == 0 {
+		return
+	}
+	mem, err := unix.Mmap(o.bss.FD(), 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return
+	}
+	var c TurnpathTpCfg
+	o.quiet = (*uint32)(unsafe.Pointer(&mem[unsafe.Offsetof(c.RbQuiet)]))
+	o.quietMem = mem
+}
+
+// SetQuiet tells the programs whether Go drains the ring buffer on its own (no wakeup per
+// event: BPF_RB_NO_WAKEUP until the ring is half full). It reports false when that cannot
+// be told (no memory-mapped .bss): every event then wakes the reader as usual.
+func (o *Objects) SetQuiet(on bool) bool {
+	if o.quiet == nil {
+		return false
+	}
+	v := uint32(0)
+	if on {
+		v = 1
+	}
+	atomic.StoreUint32(o.quiet, v)
+	return true
+}
+
 // Load specialises the embedded BPF objects for cfg and loads them into the
-// kernel. Nothing is attached yet.
+// kernel, for this run only (Open reuses pinned ones). Nothing is attached yet.
 func Load(cfg Config) (*Objects, error) {
 	spec, err := Spec(cfg)
 	if err != nil {
@@ -166,17 +223,19 @@ func Load(cfg Config) (*Objects, error) {
 	// Only needed before kernel 5.11 (memcg accounting); harmless after.
 	_ = rlimit.RemoveMemlock()
 
-	o := &Objects{cfg: cfg, spec: spec}
+	o := &Objects{cfg: cfg, spec: spec, lock: -1}
 	// What every run attaches: the maps, TCX egress and XDP.
 	var core struct {
 		TurnpathMaps
+		Bss       *ebpf.Map     `ebpf:".bss"`
 		TcxEgress *ebpf.Program `ebpf:"tcx_egress"`
 		XdpRx     *ebpf.Program `ebpf:"xdp_rx"`
 	}
 	if err := spec.LoadAndAssign(&core, nil); err != nil {
 		return nil, loadErr(err)
 	}
-	o.objs.TurnpathMaps, o.objs.TcxEgress, o.objs.XdpRx = core.TurnpathMaps, core.TcxEgress, core.XdpRx
+	o.objs.TurnpathMaps, o.objs.TcxEgress, o.objs.XdpRx, o.bss = core.TurnpathMaps, core.TcxEgress, core.XdpRx, core.Bss
+	o.mapQuiet()
 	return o, nil
 }
 
@@ -193,7 +252,7 @@ func loadErr(err error) error {
 
 // tcEgress is the legacy clsact program, loaded the first time it is needed.
 func (o *Objects) tcEgress() (*ebpf.Program, error) {
-	return o.lazy(&o.objs.TcEgress, func(opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
+	return o.lazy("tc_egress", &o.objs.TcEgress, func(opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
 		var p struct {
 			P *ebpf.Program `ebpf:"tc_egress"`
 		}
@@ -204,7 +263,7 @@ func (o *Objects) tcEgress() (*ebpf.Program, error) {
 
 // tcxIngress is the TCX ingress matcher, loaded the first time it is needed.
 func (o *Objects) tcxIngress() (*ebpf.Program, error) {
-	return o.lazy(&o.objs.TcxIngress, func(opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
+	return o.lazy("tcx_ingress", &o.objs.TcxIngress, func(opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
 		var p struct {
 			P *ebpf.Program `ebpf:"tcx_ingress"`
 		}
@@ -214,19 +273,27 @@ func (o *Objects) tcxIngress() (*ebpf.Program, error) {
 }
 
 // lazy loads the program in *slot the first time it is asked for, with the run's maps
-// (the .rodata of the configuration is loaded again from the same spec: the same
-// constants).
-func (o *Objects) lazy(slot **ebpf.Program, load func(*ebpf.CollectionOptions) (*ebpf.Program, error)) (*ebpf.Program, error) {
+// (and pins it into the run's slot for later runs). Objects from a pinned slot have no
+// spec: it is parsed then.
+func (o *Objects) lazy(name string, slot **ebpf.Program, load func(*ebpf.CollectionOptions) (*ebpf.Program, error)) (*ebpf.Program, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if *slot == nil {
+		if o.spec == nil {
+			spec, err := Spec(o.cfg)
+			if err != nil {
+				return nil, err
+			}
+			o.spec = spec
+		}
 		m := o.objs.TurnpathMaps
 		p, err := load(&ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-			"events": m.Events, "flows": m.Flows, "sent": m.Sent, "stats": m.Stats}})
+			"events": m.Events, "flows": m.Flows, "sent": m.Sent, "stats": m.Stats, ".bss": o.bss}})
 		if err != nil {
 			return nil, loadErr(err)
 		}
 		*slot = p
+		o.pinLazy(name, p)
 	}
 	return *slot, nil
 }
@@ -237,7 +304,21 @@ func (o *Objects) Config() Config { return o.cfg }
 // Close releases the programs and maps. Attachments hold their own
 // references: close them first (or they keep the programs alive).
 func (o *Objects) Close() error {
-	return o.objs.Close()
+	err := o.objs.Close()
+	if o.quietMem != nil {
+		o.quiet = nil
+		_ = unix.Munmap(o.quietMem)
+		o.quietMem = nil
+	}
+	if o.bss != nil {
+		err = errors.Join(err, o.bss.Close())
+	}
+	if o.lock >= 0 {
+		// Releases the slot to the next run (the pins stay).
+		err = errors.Join(err, unix.Close(o.lock))
+		o.lock = -1
+	}
+	return err
 }
 
 // ProbeKey identifies one probe: the key of the `sent` map.
@@ -263,35 +344,113 @@ func (k ProbeKey) raw() TurnpathProbeKey {
 
 // SetFlow registers one of the run's flows under its flowtag: XDP turns a STUN answer's
 // flowtag back into its flow, and TC egress records a probe carrying the run's nonce and a
-// flowtag only when the flowtag stands for the probe's own flow.
+// flowtag only when the flowtag stands for the probe's own flow. The table has 65536
+// slots (tag & 0xffff): a tag whose slot another live flow of the run holds is refused.
 func (o *Objects) SetFlow(tag uint32, daddr netip.Addr, sport uint16) error {
 	if !daddr.IsValid() {
 		return fmt.Errorf("loader: SetFlow: invalid address")
 	}
-	val := TurnpathFlowVal{Daddr: addr16(daddr), Sport: sport}
-	if err := o.objs.Flows.Put(tag, val); err != nil {
+	if tag == 0 {
+		return fmt.Errorf("loader: SetFlow: flowtag 0")
+	}
+	idx := tag & 0xffff
+	var cur TurnpathFlowVal
+	if err := o.objs.Flows.Lookup(idx, &cur); err != nil {
+		return fmt.Errorf("loader: SetFlow %d: %w", tag, err)
+	}
+	if cur.Tag != 0 && cur.Tag != tag && cur.Gen == o.startNs {
+		return fmt.Errorf("loader: SetFlow %d: slot held by flowtag %d (more than 65536 flows at once)", tag, cur.Tag)
+	}
+	val := TurnpathFlowVal{Daddr: addr16(daddr), Sport: sport, Tag: tag, Gen: o.startNs}
+	if err := o.objs.Flows.Put(idx, val); err != nil {
 		return fmt.Errorf("loader: SetFlow %d: %w", tag, err)
 	}
 	return nil
 }
 
-// DeleteFlow removes a flowtag set with SetFlow.
+// DeleteFlow removes a flow set with SetFlow.
 func (o *Objects) DeleteFlow(tag uint32) error {
-	if err := o.objs.Flows.Delete(tag); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	idx := tag & 0xffff
+	var cur TurnpathFlowVal
+	if err := o.objs.Flows.Lookup(idx, &cur); err != nil {
+		return fmt.Errorf("loader: DeleteFlow %d: %w", tag, err)
+	}
+	if cur.Tag != tag || cur.Gen != o.startNs {
+		return nil // not there (or another flow's now)
+	}
+	if err := o.objs.Flows.Put(idx, TurnpathFlowVal{}); err != nil {
 		return fmt.Errorf("loader: DeleteFlow %d: %w", tag, err)
 	}
 	return nil
 }
 
+// flowOf returns the run's flow under tag, as the programs see it (tests).
+func (o *Objects) flowOf(tag uint32) (TurnpathFlowVal, bool) {
+	var cur TurnpathFlowVal
+	if tag == 0 || o.objs.Flows.Lookup(tag&0xffff, &cur) != nil || cur.Tag != tag || cur.Gen != o.startNs {
+		return TurnpathFlowVal{}, false
+	}
+	return cur, true
+}
+
 // SentTimestamp returns the kernel tx timestamp (bpf_ktime_get_ns, i.e.
-// CLOCK_MONOTONIC ns) TC egress recorded for the probe, if any.
+// CLOCK_MONOTONIC ns) TC egress recorded for the probe, if any (and this run's).
 func (o *Objects) SentTimestamp(key ProbeKey) (uint64, bool) {
-	var ts uint64
-	if err := o.objs.Sent.Lookup(key.raw(), &ts); err != nil {
+	raw := key.raw()
+	var set TurnpathSentSet
+	if err := o.objs.Sent.Lookup(sentSetOf(&raw), &set); err != nil {
 		return 0, false
 	}
-	return ts, true
+	var start TurnpathTpCfg
+	if err := o.bss.Lookup(uint32(0), &start); err != nil {
+		return 0, false
+	}
+	for _, w := range set.Way {
+		if w.Key == raw && w.Ts != 0 && w.Ts >= start.StartNs {
+			return w.Ts, true
+		}
+	}
+	return 0, false
 }
+
+// sentKeys lists the probes `sent` holds (tests).
+func (o *Objects) sentKeys() ([]ProbeKey, error) {
+	var (
+		idx uint32
+		set TurnpathSentSet
+		out []ProbeKey
+	)
+	it := o.objs.Sent.Iterate()
+	for it.Next(&idx, &set) {
+		for _, w := range set.Way {
+			if w.Ts != 0 {
+				out = append(out, ProbeKey{Dst: addrFrom16(w.Key.Daddr), SPort: w.Key.Sport, ID: w.Key.Id})
+			}
+		}
+	}
+	return out, it.Err()
+}
+
+// sentSetOf is the `sent` set of a probe key: sent_set_of in bpf/turnpath.c, over the
+// key's five 32-bit words in host order.
+func sentSetOf(k *TurnpathProbeKey) uint32 {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(k)), 20)
+	w := func(i int) uint32 { return binary.NativeEndian.Uint32(b[4*i:]) }
+	h := w(0) * 0x9e3779b1
+	h = (h ^ w(1)) * 0x85ebca77
+	h = (h ^ w(2)) * 0xc2b2ae3d
+	h = (h ^ w(3)) * 0x27d4eb2f
+	h = (h ^ w(4)) * 0x165667b1
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h & (sentSets - 1)
+}
+
+// sentSets is SENT_SETS in bpf/turnpath.h.
+const sentSets = 1 << 15
 
 // Stats are the BPF counters summed over all CPUs.
 type Stats struct {
@@ -366,12 +525,12 @@ func (o *Objects) RunTCEgress(frame []byte) (uint32, error) {
 	return p.Run(&ebpf.RunOptions{Data: frame})
 }
 
-// KernelNow returns the clock bpf_ktime_get_ns uses (CLOCK_MONOTONIC), to
-// relate event timestamps to the present.
-func KernelNow() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return uint64(ts.Nano())
-}
+// KernelNow returns the clock bpf_ktime_get_ns uses (CLOCK_MONOTONIC), to relate event
+// timestamps to the present. It is the Go runtime's monotonic clock, read through the
+// vDSO without a system call (unix.ClockGettime is a real syscall: ~6 % of a core at a
+// high probe rate); on Linux the runtime's nanotime is CLOCK_MONOTONIC itself
+// (TestKernelNowIsMonotonicClock checks it against clock_gettime).
+func KernelNow() uint64 { return uint64(nanotime()) }
+
+//go:linkname nanotime runtime.nanotime
+func nanotime() int64

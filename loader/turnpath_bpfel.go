@@ -17,6 +17,9 @@ type TurnpathFlowVal struct {
 	_     structs.HostLayout
 	Daddr [16]uint8
 	Sport uint16
+	Pad   uint16
+	Tag   uint32
+	Gen   uint64
 }
 
 type TurnpathProbeKey struct {
@@ -24,6 +27,31 @@ type TurnpathProbeKey struct {
 	Daddr [16]uint8
 	Sport uint16
 	Id    uint16
+}
+
+type TurnpathSentSet struct {
+	_   structs.HostLayout
+	Way [4]struct {
+		_   structs.HostLayout
+		Key TurnpathProbeKey
+		Pad uint32
+		Ts  uint64
+	}
+}
+
+type TurnpathTpCfg struct {
+	_        structs.HostLayout
+	StartNs  uint64
+	Nonce    uint32
+	SportLo  uint16
+	SportHi  uint16
+	Dport    uint16
+	NonceOff uint16
+	Proto    uint8
+	Drop     uint8
+	Pad      [2]uint8
+	RbQuiet  uint32
+	Pad2     uint32
 }
 
 type TurnpathTpEvent struct {
@@ -84,13 +112,7 @@ const (
 	TurnpathProgTcxEgress  = "tcx_egress"
 	TurnpathProgTcxIngress = "tcx_ingress"
 	TurnpathProgXdpRx      = "xdp_rx"
-	TurnpathVarCfgDport    = "cfg_dport"
-	TurnpathVarCfgDrop     = "cfg_drop"
-	TurnpathVarCfgNonce    = "cfg_nonce"
-	TurnpathVarCfgNonceOff = "cfg_nonce_off"
-	TurnpathVarCfgProto    = "cfg_proto"
-	TurnpathVarCfgSportHi  = "cfg_sport_hi"
-	TurnpathVarCfgSportLo  = "cfg_sport_lo"
+	TurnpathVarCfg         = "cfg"
 )
 
 // LoadTurnpath returns the embedded CollectionSpec for Turnpath.
@@ -155,13 +177,7 @@ type TurnpathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TurnpathVariableSpecs struct {
-	CfgDport    *ebpf.VariableSpec `ebpf:"cfg_dport"`
-	CfgDrop     *ebpf.VariableSpec `ebpf:"cfg_drop"`
-	CfgNonce    *ebpf.VariableSpec `ebpf:"cfg_nonce"`
-	CfgNonceOff *ebpf.VariableSpec `ebpf:"cfg_nonce_off"`
-	CfgProto    *ebpf.VariableSpec `ebpf:"cfg_proto"`
-	CfgSportHi  *ebpf.VariableSpec `ebpf:"cfg_sport_hi"`
-	CfgSportLo  *ebpf.VariableSpec `ebpf:"cfg_sport_lo"`
+	Cfg *ebpf.VariableSpec `ebpf:"cfg"`
 }
 
 // TurnpathObjects contains all objects after they have been loaded into the kernel.
@@ -203,13 +219,7 @@ func (m *TurnpathMaps) Close() error {
 //
 // It can be passed to LoadTurnpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TurnpathVariables struct {
-	CfgDport    *ebpf.Variable `ebpf:"cfg_dport"`
-	CfgDrop     *ebpf.Variable `ebpf:"cfg_drop"`
-	CfgNonce    *ebpf.Variable `ebpf:"cfg_nonce"`
-	CfgNonceOff *ebpf.Variable `ebpf:"cfg_nonce_off"`
-	CfgProto    *ebpf.Variable `ebpf:"cfg_proto"`
-	CfgSportHi  *ebpf.Variable `ebpf:"cfg_sport_hi"`
-	CfgSportLo  *ebpf.Variable `ebpf:"cfg_sport_lo"`
+	Cfg *ebpf.Variable `ebpf:"cfg"`
 }
 
 // TurnpathPrograms contains all programs after they have been loaded into the kernel.

@@ -165,6 +165,8 @@ func capacity(ctx context.Context, args []string) error {
 	fs.IntVar(&o.Probes, "probes", 600_000, "probes to send")
 	fs.IntVar(&o.CPU, "cpu", bench.CapacityCPU(), "core to pin the process to (-1: not pinned)")
 	fs.Float64Var(&o.Rate, "rate", 0, "probes per second (0: unpaced)")
+	fs.IntVar(&o.Batch, "batch", 0, "probes per SendBatch call (0: Send per probe)")
+	fs.BoolVar(&o.Baseline, "baseline", false, "eBPF: the path before batching (sendto per probe, ringbuf.Reader goroutine)")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitError(2)
 	}

@@ -66,4 +66,7 @@ func printReport(c *cli.Context, r *doctor.Report) {
 	}
 	w.Flush()
 	fmt.Fprintf(c.App.Writer, "engine: %s (%s)\n", r.Engine, r.EngineWhy)
+	if r.Send != "" {
+		fmt.Fprintf(c.App.Writer, "send: %s\nreceive: %s\n", r.Send, r.Receive)
+	}
 }

@@ -278,9 +278,10 @@ func TestLabTraceCLI(t *testing.T) {
 }
 
 type bpfProg struct {
-	ID     int    `json:"id"`
-	Name   string `json:"name"`
-	MapIDs []int  `json:"map_ids"`
+	ID     int      `json:"id"`
+	Name   string   `json:"name"`
+	MapIDs []int    `json:"map_ids"`
+	Pinned []string `json:"pinned"` // with bpftool -f
 }
 
 func bpftoolJSON(t *testing.T, v any, args ...string) {
@@ -332,16 +333,31 @@ func runProgs(t *testing.T, ns string) []int {
 }
 
 // progsLeft waits a moment for ids to be freed (the kernel frees programs after an RCU
-// grace period) and returns those still loaded.
+// grace period) or detached and returns those still loaded. Programs pinned in a turnpath
+// slot (loader/pin.go) stay loaded by design, for the next run: they count only while a
+// bpf_link still attaches them.
 func progsLeft(t *testing.T, ids []int) []int {
 	t.Helper()
 	var left []int
 	for i := 0; i < 20; i++ {
 		var progs []bpfProg
-		bpftoolJSON(t, &progs, "bpftool", "-j", "prog", "show")
+		bpftoolJSON(t, &progs, "bpftool", "-j", "-f", "prog", "show")
+		var links []struct {
+			ProgID int `json:"prog_id"`
+		}
+		bpftoolJSON(t, &links, "bpftool", "-j", "link", "show")
 		left = left[:0]
 		for _, p := range progs {
-			if slices.Contains(ids, p.ID) {
+			if !slices.Contains(ids, p.ID) {
+				continue
+			}
+			pinned := slices.ContainsFunc(p.Pinned, func(s string) bool { return strings.Contains(s, "/turnpath") })
+			linked := slices.ContainsFunc(links, func(l struct {
+				ProgID int `json:"prog_id"`
+			}) bool {
+				return l.ProgID == p.ID
+			})
+			if !pinned || linked {
 				left = append(left, p.ID)
 			}
 		}

@@ -61,6 +61,7 @@ func newApp() *cli.App {
 			multipathCommand(),
 			monitorCommand(),
 			checkCommand(),
+			cleanupCommand(),
 			labCommand(),
 			versionCommand(),
 			historyCommand(),
