@@ -54,6 +54,7 @@ var Sections = []Section{
 	{ID: "timestamps", Title: "Timestamp accuracy", Budget: 60 * time.Second, Run: runTimestamps},
 	{ID: "many", Title: "Many targets", Budget: 75 * time.Second, Run: runMany},
 	{ID: "scan", Title: "Many relays under ICMP limits", Budget: 180 * time.Second, Run: runScanBench},
+	{ID: "multipath", Title: "Multipath at scale", Budget: 360 * time.Second, Run: runMultipathBench},
 	{ID: "memory", Title: "Memory", Budget: 160 * time.Second, Run: runMemory},
 	{ID: "monitor", Title: "Monitor", Budget: 200 * time.Second, Run: runMonitorCost},
 	{ID: "asn", Title: "AS lookups offline", Budget: 60 * time.Second, Run: runASN},

@@ -37,6 +37,7 @@ var (
 	toolCoturn  = tool{"turnserver", "coturn"}
 	toolDnsmasq = tool{"dnsmasq", "dnsmasq-base"}
 	toolIP      = tool{"ip", "iproute2"}
+	toolNft     = tool{"nft", "nftables"}
 )
 
 // ErrMissingTool is wrapped by errors about a missing external binary.

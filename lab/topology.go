@@ -72,6 +72,17 @@ type Node struct {
 	Forward map[string][]string
 	// Silent routers never send ICMP errors (no Time Exceeded, no Unreachable).
 	Silent bool
+	// InboundErrors: the router's IPv4 ICMP errors come from the interface the offending
+	// packet came in by (net.ipv4.icmp_errors_use_inbound_ifaddr=1), as on many vendor
+	// routers and as Linux's ICMPv6 errors always do; otherwise from the interface of its
+	// route back to the sender. A router reached over several links then answers from
+	// several addresses: one router, several vertices of an interface graph.
+	InboundErrors bool
+	// IPIDCounter: the IPv4 ICMP messages the router sends take their IP IDs from one
+	// counter shared by all its interfaces, starting at IPIDOffset (an nftables rule),
+	// as on many vendor routers. Linux's own ICMP errors carry IP ID 0. The shared
+	// counter is what alias resolution's monotonic bounds test recognises.
+	IPIDCounter bool
 }
 
 // Link is a point-to-point veth pair. Link N uses 198.18.N.0/24 and fd51:0:0:N::/64;
@@ -137,9 +148,30 @@ var (
 //
 // TTL from the client: 1 r1, 2 r2, 3 r3{a,b,c}, 4 r4, 5 r5a|r5b, 6 r6|r5c, 7 r7|r6,
 // 8 r8|r7, 9 t1|r8, 10 t1. Toward t2: r1, r2, r9, t2.
+//
+// Every router answers from the interface a probe came in by (InboundErrors), on both
+// families, so r4 answers from three addresses (links 7, 8, 9) and r6 from two (13, 14).
+// r3a, r3b, r3c, r4 and r6 number their ICMP from one counter each (IPIDCounter), like
+// vendor routers; the others are plain Linux (IP ID 0).
 func DefaultTopology() *Topology {
 	w, b := "wildcard", "bound"
 	fw := func(hops ...string) map[string][]string { return map[string][]string{w: hops} }
+	t := defaultTopology(w, b, fw)
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		if n.Kind != KindRouter {
+			continue
+		}
+		n.InboundErrors = true
+		switch n.Name {
+		case "r3a", "r3b", "r3c", "r4", "r6":
+			n.IPIDCounter = true
+		}
+	}
+	return t
+}
+
+func defaultTopology(w, b string, fw func(hops ...string) map[string][]string) *Topology {
 	return &Topology{
 		Domain: "lab.turnpath.test",
 		Port:   3478,
@@ -400,6 +432,25 @@ func HashSeed(node string) uint32 {
 	return h.Sum32() | 1 // 0 would mean "random seed" to the kernel
 }
 
+// minIPIDGap is how far apart two routers' IP ID counters start: a lab run sends far
+// fewer ICMP messages per router than this.
+const minIPIDGap = 1024
+
+// IPIDOffset is where an IPIDCounter router's IP ID counter starts. Fixed per router,
+// like HashSeed, and far apart between routers (Validate checks it), so the lab's
+// distinct routers never look like one counter by chance; real counters start anywhere.
+func IPIDOffset(node string) uint16 {
+	h := fnv.New32a()
+	h.Write([]byte("turnpath-lab-ipid/" + node))
+	x := h.Sum32() // FNV's high bits barely move with the last byte: mix (murmur3's finaliser)
+	x ^= x >> 16
+	x *= 0x85ebca6b
+	x ^= x >> 13
+	x *= 0xc2b2ae35
+	x ^= x >> 16
+	return uint16(x)
+}
+
 // NextHop is one gateway of a route.
 type NextHop struct {
 	Node string     // the neighbour
@@ -642,6 +693,19 @@ func (t *Topology) Validate() error {
 			errs = append(errs, fmt.Errorf("routers %s and %s hash to the same seed", n.Name, other))
 		}
 		seeds[s] = n.Name
+	}
+	var counters []Node
+	for _, n := range t.Nodes {
+		if n.Kind == KindRouter && n.IPIDCounter {
+			counters = append(counters, n)
+		}
+	}
+	for i, a := range counters {
+		for _, b := range counters[i+1:] {
+			if d := IPIDOffset(a.Name) - IPIDOffset(b.Name); min(d, -d) < minIPIDGap {
+				errs = append(errs, fmt.Errorf("routers %s and %s start their IP ID counters %d apart (want %d or more)", a.Name, b.Name, min(d, -d), minIPIDGap))
+			}
+		}
 	}
 	return joinErrors(errs...)
 }

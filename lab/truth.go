@@ -218,7 +218,39 @@ func (tt *TargetTruth) LinksNamed(anon func(prev netip.Addr, depth int) string) 
 	return out
 }
 
-// WriteText writes a short human-readable hop table.
+// TargetRouter is one answering router on a target's paths and the addresses it
+// answers that target from: several when it answers from the interface a probe came in
+// by and probes come in by several. They are one alias set of alias resolution.
+type TargetRouter struct {
+	Node  string       `json:"node"`
+	Addrs []netip.Addr `json:"addrs"`
+}
+
+// Routers returns the answering routers on the target's paths (not the destination, not
+// silent routers), by node name, each with the addresses it answers this target from.
+func (tt *TargetTruth) Routers() []TargetRouter {
+	byNode := map[string][]netip.Addr{}
+	for _, p := range tt.paths {
+		for _, r := range p {
+			if r.Destination || r.Silent || !r.Addr.IsValid() {
+				continue
+			}
+			if !slices.Contains(byNode[r.Node], r.Addr) {
+				byNode[r.Node] = append(byNode[r.Node], r.Addr)
+			}
+		}
+	}
+	out := make([]TargetRouter, 0, len(byNode))
+	for n, as := range byNode {
+		slices.SortFunc(as, netip.Addr.Compare)
+		out = append(out, TargetRouter{Node: n, Addrs: as})
+	}
+	slices.SortFunc(out, func(a, b TargetRouter) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
+// WriteText writes a short human-readable hop table, and the routers that answer from
+// several addresses.
 func (tt *TargetTruth) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "%s (%s, group %s on %s, STUN answers from %s, reached at TTL %v)\n",
 		tt.Addr(), tt.Family(), tt.Group(), tt.Node(), tt.STUNReplyFrom(), tt.ReachedAt())
@@ -228,6 +260,16 @@ func (tt *TargetTruth) WriteText(w io.Writer) {
 			rs[i] = r.String()
 		}
 		fmt.Fprintf(w, "  %2d  %s\n", h.TTL, strings.Join(rs, " | "))
+	}
+	for _, r := range tt.Routers() {
+		if len(r.Addrs) < 2 {
+			continue
+		}
+		as := make([]string, len(r.Addrs))
+		for i, a := range r.Addrs {
+			as[i] = a.String()
+		}
+		fmt.Fprintf(w, "  router %s answers from %s\n", r.Node, strings.Join(as, ", "))
 	}
 }
 
@@ -244,6 +286,8 @@ type targetTruthJSON struct {
 	Hops          []Hop        `json:"hops"`
 	Links         []HopLink    `json:"links"`
 	Paths         []Path       `json:"paths"`
+	// Routers: the alias sets, the answering routers on the paths and their addresses.
+	Routers []TargetRouter `json:"routers"`
 }
 
 // MarshalJSON writes the target's truth (see `turnpath lab truth --help`).
@@ -251,7 +295,7 @@ func (tt *TargetTruth) MarshalJSON() ([]byte, error) {
 	return json.Marshal(targetTruthJSON{
 		Target: tt.target, Family: tt.Family().String(), Group: tt.group.Name, Mode: tt.group.Mode,
 		Node: tt.group.Node, Port: tt.port, STUNReplyFrom: tt.stunFrom, UnreachFrom: tt.unreachFrom, ReachedAt: tt.ReachedAt(),
-		Hops: tt.Hops(), Links: tt.Links(), Paths: tt.paths,
+		Hops: tt.Hops(), Links: tt.Links(), Paths: tt.paths, Routers: tt.Routers(),
 	})
 }
 
@@ -314,9 +358,69 @@ func (tr *Truth) All() []*TargetTruth { return slices.Clone(tr.targets) }
 // Topology returns the topology the truth was derived from.
 func (tr *Truth) Topology() *Topology { return tr.topo }
 
+// Router is one router of the lab: which interfaces (and addresses) belong to it, and how
+// it answers.
+type Router struct {
+	Node          string        `json:"node"`
+	Silent        bool          `json:"silent,omitempty"`
+	InboundErrors bool          `json:"inbound_errors,omitempty"` // see Node.InboundErrors
+	IPIDCounter   bool          `json:"ipid_counter,omitempty"`   // see Node.IPIDCounter
+	Interfaces    []RouterIface `json:"interfaces"`
+}
+
+// RouterIface is one interface of a router.
+type RouterIface struct {
+	Name  string     `json:"name"`
+	Link  int        `json:"link"`
+	Peer  string     `json:"peer"`
+	Addr4 netip.Addr `json:"addr4"`
+	Addr6 netip.Addr `json:"addr6"`
+}
+
+// Addrs returns the router's interface addresses of family f, in link order.
+func (r Router) Addrs(f Family) []netip.Addr {
+	out := make([]netip.Addr, len(r.Interfaces))
+	for i, ifc := range r.Interfaces {
+		out[i] = ifc.Addr4
+		if f == IPv6 {
+			out[i] = ifc.Addr6
+		}
+	}
+	return out
+}
+
+// Routers returns the lab's routers with their interfaces, in topology order: the
+// router identities alias resolution is checked against.
+func (tr *Truth) Routers() []Router {
+	var out []Router
+	for _, n := range tr.topo.Nodes {
+		if n.Kind != KindRouter {
+			continue
+		}
+		r := Router{Node: n.Name, Silent: n.Silent, InboundErrors: n.InboundErrors, IPIDCounter: n.IPIDCounter}
+		for _, i := range tr.topo.Ifaces(n.Name) {
+			r.Interfaces = append(r.Interfaces, RouterIface{Name: i.Name, Link: i.Link, Peer: i.Peer, Addr4: i.Addr4.Addr(), Addr6: i.Addr6.Addr()})
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// RouterOf returns the node that owns interface address addr (any node kind).
+func (tr *Truth) RouterOf(addr netip.Addr) (string, bool) {
+	addr = addr.Unmap()
+	for _, i := range tr.topo.AllIfaces() {
+		if i.Addr4.Addr() == addr || i.Addr6.Addr() == addr {
+			return i.Node, true
+		}
+	}
+	return "", false
+}
+
 type truthJSON struct {
 	Domain  string                `json:"domain"`
 	Client  map[string]netip.Addr `json:"client"`
+	Routers []Router              `json:"routers"`
 	Targets []*TargetTruth        `json:"targets"`
 	ASes    []AS                  `json:"ases"`   // asn.go
 	Routes  []RouteObject         `json:"routes"` // the registered prefixes and their origin
@@ -330,6 +434,7 @@ func (tr *Truth) MarshalJSON() ([]byte, error) {
 			IPv4.String(): tr.topo.ClientAddr(IPv4),
 			IPv6.String(): tr.topo.ClientAddr(IPv6),
 		},
+		Routers: tr.Routers(),
 		Targets: tr.targets,
 		ASes:    tr.topo.ASes(),
 		Routes:  tr.topo.RouteObjects(),
@@ -406,12 +511,14 @@ func (tb *tables) targetTruth(g Group, addr netip.Addr) (*TargetTruth, error) {
 }
 
 // ErrorSource is the source address of the ICMP errors (Time Exceeded) that router
-// node sends for a packet it received from neighbour prev, as Linux picks it with
-// default sysctls (verified by TestLabIntegration):
+// node sends for a packet it received from neighbour prev, as Linux picks it (verified
+// by TestLabIntegration):
 //
-//   - IPv4 (icmp_send): no source is given to the route lookup back to the sender, so
-//     it is the address of the interface the route back to the client uses — the same
-//     address whichever branch the probe came in on (icmp_errors_use_inbound_ifaddr=0).
+//   - IPv4 (icmp_send) with icmp_errors_use_inbound_ifaddr=1 (Node.InboundErrors): the
+//     address of the input interface, the router's address on the link from prev.
+//   - IPv4 with the default 0: no source is given to the route lookup back to the
+//     sender, so it is the address of the interface the route back to the client uses —
+//     the same address whichever branch the probe came in on.
 //   - IPv6 (icmp6_send): without a preferred source on that route, the kernel selects
 //     the source on the *input* interface, so it is the router's address on the link
 //     from prev, and differs per incoming branch.
@@ -420,12 +527,13 @@ func (t *Topology) ErrorSource(node, prev string, f Family) (netip.Addr, error) 
 }
 
 func (tb *tables) errorSource(node, prev string, f Family) (netip.Addr, error) {
-	if f == IPv6 {
+	n, _ := tb.t.Node(node)
+	if f == IPv6 || n.InboundErrors {
 		i, ok := tb.ifaceTo(node, prev)
 		if !ok {
 			return netip.Addr{}, fmt.Errorf("%s has no link to %s", node, prev)
 		}
-		return i.Addr6.Addr(), nil
+		return i.Addr(f), nil
 	}
 	ifs := tb.replyIfaces(node, f)
 	if len(ifs) != 1 {

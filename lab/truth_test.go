@@ -67,11 +67,11 @@ func TestTruthAddresses(t *testing.T) {
 	}{
 		{v4, 1, "198.18.1.2"},
 		{v4, 3, "198.18.4.2 198.18.5.2 198.18.6.2"},
-		// IPv4: the address of the route back to the client, whatever branch the
-		// probe came in on.
-		{v4, 4, "198.18.7.2"},
-		{v4, 7, "198.18.13.2"},
-		// IPv6: the address of the input interface, so one per incoming branch.
+		// Both families: the address of the input interface (IPv4 routers have
+		// icmp_errors_use_inbound_ifaddr=1), so one per incoming branch.
+		{v4, 4, "198.18.7.2 198.18.8.2 198.18.9.2"},
+		{v4, 6, "198.18.12.2 198.18.13.2"},
+		{v4, 7, "198.18.14.2"},
 		{v6, 4, "fd51:0:0:7::2 fd51:0:0:8::2 fd51:0:0:9::2"},
 		{v6, 6, "fd51:0:0:12::2 fd51:0:0:13::2"},
 		{v6, 7, "fd51:0:0:14::2"},
@@ -91,7 +91,7 @@ func TestTruthAddresses(t *testing.T) {
 		t.Errorf("v4 wildcard unreachable from %v", got)
 	}
 	links := v4.Links()
-	for _, l := range []HopLink{{"198.18.13.2", "r7"}, {"r7", "198.18.16.2"}, {"198.18.16.2", "198.19.1.7"}, {"198.18.12.2", "198.18.13.2"}} {
+	for _, l := range []HopLink{{"198.18.13.2", "r7"}, {"r7", "198.18.16.2"}, {"198.18.16.2", "198.19.1.7"}, {"198.18.12.2", "198.18.14.2"}, {"198.18.14.2", "r7"}} {
 		if !slices.Contains(links, l) {
 			t.Errorf("links lack %v: %v", l, links)
 		}
@@ -171,5 +171,66 @@ func TestTruthJSON(t *testing.T) {
 	h := d.Hops[6] // TTL 7
 	if h.TTL != 7 || len(h.Responders) != 2 || h.Responders[1].Node != "r7" || !h.Responders[1].Silent || h.Responders[1].Addr != "" {
 		t.Errorf("ttl 7: %+v", h)
+	}
+}
+
+func TestTruthRouters(t *testing.T) {
+	tr := DefaultTruth()
+	v4, _ := tr.TargetTruth(netip.MustParseAddr("198.19.1.7"))
+	v6, _ := tr.TargetTruth(netip.MustParseAddr("fd51:1:1::7"))
+	for _, c := range []struct {
+		tt   *TargetTruth
+		want string
+	}{
+		{v4, "r1 198.18.1.2; r2 198.18.2.2; r3a 198.18.4.2; r3b 198.18.5.2; r3c 198.18.6.2; r4 198.18.7.2 198.18.8.2 198.18.9.2; " +
+			"r5a 198.18.10.2; r5b 198.18.11.2; r5c 198.18.12.2; r6 198.18.13.2 198.18.14.2; r8 198.18.16.2"},
+		{v6, "r1 fd51:0:0:1::2; r2 fd51:0:0:2::2; r3a fd51:0:0:4::2; r3b fd51:0:0:5::2; r3c fd51:0:0:6::2; " +
+			"r4 fd51:0:0:7::2 fd51:0:0:8::2 fd51:0:0:9::2; r5a fd51:0:0:10::2; r5b fd51:0:0:11::2; r5c fd51:0:0:12::2; " +
+			"r6 fd51:0:0:13::2 fd51:0:0:14::2; r8 fd51:0:0:16::2"},
+	} {
+		var got []string
+		for _, r := range c.tt.Routers() {
+			s := r.Node
+			for _, a := range r.Addrs {
+				s += " " + a.String()
+			}
+			got = append(got, s)
+		}
+		if g := strings.Join(got, "; "); g != c.want {
+			t.Errorf("%v routers:\n got %s\nwant %s", c.tt.Addr(), g, c.want)
+		}
+	}
+	// Every address a target's truth names belongs to the router the truth says.
+	for _, tt := range tr.All() {
+		for _, r := range tt.Routers() {
+			for _, a := range r.Addrs {
+				if n, ok := tr.RouterOf(a); !ok || n != r.Node {
+					t.Errorf("%v: %v belongs to %q, truth says %s", tt.Addr(), a, n, r.Node)
+				}
+			}
+		}
+	}
+	var r4 Router
+	for _, r := range tr.Routers() {
+		if r.Node == "r4" {
+			r4 = r
+		}
+	}
+	if !r4.InboundErrors || !r4.IPIDCounter || len(r4.Addrs(IPv4)) != 5 || r4.Addrs(IPv4)[4].String() != "198.18.11.1" {
+		t.Errorf("r4: %+v", r4)
+	}
+	// A router that answers from its route back (icmp_errors_use_inbound_ifaddr=0)
+	// answers every branch from one address.
+	topo := DefaultTopology()
+	for i := range topo.Nodes {
+		topo.Nodes[i].InboundErrors = false
+	}
+	old, err := NewTruth(topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o4, _ := old.TargetTruth(netip.MustParseAddr("198.19.1.7"))
+	if got := o4.AddrsAt(4); len(got) != 1 || got[0].String() != "198.18.7.2" {
+		t.Errorf("route-back r4 answers from %v", got)
 	}
 }

@@ -1,14 +1,17 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -234,7 +237,15 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 		return nil, fmt.Errorf("lab up: %w", err)
 	}
 	bins := map[string]string{}
-	for _, t := range []tool{toolCoturn, toolDnsmasq} {
+	need := []tool{toolCoturn, toolDnsmasq}
+	topoOf := opts.Topology
+	if topoOf == nil {
+		topoOf = DefaultTopology()
+	}
+	if slices.ContainsFunc(topoOf.Nodes, func(n Node) bool { return n.IPIDCounter }) {
+		need = append(need, toolNft)
+	}
+	for _, t := range need {
 		p, err := lookPath(t)
 		if err != nil {
 			return nil, fmt.Errorf("lab up: %w", err)
@@ -348,6 +359,7 @@ func (b *builder) build(ctx context.Context) error {
 	}{
 		{"namespaces", b.createNamespaces},
 		{"sysctls", b.setSysctls},
+		{"ip id counters", b.setIPIDCounters},
 		{"links", b.createLinks},
 		{"addresses and routes", b.configureNodes},
 		{"neighbours", b.setNeighbours},
@@ -450,6 +462,9 @@ func sysctlsFor(n Node, profile string) []sysctl {
 			sysctl{key: "net.ipv6.icmp.ratelimit", value: "1000"},
 		)
 	}
+	if n.Kind == KindRouter && n.InboundErrors {
+		s = append(s, sysctl{key: "net.ipv4.icmp_errors_use_inbound_ifaddr", value: "1"})
+	}
 	if n.Silent {
 		// The global ICMP budget (per namespace) also covers ICMPv6 errors: with no
 		// credit at all the router forwards but never sends Time Exceeded or
@@ -464,6 +479,35 @@ func sysctlsFor(n Node, profile string) []sysctl {
 
 func (b *builder) setSysctls(context.Context) error {
 	return b.parallel(func(n Node) error { return writeSysctls(b.ns(n.Name), sysctlsFor(n, b.opts.Profile)) })
+}
+
+// ipidRules is the nftables ruleset of an IPIDCounter router: every IPv4 ICMP message it
+// sends takes the next value of one counter (numgen inc), starting at IPIDOffset. The
+// shift puts the 16-bit value where nft's 4-byte host-to-network conversion leaves the 2
+// bytes written into the IP ID (without it, the ID written is always 0).
+func ipidRules(node string) string {
+	return fmt.Sprintf("table ip turnpath_lab {\n"+
+		"\tchain output {\n"+
+		"\t\ttype filter hook output priority 0; policy accept;\n"+
+		"\t\tip protocol icmp ip id set numgen inc mod 65536 offset %d << 16\n"+
+		"\t}\n}\n", IPIDOffset(node))
+}
+
+// setIPIDCounters installs the shared IP ID counter of the IPIDCounter routers.
+func (b *builder) setIPIDCounters(ctx context.Context) error {
+	return b.parallel(func(n Node) error {
+		if n.Kind != KindRouter || !n.IPIDCounter {
+			return nil
+		}
+		cmd := exec.CommandContext(ctx, b.bins[toolNft.name], "-f", "-")
+		cmd.Stdin = strings.NewReader(ipidRules(n.Name))
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := InNetNS(b.ns(n.Name), cmd.Run); err != nil {
+			return fmt.Errorf("set ip id counter in %s: %w: %s", b.ns(n.Name), err, strings.TrimSpace(out.String()))
+		}
+		return nil
+	})
 }
 
 // createLinks creates each veth pair directly across its two namespaces, so no

@@ -21,6 +21,19 @@
 // the last answering interface before it and its depth after it ("*198.18.13.2+1"), so the
 // same silent router reached by branches of unequal length is one vertex.
 //
+// With Options.Aliases (the default) a vertex is a router: the answers' IP IDs, reply
+// TTLs and MPLS labels go to package alias as they come, and the interfaces it shows to
+// be one router (a shared IP ID counter) are keyed by the router's ID, so a router that
+// answers from the interface a probe came in by (IPv6; IPv4 with
+// icmp_errors_use_inbound_ifaddr) counts its next hops once, and the branches converging
+// on it do not look meshed. Interfaces that may still prove to be one (alias.Open: their
+// counters fit so far, too few IDs yet) are keyed as one provisionally, for a round or
+// two; once the rules want nothing more, the provisional groups are dropped and the rules
+// look again at what is proven. The graph returned is still one of interfaces (measured
+// as always, plus the links a router makes certain: Link.Alias), with the routers in
+// Graph.Routers; Graph.RouterGraph folds it into one node per router. IPv6 answers carry
+// no IP ID: there every interface stays a router of its own.
+//
 // # Stopping rule
 //
 // Having seen k next hops of a vertex through n flows, the hypothesis "there is a
@@ -117,6 +130,17 @@
 // from the last probe of any target. And with rate limiting seen, a probe unanswered one
 // hop past an answering interface goes on trial even when nothing at its TTL answered
 // yet: an earlier target may have spent the budget of the router there.
+//
+// # Joining a prefix's graph (Options.Join)
+//
+// With Join, RunMany explores only the first target of each prefix (IPv4 /24, IPv6 /64)
+// with the rules above, and, when no router rate-limits, a second one, the two sharing
+// the union of their graphs; every other target is probed backwards from its destination
+// with one flow, at the TTLs the prefix's destination answered at and one before, and
+// takes the prefix's graph when its destination answers there and the hop before it is
+// one the graph has before the destination (see join.go). A target that does not join is
+// explored in full. The assumption is doubletree's, made per prefix: routes are per
+// prefix, so the routers' next-hop sets toward every target of one are the same.
 //
 // # Limits
 //

@@ -3,10 +3,12 @@ package mda
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
 
+	"github.com/turnpath/turnpath/alias"
 	"github.com/turnpath/turnpath/pace"
 )
 
@@ -294,6 +296,31 @@ type explorer struct {
 	// trial waits RateLimitBackoff after it.
 	lastSend *time.Time
 	done     time.Time // when the exploration finished
+
+	// Alias resolution (Options.Aliases): res collects every answer's evidence (shared
+	// by the explorers of a RunMany), canon maps each interface of a router that
+	// answered from several to the router's ID, as of resolver version resVer; sets
+	// are the routers.
+	res   *alias.Resolver
+	canon map[netip.Addr]netip.Addr
+	sets  []alias.Set
+	// confirmed is canon without the provisional groups: interfaces that may still
+	// prove to be one router (alias.Resolver.Open) are keyed as one until they do or do
+	// not, so that one round of replies can tell before the layer after them is taken
+	// for meshed. Once the rules want nothing more, strict drops the provisional groups
+	// for good and the rules look again.
+	confirmed map[netip.Addr]netip.Addr
+	strict    bool
+	// extra are probes outside the rules, sent with the next batch: answered (flow,
+	// TTL) pairs asked again for their interfaces' IP IDs (aliasProbes), once.
+	extra      []Request
+	extraAt    time.Time // not before
+	aliasAsked int       // rounds of aliasProbes so far
+	resVer     int
+	apart      map[[2]netip.Addr]bool // interfaces one flow answered from at different TTLs
+	// quiet: a planning pass that only rebuilds the layers (for the graph), wanting
+	// nothing.
+	quiet bool
 }
 
 func newExplorer(p Prober, target int, o Options, known *knowledge) *explorer {
@@ -302,6 +329,12 @@ func newExplorer(p Prober, target int, o Options, known *knowledge) *explorer {
 		full: map[int]bool{}, seenAt: map[vkey][]int{}, silentAfter: map[vkey]bool{}, shared: map[int][]vkey{}, sharedL: map[int]bool{}}
 	r.layers = make([]layer, o.MaxTTL+2)
 	r.lastSend = new(time.Time)
+	if o.Aliases {
+		r.res = alias.New(alias.DefaultOptions())
+		if known != nil {
+			r.res = known.res
+		}
+	}
 	table := stoppingTable(conf, 16)
 	r.nk = func(k int) int {
 		if k < 1 {
@@ -478,6 +511,9 @@ func (r *explorer) trialWanted() bool {
 // batch collects the wanted probes that can go now. With none, wait is how long until a
 // backed-off one can (0: nothing left to do).
 func (r *explorer) batch(now time.Time) (reqs []Request, wait time.Duration) {
+	if len(r.extra) > 0 && r.extraAt.After(now) {
+		return nil, r.extraAt.Sub(now)
+	}
 	var next time.Time
 	var again []Request
 	// A probe on trial (see classify) goes alone, after a pause during which nothing
@@ -568,6 +604,8 @@ func (r *explorer) batch(now time.Time) (reqs []Request, wait time.Duration) {
 	// Re-sends after a back-off first: a rate-limited router answers the first probes
 	// that reach it.
 	reqs = append(again, reqs...)
+	reqs = append(reqs, r.extra...)
+	r.extra = nil
 	r.sent += len(reqs)
 	if len(reqs) > 0 {
 		*r.lastSend = now
@@ -590,6 +628,10 @@ func (r *explorer) apply(answers []Answer) {
 		}
 		f := r.flows[i]
 		h := &f.hops[t]
+		if r.res != nil && !a.Dest && h.st != stUnprobed {
+			// Every answer is evidence, the re-sends for alias resolution too (aliasProbes).
+			r.res.Add(alias.Reply{Addr: a.From, At: a.At, IPID: a.IPID, HasIPID: a.HasIPID, ReplyTTL: a.ReplyTTL, MPLS: a.MPLS})
+		}
 		if h.st == stAnswered || h.st == stUnprobed {
 			continue
 		}
@@ -610,6 +652,9 @@ func (r *explorer) plan() {
 	o := &r.o
 	if r.layers == nil {
 		r.layers = make([]layer, o.MaxTTL+2)
+	}
+	if !r.quiet {
+		r.resolveAliases()
 	}
 	r.minDmin = 0
 	for _, f := range r.flows {
@@ -651,16 +696,17 @@ func (r *explorer) plan() {
 		for t := o.FirstTTL + 1; t <= o.MaxTTL; t++ {
 			prev, h := &f.hops[t-1], &f.hops[t]
 			if prev.st == stAnswered && prev.end == endNone && h.st.unanswered() && !r.beyond(f, t) {
-				r.unans[prev.addr] += h.tries
+				pa := r.canonOf(prev.addr)
+				r.unans[pa] += h.tries
 				first := h.sentIn
 				if h.tries > 1 {
 					first-- // sent in an earlier round too
 				}
-				rs, ok := r.unansRounds[prev.addr]
+				rs, ok := r.unansRounds[pa]
 				if !ok {
 					rs = [2]int{first, h.sentIn}
 				}
-				r.unansRounds[prev.addr] = [2]int{min(rs[0], first), max(rs[1], h.sentIn)}
+				r.unansRounds[pa] = [2]int{min(rs[0], first), max(rs[1], h.sentIn)}
 			}
 		}
 	}
@@ -673,6 +719,9 @@ func (r *explorer) plan() {
 				continue
 			}
 			h.key, h.keyed = vkey{addr: h.addr}, true
+			if h.end == endNone {
+				h.key.addr = r.canonOf(h.addr)
+			}
 			ly.answered++
 			if pk, ok := r.keyAt(f, t-1); ok {
 				ly.ansPreds[pk] = true
@@ -754,7 +803,29 @@ func (r *explorer) plan() {
 			r.seenAt[k] = append(r.seenAt[k], t)
 		}
 	}
+	if r.quiet {
+		return
+	}
 	r.rules()
+	if r.wantsNothing() && r.provisional() {
+		// Done, but on provisional routers. Ask their interfaces once for more IP IDs,
+		// interleaved (aliasProbes); then drop what is still not proven and let the
+		// rules see the interfaces as they are.
+		if r.aliasAsked < aliasRounds {
+			r.aliasAsked++
+			if r.extra = r.aliasProbes(); len(r.extra) > 0 {
+				if r.limited {
+					// Routers refill their ICMP budget: ask after a pause.
+					r.extraAt = r.lastSend.Add(r.o.RateLimitBackoff)
+				}
+				return
+			}
+		}
+		r.strict = true
+		r.resVer = -1
+		r.plan()
+		return
+	}
 	// A wanted probe that waits for another makes that one wanted.
 	for changed := true; changed; {
 		changed = false
@@ -775,7 +846,7 @@ func (r *explorer) plan() {
 		for _, f := range r.flows {
 			for t := o.FirstTTL + 1; t <= o.MaxTTL; t++ {
 				if h, prev := &f.hops[t], &f.hops[t-1]; h.want && h.st == stUnprobed && prev.st == stAnswered && prev.end == endNone {
-					fresh[prev.addr] = true
+					fresh[r.canonOf(prev.addr)] = true
 				}
 			}
 		}
@@ -785,6 +856,231 @@ func (r *explorer) plan() {
 			}
 		}
 	}
+}
+
+// canonOf is the vertex address of an answering interface: its router's ID when the
+// router answered from several interfaces, else the interface itself.
+func (r *explorer) canonOf(a netip.Addr) netip.Addr {
+	if c, ok := r.canon[a]; ok {
+		return c
+	}
+	return a
+}
+
+// resolveAliases groups the answering interfaces into routers when the resolver learnt
+// something since the last pass. Two interfaces one flow answered from at different
+// TTLs are two routers, whatever their counters say. In RunMany the evidence and what
+// keeps interfaces apart are shared by every target, so every target keys a router
+// alike (what one target establishes about a router, the next inherits).
+func (r *explorer) resolveAliases() {
+	if r.res == nil || r.res.Version() == r.resVer {
+		return
+	}
+	r.resVer = r.res.Version()
+	if r.apart == nil {
+		r.apart = map[[2]netip.Addr]bool{}
+		if r.known != nil {
+			r.apart = r.known.apart
+		}
+	}
+	var path []netip.Addr
+	for _, f := range r.flows {
+		path = path[:0]
+		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
+			h := &f.hops[t]
+			if h.st != stAnswered || h.end != endNone || r.beyond(f, t) || slices.Contains(path, h.addr) {
+				continue
+			}
+			for _, p := range path {
+				r.apart[[2]netip.Addr{min2(p, h.addr), max2(p, h.addr)}] = true
+			}
+			path = append(path, h.addr)
+		}
+	}
+	apart := func(a, b netip.Addr) bool { return r.apart[[2]netip.Addr{min2(a, b), max2(a, b)}] }
+	r.sets = r.res.Resolve(nil, apart)
+	r.confirmed = alias.Canon(r.sets)
+	r.canon = r.confirmed
+	if r.strict {
+		return
+	}
+	// Provisional groups: this target's answering interfaces, by the router they are
+	// known to belong to, joined while every pair across two groups is still open and
+	// looks like one router answering from the interface a probe came in by: reached
+	// from different interfaces before, leading to a common one after. (Without that,
+	// two routers one hop apart could be taken for one while their counters are young,
+	// and what follows one would be read as what follows the other.)
+	var reps []netip.Addr
+	members := map[netip.Addr][]netip.Addr{}
+	preds := map[netip.Addr]map[netip.Addr]bool{}
+	succs := map[netip.Addr]map[netip.Addr]bool{}
+	add := func(m map[netip.Addr]map[netip.Addr]bool, k, v netip.Addr) {
+		if m[k] == nil {
+			m[k] = map[netip.Addr]bool{}
+		}
+		m[k][v] = true
+	}
+	for _, f := range r.flows {
+		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
+			h := &f.hops[t]
+			if h.st != stAnswered || h.end != endNone || r.beyond(f, t) {
+				continue
+			}
+			if p := &f.hops[t-1]; t > r.o.FirstTTL && p.st == stAnswered && p.end == endNone {
+				add(preds, h.addr, p.addr)
+			}
+			if n := &f.hops[t+1]; t < r.o.MaxTTL && n.st == stAnswered && n.end == endNone && !r.beyond(f, t+1) {
+				add(succs, h.addr, n.addr)
+			}
+			c := r.canonOf(h.addr)
+			if !slices.Contains(members[c], h.addr) {
+				if members[c] == nil {
+					reps = append(reps, c)
+				}
+				members[c] = append(members[c], h.addr)
+			}
+		}
+	}
+	slices.SortFunc(reps, netip.Addr.Compare)
+	var prov map[netip.Addr]netip.Addr
+	joined := map[netip.Addr]netip.Addr{} // group rep -> the rep of the group it joined
+	for i, a := range reps {
+		if _, ok := joined[a]; ok {
+			continue
+		}
+		group := slices.Clone(members[a])
+		for _, b := range reps[i+1:] {
+			if _, ok := joined[b]; ok {
+				continue
+			}
+			open := true
+			for _, x := range group {
+				for _, y := range members[b] {
+					open = open && !apart(x, y) && r.res.Open(x, y, provisionalSamples) &&
+						disjoint(preds[x], preds[y]) && !disjoint(succs[x], succs[y])
+				}
+			}
+			if !open {
+				continue
+			}
+			joined[b] = a
+			group = append(group, members[b]...)
+			if prov == nil {
+				prov = maps.Clone(r.confirmed)
+				if prov == nil {
+					prov = map[netip.Addr]netip.Addr{}
+				}
+			}
+			for _, y := range members[b] {
+				prov[y] = a
+			}
+			for _, x := range members[a] {
+				prov[x] = a
+			}
+		}
+	}
+	if prov != nil {
+		r.canon = prov
+	}
+}
+
+// aliasProbes asks again, in one batch, up to two answered (flow, TTL) pairs of every
+// interface in a provisional group, interleaved across the group's interfaces (A B C A B
+// C): a flow keeps its path, so each answer is another IP ID of the same interface, and
+// the interleaving is what the monotonic bounds test needs.
+func (r *explorer) aliasProbes() []Request {
+	groups := map[netip.Addr][]netip.Addr{}
+	for a, c := range r.canon {
+		if r.confirmed[a] != c {
+			groups[c] = nil // provisional
+		}
+	}
+	for a, c := range r.canon {
+		if _, ok := groups[c]; ok {
+			groups[c] = append(groups[c], a)
+		}
+	}
+	var out []Request
+	reps := slices.SortedFunc(maps.Keys(groups), netip.Addr.Compare)
+	for _, c := range reps {
+		members := groups[c]
+		slices.SortFunc(members, netip.Addr.Compare)
+		picks := make([][]Request, len(members))
+		for k, m := range members {
+			for _, f := range r.flows {
+				if len(picks[k]) >= 2 {
+					break
+				}
+				for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
+					if h := &f.hops[t]; h.st == stAnswered && h.end == endNone && h.addr == m && !r.beyond(f, t) {
+						picks[k] = append(picks[k], Request{Target: r.target, Flow: f.id, TTL: uint8(t)})
+						break
+					}
+				}
+			}
+		}
+		for i := range 2 {
+			for k := range members {
+				if i < len(picks[k]) {
+					out = append(out, picks[k][i])
+				}
+			}
+		}
+	}
+	if r.sent+len(out) > r.o.MaxProbes {
+		return nil
+	}
+	return out
+}
+
+// disjoint reports whether two sets have no element in common (true if either is empty
+// only when both are: no evidence of a common element).
+func disjoint(a, b map[netip.Addr]bool) bool {
+	for k := range a {
+		if b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// aliasRounds bounds the rounds of aliasProbes: a rate-limited router may not answer the
+// first.
+const aliasRounds = 3
+
+// provisionalSamples: interfaces stay open (see explorer.confirmed) until one of them has
+// this many IP IDs.
+const provisionalSamples = 4
+
+// provisional reports whether some interfaces are keyed as one router without proof.
+func (r *explorer) provisional() bool {
+	return len(r.canon) != len(r.confirmed) || !maps.Equal(r.canon, r.confirmed)
+}
+
+// wantsNothing reports whether the last planning pass wants no probe.
+func (r *explorer) wantsNothing() bool {
+	for _, f := range r.flows {
+		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
+			if f.hops[t].want {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func min2(a, b netip.Addr) netip.Addr {
+	if b.Less(a) {
+		return b
+	}
+	return a
+}
+
+func max2(a, b netip.Addr) netip.Addr {
+	if b.Less(a) {
+		return a
+	}
+	return b
 }
 
 // classify decides what an unanswered probe means: a silent hop, a probe to re-send at

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// graph assembles the result from the last planning pass.
-func (r *explorer) graph() *Graph {
+// buildGraph assembles the result from the last planning pass.
+func (r *explorer) buildGraph() *Graph {
 	o := &r.o
 	g := &Graph{Mode: "mda-lite", Confidence: o.Confidence, Sent: r.sent, Answered: r.answered,
 		Rounds: r.rounds, Truncated: r.truncated}

@@ -138,10 +138,47 @@ func checkGraph(t *testing.T, l *lab.Lab, kind string, g *mda.Graph) {
 		kind, g.Target, g.Mode, g.Sent, g.Answered, g.Rounds, g.Duration.Round(time.Millisecond), len(g.Links), len(g.Diamonds))
 }
 
-// labDiamonds: on IPv4 (routers answer from one address) the lab's two diamonds, the
-// second with branches of unequal length (2 and 3 hops).
+// checkRouters: the routers found (alias sets) are the lab's routers that answer the
+// target from several addresses, each whole and none merged with another. IPv6 replies
+// carry no IP ID: there no router is resolved, and none may be merged.
+func checkRouters(t *testing.T, l *lab.Lab, kind string, g *mda.Graph) {
+	t.Helper()
+	tt, _ := l.Truth().TargetTruth(g.Target)
+	var want []string
+	if g.Target.Is4() {
+		for _, r := range tt.Routers() {
+			if len(r.Addrs) > 1 {
+				s := ""
+				for _, a := range r.Addrs {
+					s += " " + a.String()
+				}
+				want = append(want, s)
+			}
+		}
+	}
+	var got []string
+	for _, r := range g.Routers {
+		s := ""
+		for _, a := range r.Interfaces {
+			s += " " + a
+		}
+		got = append(got, s)
+		if r.Confidence < 0.99 || len(r.Evidence) == 0 {
+			t.Errorf("%s %s: router %s: confidence %v, evidence %+v", kind, g.Target, r.ID, r.Confidence, r.Evidence)
+		}
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("%s %s: routers %q, truth %q", kind, g.Target, got, want)
+	}
+}
+
+// checkDiamondsV4: on IPv4, whose routers are resolved, the router graph has the lab's
+// two diamonds, the second with branches of unequal length (2 and 3 hops).
 func checkDiamondsV4(t *testing.T, g *mda.Graph) {
 	t.Helper()
+	g = g.RouterGraph()
 	type shape struct {
 		div, conv              string
 		ttl, width, minL, maxL int
@@ -177,6 +214,7 @@ func TestMultipathFastLab(t *testing.T) {
 		o.MaxFlows = 256
 		for _, g := range explore(t, l, kind, dsts, o) {
 			checkGraph(t, l, kind, g)
+			checkRouters(t, l, kind, g)
 			if g.Target.Is4() {
 				checkDiamondsV4(t, g)
 			}
@@ -210,6 +248,7 @@ func TestMultipathRealisticLab(t *testing.T) {
 	dsts := append([]netip.Addr{netip.MustParseAddr("198.19.1.1"), netip.MustParseAddr("fd51:1:1::1")}, labTargets(l)...)
 	for _, g := range explore(t, l, "ebpf", dsts, o) {
 		checkGraph(t, l, "ebpf", g)
+		checkRouters(t, l, "ebpf", g)
 		if g.Target.Is4() {
 			checkDiamondsV4(t, g)
 		}

@@ -155,6 +155,13 @@ func (p *EngineProber) deliver(rep *trace.Reply) {
 		return
 	}
 	a.From, a.RTT, a.NAT, a.Kind = rep.From, rep.RTT, rep.NAT, rep.Kind
+	a.At, a.IPID, a.HasIPID, a.ReplyTTL = rep.Received, rep.ReplyIPID, rep.HasReplyIPID, rep.ReplyTTL
+	if a.At.IsZero() {
+		a.At = time.Now()
+	}
+	for _, l := range rep.MPLS {
+		a.MPLS = append(a.MPLS, l.Label)
+	}
 	if rep.Reached() {
 		// The destination is the target, whatever address the relay answered from (a
 		// wildcard-bound relay may answer from another of its addresses). Other errors

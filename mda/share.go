@@ -3,17 +3,21 @@ package mda
 import (
 	"context"
 	"net/netip"
+
+	"github.com/turnpath/turnpath/alias"
 )
 
 // knowledge is what earlier targets of RunMany established: each vertex's complete set of
 // next hops.
 type knowledge struct {
-	succ map[vkey]map[vkey]bool
-	bad  map[vkey]bool // next hops differed between targets (per-destination routes)
+	succ  map[vkey]map[vkey]bool
+	bad   map[vkey]bool          // next hops differed between targets (per-destination routes)
+	res   *alias.Resolver        // alias evidence from every target
+	apart map[[2]netip.Addr]bool // interfaces one flow of any target passed at different TTLs
 }
 
 func newKnowledge() *knowledge {
-	return &knowledge{succ: map[vkey]map[vkey]bool{}, bad: map[vkey]bool{}}
+	return &knowledge{succ: map[vkey]map[vkey]bool{}, bad: map[vkey]bool{}, res: alias.New(alias.DefaultOptions()), apart: map[[2]netip.Addr]bool{}}
 }
 
 // inherit reports whether layer t (TTL t to t+1) can be taken from the knowledge, given
@@ -74,7 +78,8 @@ func (r *explorer) record() {
 				continue
 			}
 			h := &f.hops[t+1]
-			if !h.keyed || r.beyond(f, t+1) {
+			if !h.keyed || r.beyond(f, t+1) || (h.st == stAnswered && h.end != endNone) {
+				// A destination is this target's own: another one behind u is elsewhere.
 				continue
 			}
 			if seen[u] == nil {
@@ -129,6 +134,9 @@ func RunMany(ctx context.Context, p Prober, targets []netip.Addr, opts Options) 
 func runMany(ctx context.Context, p Prober, targets []netip.Addr, opts Options, share bool) ([]*Graph, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
+	}
+	if share && opts.Join {
+		return runJoined(ctx, p, targets, opts)
 	}
 	var known *knowledge
 	if share {

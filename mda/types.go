@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/turnpath/turnpath/alias"
 	"github.com/turnpath/turnpath/probe"
 )
 
@@ -33,6 +34,14 @@ type Answer struct {
 	NAT         string `json:"nat,omitempty"` // NAT hint for the hop (see DESIGN.md), passed through
 	// Kind is what answered (a router's Time Exceeded, the destination's STUN answer, ...).
 	Kind probe.Kind `json:"-"`
+	// What alias resolution compares (package alias): when the answer arrived, the
+	// reply's own IPv4 IP ID (HasIPID), its TTL as received, and the MPLS labels it
+	// quoted (RFC 4950), top first.
+	At       time.Time `json:"-"`
+	IPID     uint16    `json:"-"`
+	HasIPID  bool      `json:"-"`
+	ReplyTTL uint8     `json:"-"`
+	MPLS     []uint32  `json:"-"`
 }
 
 // Prober sends a batch of probes in parallel and returns once every one is answered or its
@@ -80,6 +89,17 @@ type Options struct {
 	// 2, 4 ... targets up to this many, each wave inheriting what the earlier ones
 	// established. 1 explores one target after the other (the most sharing). Default 32.
 	Parallel int
+	// Aliases resolves aliases from the replies as they come (package alias: IP ID
+	// series, reply TTLs, MPLS labels; no extra probes) and applies the stopping rules
+	// to routers: a router answering from several interfaces is one vertex, so the
+	// branches converging on it do not look meshed. The graph stays one of interfaces,
+	// with the routers in Graph.Routers. Default true.
+	Aliases bool
+	// Join (RunMany): targets of one prefix (IPv4 /24, IPv6 /64) share the graph
+	// explored for the first of them; each other one is probed backwards from its
+	// destination until its flow joins that graph, and explored in full only if it does
+	// not (see join.go). Default false.
+	Join bool
 	// Full disables MDA-Lite: every interface gets the per-interface stopping rule with
 	// node control (classic MDA, as scamper's tracelb). For comparison and for networks
 	// known to balance non-uniformly.
@@ -111,6 +131,7 @@ func DefaultOptions() Options {
 		Window:           5,
 		MaxGap:           5,
 		Parallel:         32,
+		Aliases:          true,
 	}
 }
 
@@ -180,6 +201,26 @@ type Graph struct {
 	// Truncated says why the exploration stopped before the stopping rule was met
 	// ("max-probes", "max-flows", "max-ttl"); "" when it was met.
 	Truncated string `json:"truncated,omitempty"`
+	// Routers are the routers that answered from several of the graph's interfaces
+	// (alias sets, with Options.Aliases), by ID (the lowest address). Every other
+	// interface is a router of its own.
+	Routers []Router `json:"routers,omitempty"`
+	// Level is "interface" (a node per interface; routers in Routers) or "router" (a
+	// node per router: RouterGraph).
+	Level string `json:"level,omitempty"`
+	// JoinedFrom (Options.Join): the target whose explored graph this one shares. Its
+	// hops before the destination were established by that target's probes (Shared);
+	// this target's own probes measured its destination's distance and the hop before.
+	JoinedFrom netip.Addr `json:"joined_from,omitzero"`
+}
+
+// Router is one router that answered from several interfaces.
+type Router struct {
+	ID         string   `json:"id"`         // its lowest address
+	Interfaces []string `json:"interfaces"` // node IDs, ascending
+	// Evidence: what showed the interfaces to be one router (package alias).
+	Evidence   []alias.Evidence `json:"evidence"`
+	Confidence float64          `json:"confidence"`
 }
 
 // Node is one interface, or one anonymous (silent) hop.
@@ -203,7 +244,12 @@ type Node struct {
 	RTTMax      time.Duration `json:"rtt_max,omitempty"`
 	NAT         string        `json:"nat,omitempty"`    // per-hop NAT hint, when the prober gives one
 	Shared      bool          `json:"shared,omitempty"` // known only from an earlier target (RunMany)
-	answers     int
+	// Router is the ID of the router this interface belongs to, when it answered from
+	// several (see Graph.Routers).
+	Router string `json:"router,omitempty"`
+	// Interfaces, in a router-level graph, are the interfaces of a router node.
+	Interfaces []string `json:"interfaces,omitempty"`
+	answers    int
 }
 
 // Hop is the set of nodes at one TTL.
@@ -220,6 +266,10 @@ type Link struct {
 	// TTLs of the From end at which the link was measured.
 	TTLs   []int `json:"ttls,omitempty"`
 	Shared bool  `json:"shared,omitempty"` // taken from an earlier target (RunMany)
+	// Alias: not measured by a flow but inferred from its router: From belongs to a
+	// router whose other interfaces lead to To, and a router forwards by destination,
+	// whatever interface a probe came in by.
+	Alias bool `json:"alias,omitempty"`
 }
 
 // FlowPath is one flow's measured path.

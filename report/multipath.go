@@ -39,9 +39,10 @@ type MultipathOptions struct {
 	Proto      string  `json:"proto"`
 	Port       uint16  `json:"port"`
 	Payload    string  `json:"payload,omitempty"`
-	FlowBase   uint16  `json:"flow_base"`  // first source port: flow i uses FlowBase+i
-	Confidence float64 `json:"confidence"` // percent
-	Mode       string  `json:"mode"`       // "mda-lite" or "mda"
+	FlowBase   uint16  `json:"flow_base"`       // first source port: flow i uses FlowBase+i
+	Confidence float64 `json:"confidence"`      // percent
+	Mode       string  `json:"mode"`            // "mda-lite" or "mda"
+	Level      string  `json:"level,omitempty"` // "interface" or "router"
 	FirstTTL   int     `json:"first_ttl,omitempty"`
 	MaxTTL     int     `json:"max_ttl,omitempty"`
 }
@@ -169,6 +170,9 @@ func (v *mpView) summaryParts() []string {
 	if u := v.unequalCount(); u > 0 {
 		found += fmt.Sprintf(" (%d with unequal branches)", u)
 	}
+	if len(g.Routers) > 0 {
+		found += fmt.Sprintf(", %s answering from several interfaces", plural(len(g.Routers), "router"))
+	}
 	cost := fmt.Sprintf("%d probes sent, %d answered, %s, %s", g.Sent, g.Answered, plural(g.Rounds, "round"), fmtDuration(g.Duration))
 	return []string{reached, found, cost}
 }
@@ -266,7 +270,29 @@ func (v *mpView) nodeNotes(n *mda.Node, ttl int) []string {
 	if n.Shared {
 		notes = append(notes, "known from an earlier target")
 	}
+	if n.Router != "" {
+		notes = append(notes, "router "+n.Router+" (answers from "+plural(v.routerSize(n.Router), "interface")+")")
+	}
+	if len(n.Interfaces) > 1 {
+		var others []string
+		for _, a := range n.Interfaces {
+			if a != n.ID {
+				others = append(others, a)
+			}
+		}
+		notes = append(notes, "router: also answers from "+strings.Join(others, ", "))
+	}
 	return notes
+}
+
+// routerSize is how many interfaces of the graph router id answered from.
+func (v *mpView) routerSize(id string) int {
+	for _, r := range v.g.Routers {
+		if r.ID == id {
+			return len(r.Interfaces)
+		}
+	}
+	return 1
 }
 
 func ordinal(n int) string {
@@ -308,6 +334,9 @@ func (v *mpView) boxLines(n *mda.Node) []string {
 		}
 	} else {
 		lines = append(lines, "* silent")
+	}
+	if len(n.Interfaces) > 1 {
+		lines = append(lines, fmt.Sprintf("router: %d interfaces", len(n.Interfaces)))
 	}
 	var stats []string
 	if n.RTTMax > 0 {

@@ -84,6 +84,14 @@ func writeTargetDOT(b *strings.Builder, ti int, t *MultipathTarget) {
 		}
 		fmt.Fprintf(b, "    %s [%s];\n", id(n.ID), strings.Join(attrs, ", "))
 	}
+	// A router that answered from several interfaces: a dashed box around them.
+	for k, r := range g.Routers {
+		fmt.Fprintf(b, "    subgraph cluster_%d_router%d { label=%s; style=dashed; color=\"%s\";", ti, k, dotQuote("router "+r.ID), colEndLine)
+		for _, in := range r.Interfaces {
+			fmt.Fprintf(b, " %s;", id(in))
+		}
+		b.WriteString(" }\n")
+	}
 	for _, c := range cols {
 		fmt.Fprintf(b, "    { rank=same; %s;", id(fmt.Sprintf("ttl%d", c)))
 		for _, n := range ranks[c] {
@@ -100,6 +108,9 @@ func writeTargetDOT(b *strings.Builder, ti int, t *MultipathTarget) {
 		attrs := []string{"label=" + dotQuote(strconv.Itoa(l.Flows))}
 		if l.Shared {
 			attrs = []string{`label="shared"`, "style=dashed", `color="` + colShared + `"`}
+		}
+		if l.Alias {
+			attrs = []string{`label="router"`, "style=dotted", `color="` + colShared + `"`}
 		}
 		if w := edgeWidth(l.Flows, g); w > 1 {
 			attrs = append(attrs, fmt.Sprintf("penwidth=%.1f", w))

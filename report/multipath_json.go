@@ -38,6 +38,31 @@ type MultipathDocTarget struct {
 	Diamonds   []MultipathDocDiamond `json:"diamonds"`
 	Notes      []string              `json:"notes,omitempty"`
 	ASPath     []string              `json:"as_path,omitempty"` // of the longest complete path (--asn)
+	// Level is "interface" (a node per interface) or "router" (a node per router).
+	Level string `json:"level,omitempty"`
+	// JoinedFrom: the target whose graph this one shares (multipath --join): hops marked
+	// shared were established by its probes, with its confidence.
+	JoinedFrom string `json:"joined_from,omitempty"`
+	// Routers are the routers that answered from several interfaces (alias sets).
+	Routers []MultipathDocRouter `json:"routers,omitempty"`
+}
+
+// MultipathDocRouter is one router that answered from several interfaces, and why they
+// are taken for one (package alias).
+type MultipathDocRouter struct {
+	ID         string                 `json:"id"`
+	Interfaces []string               `json:"interfaces"`
+	Confidence float64                `json:"confidence"`
+	Evidence   []MultipathDocEvidence `json:"evidence"`
+}
+
+// MultipathDocEvidence is one piece of alias evidence between two interfaces.
+type MultipathDocEvidence struct {
+	Kind       string  `json:"kind"` // "ip-id", "reply-ttl", "mpls"
+	A          string  `json:"a"`
+	B          string  `json:"b"`
+	Detail     string  `json:"detail"`
+	Confidence float64 `json:"confidence,omitempty"`
 }
 
 // MultipathDocHop is the set of nodes seen at one TTL.
@@ -66,6 +91,8 @@ type MultipathDocNode struct {
 	Shared       bool      `json:"shared,omitempty"`
 	DiamondRoles []string  `json:"diamond_roles,omitempty"` // "divergence", "convergence", "inside"
 	AS           *asn.Info `json:"as,omitempty"`            // who holds the address (--asn)
+	Router       string    `json:"router,omitempty"`        // the router it belongs to, when that one answered from several
+	Interfaces   []string  `json:"interfaces,omitempty"`    // router level: the router's interfaces
 }
 
 // MultipathDocLink is an edge of the node graph.
@@ -75,6 +102,8 @@ type MultipathDocLink struct {
 	Flows  int    `json:"flows"`
 	TTLs   []int  `json:"ttls"`
 	Shared bool   `json:"shared,omitempty"`
+	// Alias: inferred from a router's other interfaces, not measured by a flow.
+	Alias bool `json:"alias,omitempty"`
 }
 
 // MultipathDocFlow is one flow's measured hops.
@@ -138,13 +167,25 @@ func docTarget(t *MultipathTarget) MultipathDocTarget {
 	dt.Sent, dt.Answered, dt.Rounds, dt.DurationMS = g.Sent, g.Answered, g.Rounds, ms(g.Duration)
 	dt.Truncated, dt.FullTTLs, dt.SharedTTLs = g.Truncated, g.FullTTLs, g.SharedTTLs
 	dt.ASPath = v.asPath()
+	dt.Level = g.Level
+	if g.JoinedFrom.IsValid() {
+		dt.JoinedFrom = g.JoinedFrom.String()
+	}
+	for _, r := range g.Routers {
+		dr := MultipathDocRouter{ID: r.ID, Interfaces: r.Interfaces, Confidence: r.Confidence, Evidence: []MultipathDocEvidence{}}
+		for _, e := range r.Evidence {
+			dr.Evidence = append(dr.Evidence, MultipathDocEvidence{Kind: e.Kind, A: e.A.String(), B: e.B.String(), Detail: e.Detail, Confidence: e.Confidence})
+		}
+		dt.Routers = append(dt.Routers, dr)
+	}
 	for _, h := range g.Hops {
 		dt.Hops = append(dt.Hops, MultipathDocHop{TTL: h.TTL, Nodes: h.Nodes})
 	}
 	for i := range g.Nodes {
 		n := &g.Nodes[i]
 		dn := MultipathDocNode{ID: n.ID, Name: v.name(n), Anonymous: !n.Addr.IsValid(), After: n.After, Depth: n.Depth,
-			TTLs: n.TTLs, Dest: n.Dest, Unreachable: n.Unreachable, Flows: n.Flows, NextHops: len(v.succ[n.ID]), NAT: n.NAT, Shared: n.Shared}
+			TTLs: n.TTLs, Dest: n.Dest, Unreachable: n.Unreachable, Flows: n.Flows, NextHops: len(v.succ[n.ID]), NAT: n.NAT, Shared: n.Shared,
+			Router: n.Router, Interfaces: n.Interfaces}
 		if n.Addr.IsValid() {
 			dn.Address = n.Addr.String()
 		}
@@ -167,7 +208,7 @@ func docTarget(t *MultipathTarget) MultipathDocTarget {
 		dt.Nodes = append(dt.Nodes, dn)
 	}
 	for _, l := range g.Links {
-		dt.Links = append(dt.Links, MultipathDocLink{From: l.From, To: l.To, Flows: l.Flows, TTLs: orEmpty(l.TTLs), Shared: l.Shared})
+		dt.Links = append(dt.Links, MultipathDocLink{From: l.From, To: l.To, Flows: l.Flows, TTLs: orEmpty(l.TTLs), Shared: l.Shared, Alias: l.Alias})
 	}
 	for _, f := range g.Flows {
 		df := MultipathDocFlow{SPort: f.Flow, DestTTL: f.Dest, Path: -1, Hops: []MultipathDocStep{}}

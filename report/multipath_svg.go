@@ -116,6 +116,10 @@ func layoutPanel(t *MultipathTarget) *svgPanel {
 	if len(g.SharedTTLs) > 0 {
 		p.notes = append(p.notes, "TTL "+ttlList(g.SharedTTLs, " and ")+" taken from an earlier target (grey: known only from it)")
 	}
+	for _, r := range g.Routers {
+		p.notes = append(p.notes, fmt.Sprintf("router %s answers from %s (%.2f%% confidence; grey links: inferred from the router)",
+			r.ID, strings.Join(r.Interfaces, ", "), 100*r.Confidence))
+	}
 	if path := v.asPath(); len(path) > 0 {
 		p.notes = append(p.notes, "AS path "+strings.Join(path, " ")+" (boxes coloured by AS; red links cross from one AS to another)")
 	}
@@ -199,8 +203,8 @@ func layoutPanel(t *MultipathTarget) *svgPanel {
 		if e.from == nil || e.to == nil {
 			continue // a link to a node the graph does not list: nothing to draw it to
 		}
-		if l.Shared {
-			e.label, e.width = "", 1
+		if l.Shared || l.Alias {
+			e.label, e.width, e.shared = "", 1, true
 		}
 		connect(e)
 	}

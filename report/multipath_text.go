@@ -82,6 +82,22 @@ func writeTargetText(b *strings.Builder, run *MultipathRun, t *MultipathTarget) 
 		writeTable(b, rows, []bool{true, false, true, true, false})
 	}
 
+	// Routers that answered from several interfaces, and why they are one.
+	if len(g.Routers) > 0 {
+		fmt.Fprintf(b, "\n%s answering from several interfaces (alias resolution):\n", plural(len(g.Routers), "router"))
+		rows := [][5]string{{"router", "interfaces", "confidence", "evidence", ""}}
+		for _, r := range g.Routers {
+			var kinds []string
+			for _, e := range r.Evidence {
+				if !slices.Contains(kinds, e.Kind) {
+					kinds = append(kinds, e.Kind)
+				}
+			}
+			rows = append(rows, [5]string{r.ID, strings.Join(r.Interfaces, " "), fmt.Sprintf("%.2f%%", 100*r.Confidence), strings.Join(kinds, ", "), ""})
+		}
+		writeTable(b, rows, []bool{false, false, true, false, false})
+	}
+
 	// Paths.
 	partial := len(v.paths.List) - v.paths.Complete
 	switch {
@@ -132,7 +148,11 @@ func writeTargetText(b *strings.Builder, run *MultipathRun, t *MultipathTarget) 
 	if len(g.FullTTLs) > 0 {
 		fmt.Fprintf(b, "! per-interface MDA (load balancing seen to be meshed or non-uniform) at TTL %s\n", ttlList(g.FullTTLs, " and "))
 	}
-	if len(g.SharedTTLs) > 0 {
+	switch {
+	case g.JoinedFrom.IsValid():
+		fmt.Fprintf(b, "! joined the graph of %s (same prefix): TTL %s established by its probes, at its confidence; measured here: the destination's distance and the hop before it\n",
+			g.JoinedFrom, ttlList(g.SharedTTLs, " and "))
+	case len(g.SharedTTLs) > 0:
 		fmt.Fprintf(b, "! TTL %s taken from an earlier target (same routers, not probed again)\n", ttlList(g.SharedTTLs, " and "))
 	}
 	writeNotes(b, t.Notes)

@@ -60,6 +60,7 @@ func TestFlagErrorsInNetns(t *testing.T) {
 		{[]string{"multipath", "--payload", big}, "probe of 1503 bytes exceeds the MTU 1500 of va"},
 		// 6e: an --svg path that cannot be written, found before the run.
 		{[]string{"multipath", "--svg", "/nonexistent/dir/mp.svg"}, "does not exist"},
+		{[]string{"multipath", "--level", "as"}, "unknown --level \"as\" (interface or router)"},
 		{[]string{"multipath", "--svg", dir}, "is a directory"},
 		{[]string{"multipath", "--svg", filepath.Join(file, "mp.svg")}, "is not a directory"},
 	} {

@@ -89,10 +89,13 @@ the TTLs at which the destination is reached (reached_at), the links between
 consecutive hops, every ECMP path, where coturn's answers come from
 (stun_reply_from) and where the target's own ICMP errors come from (unreachable_from).
 
-A router answers IPv4 probes from its address on the interface of its route back to
-the client, and IPv6 probes from its address on the interface the probe came in on
-(Linux defaults). Silent routers appear as {"node":"r7","silent":true} and by name in
-links. The truth is the same for every prefix; --prefix is accepted for symmetry.`,
+A router answers from its address on the interface the probe came in on (IPv6 always;
+IPv4 with icmp_errors_use_inbound_ifaddr=1, which the lab sets on every router), so a
+router reached over several links answers from several addresses. "routers" lists
+every router with its interfaces, and each target's "routers" the addresses each router
+on its paths answers it from (the alias sets). Silent routers appear as
+{"node":"r7","silent":true} and by name in links. The truth is the same for every
+prefix; --prefix is accepted for symmetry.`,
 				Flags: []cli.Flag{
 					prefixFlag,
 					&cli.StringFlag{Name: "format", Value: "json", Usage: "`FORMAT`: json or text"},

@@ -28,6 +28,9 @@ func multipathCommand() *cli.Command {
 			"interface's next hops are all found with the given confidence (Multipath Detection\n" +
 			"Algorithm; MDA-Lite, escalating to full MDA where a hop load-balances). Hops of all\n" +
 			"flows are probed in parallel; hops common to several targets are explored once.\n" +
+			"Interfaces that answer for one router (IP ID counters, reply TTLs) are resolved from\n" +
+			"the replies and count as one router in the stopping rules; --level router draws them\n" +
+			"as one node.\n" +
 			"Exit 0 when every target was reached, 1 when some was not, 2 for bad input, 3 for\n" +
 			"runtime errors, 4 when another run holds --lock.",
 		Flags: append(append(append(probingFlags(), asnFlags()...),
@@ -36,9 +39,11 @@ func multipathCommand() *cli.Command {
 			&cli.BoolFlag{Name: "full", Usage: "classic MDA at every hop (as scamper tracelb) instead of MDA-Lite"},
 			&cli.IntFlag{Name: "max-flows", Value: 256, Usage: "flows (source ports) per target at most"},
 			&cli.IntFlag{Name: "max-probes", Value: 20000, Usage: "probes per target at most"},
+			&cli.BoolFlag{Name: "join", Value: true, Usage: "targets of one prefix (IPv4 /24, IPv6 /64) share the graph explored for the first of them: each other one is probed\n\tback from its destination (a few probes) until its flow joins that graph, and explored in full only if it does not"},
 			&cli.IntFlag{Name: "parallel", Value: 32, Usage: "targets explored at once, in waves of 1, 2, 4 ... up to this (each wave reuses the hops earlier ones established; 1: one after the other)"},
 			&cli.DurationFlag{Name: "rate-limit-wait", Value: time.Second, Usage: "first back-off before re-probing a router that ran out of ICMP budget (doubles, up to 8x)"},
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "text, json, dot (Graphviz) or svg"},
+			&cli.StringFlag{Name: "level", Value: "interface", Usage: "interface (a node per interface, routers answering from several marked) or router (a node per router)"},
 			&cli.StringFlag{Name: "svg", Usage: "also write the graph as SVG to `FILE`"},
 			textfileFlag(),
 		), unattendedFlags()...),
@@ -51,13 +56,14 @@ type multipathFlags struct {
 	opts      mda.Options
 	popts     mda.ProberOptions
 	format    string
+	level     string // "interface" or "router"
 	svg       string
 	fixedBase bool   // --sport given: else each run draws its flow base
 	sport     uint16 // --sport
 }
 
 func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
-	mf := &multipathFlags{format: c.String("format"), svg: c.String("svg")}
+	mf := &multipathFlags{format: c.String("format"), level: c.String("level"), svg: c.String("svg")}
 	var err error
 	if mf.probing, err = parseProbing(c); err != nil {
 		return nil, err
@@ -80,6 +86,7 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 	o.FlowBase, o.MaxFlows, o.MaxProbes = 1, maxFlows, c.Int("max-probes")
 	o.RateLimitBackoff = c.Duration("rate-limit-wait")
 	o.Parallel = c.Int("parallel")
+	o.Join = c.Bool("join")
 	if err := o.Validate(); err != nil {
 		if errors.Is(err, mda.ErrConfidence) {
 			return nil, fmt.Errorf("--confidence %v: must be above 0 and below 100 (percent)", o.Confidence)
@@ -95,6 +102,9 @@ func parseMultipathFlags(c *cli.Context) (*multipathFlags, error) {
 	mf.popts.MinWait = min(mf.popts.MinWait, mf.popts.Wait)
 	if !slices.Contains(report.MultipathFormats, mf.format) {
 		return nil, fmt.Errorf("unknown --format %q (text, json, dot, svg)", mf.format)
+	}
+	if mf.level != "interface" && mf.level != "router" {
+		return nil, fmt.Errorf("unknown --level %q (interface or router)", mf.level)
 	}
 	// The picture is written after the run: find out now if it cannot be.
 	if mf.svg != "" {

@@ -21,7 +21,7 @@ func newMultipathRun(c *cli.Context, mf *multipathFlags, sess *session.Session, 
 	run := &report.MultipathRun{Schema: report.MultipathSchema, Version: version, Engine: eng, EngineReason: why,
 		Started: started.UTC(), Finished: time.Now().UTC(), Options: report.MultipathOptions{
 			Proto: c.String("proto"), Port: mf.port, Payload: mf.payload.String(), FlowBase: mf.opts.FlowBase,
-			Confidence: mf.opts.Confidence, Mode: mode, FirstTTL: mf.opts.FirstTTL, MaxTTL: mf.opts.MaxTTL}}
+			Confidence: mf.opts.Confidence, Mode: mode, Level: mf.level, FirstTTL: mf.opts.FirstTTL, MaxTTL: mf.opts.MaxTTL}}
 	var addrs []netip.Addr
 	for _, g := range gs {
 		for _, n := range g.Nodes {
@@ -42,7 +42,11 @@ func newMultipathRun(c *cli.Context, mf *multipathFlags, sess *session.Session, 
 		if in.target.Addr.Is4() {
 			fam = 4
 		}
-		t := report.MultipathTarget{Name: in.target.Name, Addr: in.target.Addr, Source: in.src, Family: fam, Names: namer, AS: sess.ASOf(), Graph: gs[i]}
+		g := gs[i]
+		if mf.level == "router" && g != nil {
+			g = g.RouterGraph()
+		}
+		t := report.MultipathTarget{Name: in.target.Name, Addr: in.target.Addr, Source: in.src, Family: fam, Names: namer, AS: sess.ASOf(), Graph: g}
 		if unfinished[i] {
 			t.Notes = append(t.Notes, "interrupted: the exploration did not finish")
 		}

@@ -22,9 +22,12 @@ func TestLabMultipathCLI(t *testing.T) {
 
 	// --sport: each run draws its flows otherwise, and a draw may miss a link (the 5% the
 	// confidence bound leaves); these flows are known to find every one.
-	r := run(t, 30*time.Second, inLab("multipath", "--sport", "50000", "198.19.1.1")...)
+	// The lab's routers answer from their inbound interfaces: r4 from three addresses,
+	// r6 from two. The router level draws each as one node: the lab's two diamonds.
+	r := run(t, 30*time.Second, inLab("multipath", "--sport", "50000", "--level", "router", "198.19.1.1")...)
 	if r.code != 0 || !strings.Contains(r.stdout, "2 diamonds") || !strings.Contains(r.stdout, "unequal branches") ||
-		!strings.Contains(r.stdout, "lab.turnpath.test") {
+		!strings.Contains(r.stdout, "lab.turnpath.test") || !strings.Contains(r.stdout, "2 routers answering from several interfaces") ||
+		!strings.Contains(r.stdout, "router: also answers from 198.18.8.2, 198.18.9.2") {
 		t.Fatalf("text: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	if r.stderr != "" {

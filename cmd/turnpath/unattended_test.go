@@ -456,11 +456,14 @@ func TestHistoryLabRouteMoved(t *testing.T) {
 	if !found {
 		t.Errorf("text lacks the change at TTL 5:\n%s", r.stdout)
 	}
-	// --last 2: the multipath runs only, and the change between them.
+	// --last 2: the multipath runs only, and the change between them: r3c gone at TTL 3,
+	// and with it r4's address on the link from r3c at TTL 4 (the lab's routers answer
+	// from the interface a probe came in by).
 	r = run(t, 10*time.Second, tp("history", "--store", db, "--format", "json", "--last", "2")...)
 	doc = historyJSON{}
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Runs) != 2 || doc.Runs[0].ID != 3 ||
-		len(doc.Changes) != 1 || doc.Changes[0].Kind != store.BranchGone {
+		len(doc.Changes) != 2 || doc.Changes[0].Kind != store.BranchGone || doc.Changes[0].TTL != 3 ||
+		doc.Changes[1].Kind != store.BranchGone || doc.Changes[1].TTL != 4 {
 		t.Errorf("--last 2: %v %+v", err, doc)
 	}
 	// --diff of the two traces.

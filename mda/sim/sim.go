@@ -36,9 +36,52 @@ type Node struct {
 	Loss float64
 	// RateLimit, if set, limits the node's ICMP answers to the prober.
 	RateLimit *Bucket
+	// InAddrs, if set, are the addresses the router answers from by the neighbour a probe
+	// came from (the interface it came in by: icmp_errors_use_inbound_ifaddr, IPv6): one
+	// router, several vertices. A neighbour not listed gets Addr.
+	InAddrs map[string]netip.Addr
+	// IPID is how the router numbers its answers' IP IDs; IPIDStart where a shared
+	// counter starts.
+	IPID      IPIDMode
+	IPIDStart uint16
 
-	tokens float64
-	last   time.Time
+	tokens   float64
+	last     time.Time
+	counter  uint16
+	counters map[netip.Addr]uint16
+}
+
+// IPIDMode is how a router fills the IP ID of its answers.
+type IPIDMode int
+
+const (
+	IPIDNone     IPIDMode = iota // answers carry no IP ID (HasIPID false), like IPv6
+	IPIDShared                   // one counter for every interface (many vendor routers)
+	IPIDPerIface                 // a counter per interface, each starting at random (Linux's hashed IDs)
+	IPIDZero                     // always 0 (Linux's ICMP errors)
+)
+
+// AddrFrom is the address nd answers from for a probe that came from neighbour prev.
+func (nd *Node) AddrFrom(prev string) netip.Addr {
+	if a, ok := nd.InAddrs[prev]; ok {
+		return a
+	}
+	return nd.Addr
+}
+
+// Addrs returns every address nd answers from, ascending.
+func (nd *Node) Addrs() []netip.Addr {
+	out := []netip.Addr{}
+	if nd.Addr.IsValid() {
+		out = append(out, nd.Addr)
+	}
+	for _, a := range nd.InAddrs {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // Bucket is a token-bucket ICMP rate limit: Burst answers at once, then Rate per second
@@ -72,6 +115,7 @@ type Network struct {
 
 	clock time.Time
 	rng   *rand.Rand
+	depth map[string]int // fewest hops from the prober to each node (reply TTLs)
 	// Counters.
 	Sent, Answered int
 	PerNode        map[string]int // probes that reached each node (answered or not)
@@ -111,10 +155,11 @@ func (n *Network) Options(o mda.Options) mda.Options {
 	return o
 }
 
-// SetRateLimit gives every node the bucket b (nil: none).
+// SetRateLimit gives every router the bucket b (nil: none). Destinations answer every
+// probe: a relay's STUN answers are not ICMP, and not rate limited.
 func (n *Network) SetRateLimit(b *Bucket) {
 	for _, nd := range n.Nodes {
-		if b != nil {
+		if b != nil && !nd.Host {
 			c := *b
 			nd.RateLimit = &c
 		} else {
@@ -191,11 +236,65 @@ func mix(x uint64) uint64 {
 // At returns the node a flow reaches at a TTL (the host if it is reached earlier), or nil
 // when the path ends before (a dead end).
 func (n *Network) At(target int, flowID uint16, ttl int) *Node {
-	nd := n.Nodes[n.First]
+	nd, _ := n.at(target, flowID, ttl)
+	return nd
+}
+
+// at is At and the name of the node before ("" for the first).
+func (n *Network) at(target int, flowID uint16, ttl int) (*Node, string) {
+	nd, prev := n.Nodes[n.First], ""
 	for t := 1; t < ttl && nd != nil && !nd.Host; t++ {
+		prev = nd.Name
 		nd = n.Nodes[n.choose(nd, target, flowID)]
 	}
-	return nd
+	return nd, prev
+}
+
+// replyTTL is the TTL an answer of nd arrives with: 64 less the hops back, taken as its
+// shortest distance from the prober (a router's answers go back one way, whatever
+// branch the probe came by).
+func (n *Network) replyTTL(nd *Node) uint8 {
+	if n.depth == nil {
+		n.depth = map[string]int{n.First: 1}
+		queue := []string{n.First}
+		for len(queue) > 0 {
+			u := n.Nodes[queue[0]]
+			queue = queue[1:]
+			var nhs []string
+			nhs = append(nhs, u.Next...)
+			for _, r := range u.Routes {
+				nhs = append(nhs, r...)
+			}
+			for _, v := range nhs {
+				if _, ok := n.depth[v]; !ok && n.Nodes[v] != nil {
+					n.depth[v] = n.depth[u.Name] + 1
+					queue = append(queue, v)
+				}
+			}
+		}
+	}
+	return uint8(65 - n.depth[nd.Name])
+}
+
+// ipid numbers one answer of nd from address a.
+func (n *Network) ipid(nd *Node, a netip.Addr) (uint16, bool) {
+	switch nd.IPID {
+	case IPIDShared:
+		nd.counter++
+		return nd.IPIDStart + nd.counter, true
+	case IPIDPerIface:
+		if nd.counters == nil {
+			nd.counters = map[netip.Addr]uint16{}
+		}
+		if _, ok := nd.counters[a]; !ok {
+			nd.counters[a] = uint16(n.rng.Uint32())
+		}
+		nd.counters[a]++
+		return nd.counters[a], true
+	case IPIDZero:
+		return 0, true
+	}
+	return 0, false
 }
 
 // Path returns the node names of one flow's path, TTL 1 first, up to the host.
@@ -221,13 +320,13 @@ func (n *Network) Probe(ctx context.Context, reqs []mda.Request) ([]mda.Answer, 
 	out := make([]mda.Answer, 0, len(reqs))
 	var slowest time.Duration
 	missing := false
-	for _, q := range reqs {
+	for i, q := range reqs {
 		n.Sent++
 		if q.Target < 0 || q.Target >= len(n.Targets) || q.TTL == 0 {
 			missing = true
 			continue
 		}
-		nd := n.At(q.Target, q.Flow, int(q.TTL))
+		nd, prev := n.at(q.Target, q.Flow, int(q.TTL))
 		if nd == nil {
 			missing = true
 			continue
@@ -238,7 +337,9 @@ func (n *Network) Probe(ctx context.Context, reqs []mda.Request) ([]mda.Answer, 
 			missing = true
 			continue
 		}
-		a := mda.Answer{Request: q, From: nd.Addr, RTT: rtt, Kind: probe.KindTimeExceeded}
+		a := mda.Answer{Request: q, From: nd.AddrFrom(prev), RTT: rtt, Kind: probe.KindTimeExceeded,
+			At: n.clock.Add(time.Duration(i) * time.Microsecond), ReplyTTL: n.replyTTL(nd)}
+		a.IPID, a.HasIPID = n.ipid(nd, a.From)
 		if nd.Host {
 			a.From, a.Dest, a.Kind = n.Targets[q.Target].Addr, true, probe.KindSTUN
 			rtt = time.Duration(len(n.Path(q.Target, q.Flow))) * n.HopRTT
@@ -291,6 +392,7 @@ func (n *Network) Links(target int) map[Link]bool {
 	out := map[Link]bool{}
 	type state struct {
 		node  string
+		prev  string     // the node before ("" at the prober)
 		after netip.Addr // last answering node before
 		depth int        // silent nodes since
 		from  string     // visible ID of the previous node ("" at the prober)
@@ -312,8 +414,9 @@ func (n *Network) Links(target int) map[Link]bool {
 			id = mda.AnonID(s.after, s.depth+1)
 			next.after, next.depth = s.after, s.depth+1
 		default:
-			id = nd.Addr.String()
-			next.after = nd.Addr
+			a := nd.AddrFrom(s.prev)
+			id = a.String()
+			next.after = a
 		}
 		if s.from != "" {
 			out[Link{s.from, id}] = true
@@ -321,7 +424,7 @@ func (n *Network) Links(target int) map[Link]bool {
 		if nd.Host {
 			return
 		}
-		next.from = id
+		next.from, next.prev = id, nd.Name
 		for _, nh := range n.nextHops(nd, target) {
 			next.node = nh
 			walk(next)
@@ -329,6 +432,28 @@ func (n *Network) Links(target int) map[Link]bool {
 	}
 	walk(state{node: n.First})
 	return out
+}
+
+// Routers returns, for every router that answers from several addresses, its addresses:
+// the alias sets an exploration should find.
+func (n *Network) Routers() map[string][]netip.Addr {
+	out := map[string][]netip.Addr{}
+	for name, nd := range n.Nodes {
+		if as := nd.Addrs(); !nd.Host && len(as) > 1 {
+			out[name] = as
+		}
+	}
+	return out
+}
+
+// RouterOf returns the router that answers from a.
+func (n *Network) RouterOf(a netip.Addr) (string, bool) {
+	for name, nd := range n.Nodes {
+		if !nd.Host && slices.Contains(nd.Addrs(), a) {
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // TargetAddrs returns the probed addresses, in target order (for mda.RunMany).

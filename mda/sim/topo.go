@@ -46,6 +46,28 @@ func Lab(n int) *Network {
 	return New("r1", nodes, targets, 1)
 }
 
+// LabInbound is Lab as the turnpath lab now answers: every router from the interface a
+// probe came in by, so r4 answers from 198.18.7.2, .8.2 and .9.2 (by r3a, r3b, r3c) and
+// r6 from 198.18.13.2 and .14.2 (by r5a, r5c); r3a, r3b, r3c, r4 and r6 number their
+// answers from one IP ID counter each, the others (Linux) send IP ID 0.
+func LabInbound(n int) *Network {
+	net := Lab(n)
+	a := func(link int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, byte(link), 2}) }
+	net.Nodes["r4"].InAddrs = map[string]netip.Addr{"r3a": a(7), "r3b": a(8), "r3c": a(9)}
+	net.Nodes["r6"].InAddrs = map[string]netip.Addr{"r5a": a(13), "r5c": a(14)}
+	for name, nd := range net.Nodes {
+		if nd.Host {
+			continue
+		}
+		nd.IPID = IPIDZero
+		switch name {
+		case "r3a", "r3b", "r3c", "r4", "r6":
+			nd.IPID, nd.IPIDStart = IPIDShared, uint16(seedOf(name))
+		}
+	}
+	return net
+}
+
 // RandomOptions shape Random's topologies. Ranges are [min, max].
 type RandomOptions struct {
 	Diamonds [2]int  // diamonds in a row; default 1..3
@@ -53,6 +75,11 @@ type RandomOptions struct {
 	Length   [2]int  // routers per branch (each branch drawn alone: unequal lengths); default 1..3
 	Linear   [2]int  // routers before, between and after diamonds; default 1..3
 	Silent   float64 // probability that a router is silent; default 0
+	// Aliases: every router answers from the interface a probe came in by (so a
+	// convergence point answers from one address per branch), and numbers its answers'
+	// IP IDs from a shared counter (half of them, each from a random start), a counter
+	// per interface (a quarter) or 0 (a quarter).
+	Aliases bool
 }
 
 // TrueDiamond is a diamond as built: branches of router names from Divergence to
@@ -123,9 +150,28 @@ func Random(rng *rand.Rand, o RandomOptions) (*Network, []TrueDiamond) {
 		for _, e := range ends {
 			e.Next = []string{conv.Name}
 		}
+		if o.Aliases {
+			conv.InAddrs = map[string]netip.Addr{}
+			for _, e := range ends {
+				count++ // addresses only: the names stay in TTL order
+				conv.InAddrs[e.Name] = netip.AddrFrom4([4]byte{10, 128 | byte(count>>16), byte(count >> 8), byte(count)})
+			}
+		}
 		d.Convergence = conv.Name
 		truth = append(truth, d)
 		tail = linear(conv, in(o.Linear))
+	}
+	if o.Aliases {
+		for _, nd := range nodes {
+			switch x := rng.IntN(4); {
+			case x < 2:
+				nd.IPID, nd.IPIDStart = IPIDShared, uint16(rng.Uint32())
+			case x == 2:
+				nd.IPID = IPIDPerIface
+			default:
+				nd.IPID = IPIDZero
+			}
+		}
 	}
 	host := &Node{Name: "host", Host: true}
 	nodes = append(nodes, host)
@@ -137,13 +183,17 @@ func Random(rng *rand.Rand, o RandomOptions) (*Network, []TrueDiamond) {
 // DiamondLinks returns the visible links of a diamond built by Random without silent
 // routers, by mda node ID.
 func (n *Network) DiamondLinks(d TrueDiamond) map[Link]bool {
-	id := func(name string) string { return n.Nodes[name].Addr.String() }
 	out := map[Link]bool{}
 	for _, br := range d.Branches {
-		prev := d.Divergence
+		prev, from := d.Divergence, ""
 		for _, r := range append(br, d.Convergence) {
-			out[Link{id(prev), id(r)}] = true
-			prev = r
+			if from == "" {
+				// The divergence point: one predecessor in Random's topologies, so one address.
+				from = n.Nodes[prev].Addr.String()
+			}
+			to := n.Nodes[r].AddrFrom(prev).String()
+			out[Link{from, to}] = true
+			prev, from = r, to
 		}
 	}
 	return out

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/turnpath/turnpath/bench"
 	"github.com/turnpath/turnpath/lab"
 	"github.com/turnpath/turnpath/mda"
 )
@@ -211,31 +212,8 @@ func tracelb(ns string, dst netip.Addr, method string) *outcome {
 
 // chain adds the links of a hop sequence in which "*" is a silent hop.
 func chain(o *outcome, hops []string, dst netip.Addr) {
-	// Trailing silent hops are where the tool gave up, not hops it claims.
-	for len(hops) > 0 && strings.TrimSpace(hops[len(hops)-1]) == "*" {
-		hops = hops[:len(hops)-1]
-	}
-	var prev netip.Addr
-	depth := 0
-	last := ""
-	for i, h := range hops {
-		h = strings.TrimSpace(h)
-		id := h
-		if h == "*" {
-			depth++
-			id = mda.AnonID(prev, depth)
-		} else if a, err := netip.ParseAddr(h); err == nil {
-			prev, depth = a, 0
-			if a == dst {
-				o.reached = true
-			}
-		} else {
-			return
-		}
-		if i > 0 {
-			o.links[[2]string{last, id}] = true
-		}
-		last = id
+	if bench.HopChain(o.links, hops, dst) {
+		o.reached = true
 	}
 }
 
@@ -260,32 +238,8 @@ func dublin(ns string, dst netip.Addr) *outcome {
 		o.err = err
 		return o
 	}
-	var doc struct {
-		Flows map[string][]struct {
-			Received *struct {
-				IP struct {
-					Src string `json:"src"`
-				} `json:"ip"`
-			} `json:"received"`
-		} `json:"flows"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		o.err = fmt.Errorf("parse trace.json: %w", err)
-		return o
-	}
 	o.links = map[[2]string]bool{}
-	for _, hops := range doc.Flows {
-		var seq []string
-		for _, h := range hops {
-			o.probes++
-			if h.Received == nil {
-				seq = append(seq, "*")
-			} else {
-				seq = append(seq, h.Received.IP.Src)
-			}
-		}
-		chain(o, seq, dst)
-	}
+	o.probes, o.reached, o.err = bench.DublinLinks(b, dst, o.links)
 	return o
 }
 
