@@ -238,13 +238,8 @@ func (e *EBPF) readLoop() {
 	for {
 		ev, err := e.reader.Read()
 		if err != nil {
-			if errors.Is(err, loader.ErrClosed) {
+			if e.stopping(err) {
 				return
-			}
-			select {
-			case <-e.done:
-				return
-			default:
 			}
 			continue
 		}
@@ -314,16 +309,23 @@ func (e *EBPF) drainLoop() {
 			}
 			e.reader.SetDeadline(time.Now().Add(quietPoll))
 		}
-		if err := e.reader.Wait(); err != nil {
-			if errors.Is(err, loader.ErrClosed) {
-				return
-			}
-			select {
-			case <-e.done:
-				return
-			default:
-			}
+		if err := e.reader.Wait(); err != nil && e.stopping(err) {
+			return
 		}
+	}
+}
+
+// stopping reports whether a reader error ends the reader goroutine: the reader was
+// closed, or the engine is closing (any other error is retried).
+func (e *EBPF) stopping(err error) bool {
+	if errors.Is(err, loader.ErrClosed) {
+		return true
+	}
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 
 	"github.com/turnpath/turnpath/mda"
-	"github.com/turnpath/turnpath/metrics"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/report"
 	"github.com/turnpath/turnpath/scan"
@@ -72,45 +69,19 @@ func scanTrace(c *cli.Context, u *unattendedRun, tf *traceFlags, targets *target
 			Proto: c.String("proto"), Port: tf.port, SPort: tf.sport, Payload: cfg.Payload.String(),
 			FirstTTL: opt.FirstTTL, MaxTTL: opt.MaxTTL, Queries: 1,
 			WaitMS: float64(tf.opts.Wait) / 1e6, Rate: tf.opts.Rate}}
-	run.ASN = sess.ASNStats()
-	u.describe(run.Engine, run.Options)
 	run.Scan = scanSummary(res)
 	run.Scan.Auto = tf.scanAuto
-	out := newTraceOutput(c.App.Writer, tf.format, run, sess.Names)
-	if out.csv != nil {
-		out.csv.AS = sess.AS != nil
-	}
-	info := func(i int) report.TargetInfo { return targetInfo(targets, sess, i) }
-	var textfile *metrics.Trace
-	if c.String("textfile") != "" {
-		textfile = metrics.NewTrace(version, eng.Name())
-	}
-	reached, reported := 0, 0
+	rep := newTraceReport(c, u, tf, run, targets, sess)
 	for _, t := range res.Targets {
 		if t.Probes == 0 && runErr != nil {
 			continue // never probed (the run stopped): counted, not reported
 		}
-		reported++
-		r := traceResultOf(t, targets.addrs, started, started.Add(res.Duration))
-		if r.Reached {
-			reached++
-		}
-		if textfile != nil {
-			textfile.Add(info(r.Target), &r)
-		}
-		u.addTrace(info(r.Target), r)
-		if err := out.add(info(r.Target), r); err != nil {
+		if err := rep.add(traceResultOf(t, targets.addrs, started, started.Add(res.Duration))); err != nil {
 			return runtimeError(fmt.Errorf("trace: write output: %w", err))
 		}
 	}
-	run.Finished = time.Now().UTC()
-	if err := out.finish(info); err != nil {
-		return runtimeError(fmt.Errorf("trace: write output: %w", err))
-	}
-	if textfile != nil {
-		if err := textfile.Write(c.String("textfile"), started, run.Finished); err != nil {
-			return runtimeError(fmt.Errorf("trace: %w", err))
-		}
+	if err := rep.finish(); err != nil {
+		return err
 	}
 	if tf.format == "text" {
 		how := ""
@@ -121,20 +92,7 @@ func scanTrace(c *cli.Context, u *unattendedRun, tf *traceFlags, targets *target
 			len(res.Targets), res.Probes, float64(res.Probes)/float64(max(len(res.Targets), 1)), res.Duration.Seconds(),
 			len(res.Interfaces), len(res.Links), limitedNote(res), how)
 	}
-	if runErr != nil {
-		msg := "interrupted"
-		if !errors.Is(runErr, context.Canceled) {
-			msg = runErr.Error()
-		}
-		if note := notProbedNote(len(targets.addrs)-reported, len(targets.addrs)); note != "" {
-			msg += ": " + note
-		}
-		return runtimeError(errors.New("trace: " + msg))
-	}
-	if reached < len(targets.addrs) {
-		return &exitError{code: exitNotReached, err: errors.New("trace: not every target was reached")}
-	}
-	return nil
+	return rep.end(runErr)
 }
 
 // traceResultOf is a scanned target as trace's result: one probe per hop, answered where

@@ -170,7 +170,6 @@ func runTrace(c *cli.Context, u *unattendedRun) error {
 	cfg.FlowOf = func(i int) (probe.Flow, error) {
 		return sess.Flow(sess.RouteOf(i), targets.addrs[i], tf.sport), nil
 	}
-	info := func(i int) report.TargetInfo { return targetInfo(targets, sess, i) }
 	eng, err := openEngine(c, "trace", sess, cfg)
 	if err != nil {
 		return err
@@ -186,31 +185,13 @@ func runTrace(c *cli.Context, u *unattendedRun) error {
 			Proto: c.String("proto"), Port: tf.port, SPort: tf.sport, Payload: cfg.Payload.String(),
 			FirstTTL: opts.FirstTTL, MaxTTL: opts.MaxTTL, Queries: opts.Queries,
 			WaitMS: float64(opts.Wait) / 1e6, Rate: opts.Rate, Size: tf.size, PMTU: tf.pmtu}}
-	out := newTraceOutput(c.App.Writer, tf.format, run, sess.Names)
-	run.ASN = sess.ASNStats()
-	if out.csv != nil {
-		out.csv.AS = sess.AS != nil // the AS columns
-	}
-	u.describe(run.Engine, run.Options)
-	var textfile *metrics.Trace
-	if c.String("textfile") != "" {
-		textfile = metrics.NewTrace(version, eng.Name())
-	}
-	reached, reported := 0, 0
+	rep := newTraceReport(c, u, tf, run, targets, sess)
 	runErr := trace.Stream(ctx, eng, len(targets.addrs), opts, func(r trace.Result) error {
 		if r.Sent == 0 {
 			return nil // never probed (the run stopped): counted, not reported
 		}
-		reported++
-		if r.Reached {
-			reached++
-		}
-		if textfile != nil {
-			textfile.Add(info(r.Target), &r)
-		}
-		u.addTrace(info(r.Target), r)
 		sess.PrefetchAS(responders(r)) // AS lookups overlap the rest of the run
-		return out.add(info(r.Target), r)
+		return rep.add(r)
 	})
 	prog.done()
 	var werr *writeError
@@ -223,26 +204,85 @@ func runTrace(c *cli.Context, u *unattendedRun) error {
 	if cerr := sess.Close(); cerr != nil && runErr == nil {
 		runErr = fmt.Errorf("close engine: %w", cerr)
 	}
-	run.Finished = time.Now().UTC()
-	if err := out.finish(info); err != nil {
+	if err := rep.finish(); err != nil {
+		return err
+	}
+	return rep.end(runErr)
+}
+
+// traceReport is where both ways of tracing (full traces, a scan) put each finished
+// target: the --textfile metrics, the unattended records and the output. It counts the
+// targets it reported and those reached, for the run's exit.
+type traceReport struct {
+	c                 *cli.Context
+	u                 *unattendedRun
+	run               *report.Run
+	out               *traceOutput
+	info              func(int) report.TargetInfo
+	textfile          *metrics.Trace
+	total             int
+	reported, reached int
+}
+
+// newTraceReport starts the report of run (its engine and options set) over targets.
+func newTraceReport(c *cli.Context, u *unattendedRun, tf *traceFlags, run *report.Run, targets *targetList, sess *session.Session) *traceReport {
+	out := newTraceOutput(c.App.Writer, tf.format, run, sess.Names)
+	run.ASN = sess.ASNStats()
+	if out.csv != nil {
+		out.csv.AS = sess.AS != nil // the AS columns
+	}
+	u.describe(run.Engine, run.Options)
+	k := &traceReport{c: c, u: u, run: run, out: out, total: len(targets.addrs),
+		info: func(i int) report.TargetInfo { return targetInfo(targets, sess, i) }}
+	if c.String("textfile") != "" {
+		k.textfile = metrics.NewTrace(version, run.Engine)
+	}
+	return k
+}
+
+// add reports one probed target.
+func (k *traceReport) add(r trace.Result) error {
+	k.reported++
+	if r.Reached {
+		k.reached++
+	}
+	info := k.info(r.Target)
+	if k.textfile != nil {
+		k.textfile.Add(info, &r)
+	}
+	k.u.addTrace(info, r)
+	return k.out.add(info, r)
+}
+
+// finish writes what waits for the end of the run: the one-document formats and the
+// --textfile.
+func (k *traceReport) finish() error {
+	k.run.Finished = time.Now().UTC()
+	if err := k.out.finish(k.info); err != nil {
 		return runtimeError(fmt.Errorf("trace: write output: %w", err))
 	}
-	if textfile != nil {
-		if err := textfile.Write(c.String("textfile"), started, run.Finished); err != nil {
+	if k.textfile != nil {
+		if err := k.textfile.Write(k.c.String("textfile"), k.run.Started, k.run.Finished); err != nil {
 			return runtimeError(fmt.Errorf("trace: %w", err))
 		}
 	}
+	return nil
+}
+
+// end is the run's outcome: runErr (an interrupt, the engine's failure) with the targets
+// never probed counted, else whether every target was reached.
+func (k *traceReport) end(runErr error) error {
 	if runErr != nil {
 		msg := "interrupted"
 		if !errors.Is(runErr, context.Canceled) {
 			msg = runErr.Error()
 		}
-		if note := notProbedNote(len(targets.addrs)-reported, len(targets.addrs)); note != "" {
+		if note := notProbedNote(k.total-k.reported, k.total); note != "" {
 			msg += ": " + note
 		}
 		return runtimeError(errors.New("trace: " + msg))
 	}
-	if reached < len(targets.addrs) {
+	if k.reached < k.total {
 		return &exitError{code: exitNotReached, err: errors.New("trace: not every target was reached")}
 	}
 	return nil
