@@ -26,7 +26,7 @@ import (
 //
 // Held lasts one planning pass: every pass releases the probes and holds again those
 // that still wait for something. A probe held while backing off keeps its pause, and its
-// TTL stays paused.
+// TTL stays paused until that pause is over.
 type probeState uint8
 
 const (
@@ -557,12 +557,23 @@ func (r *explorer) batch(now time.Time) (reqs []Request, wait time.Duration) {
 		return []Request{trialReq}, 0
 	}
 	// A TTL with probes backing off gets no new ones meanwhile: they would take the
-	// ICMP budget the router is refilling.
-	paused := make([]bool, r.o.MaxTTL+2)
+	// ICMP budget the router is refilling. The pause lasts until the last of them is
+	// due, and over the round that re-sends them, whether or not they are still wanted:
+	// a probe nobody re-sends (held, or no longer needed by the rules) must not keep
+	// its TTL closed for good, and the new probes waiting behind it set the wait.
+	paused := make([]time.Time, r.o.MaxTTL+2)
+	resending := make([]bool, r.o.MaxTTL+2)
 	for _, f := range r.flows {
 		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
-			if h := &f.hops[t]; h.pausing() && !r.beyond(f, t) {
-				paused[t] = true
+			h := &f.hops[t]
+			if !h.pausing() || r.beyond(f, t) {
+				continue
+			}
+			if h.readyAt.After(paused[t]) {
+				paused[t] = h.readyAt
+			}
+			if h.want && h.st != stHeld && !h.readyAt.After(now) {
+				resending[t] = true
 			}
 		}
 	}
@@ -574,7 +585,13 @@ func (r *explorer) batch(now time.Time) (reqs []Request, wait time.Duration) {
 			}
 			switch h.st {
 			case stUnprobed:
-				if paused[t] {
+				if resending[t] {
+					continue
+				}
+				if until := paused[t]; until.After(now) {
+					if next.IsZero() || until.Before(next) {
+						next = until
+					}
 					continue
 				}
 			case stSent, stBackingOff, stOnTrial:

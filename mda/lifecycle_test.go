@@ -126,3 +126,54 @@ func TestProbeStateString(t *testing.T) {
 		}
 	}
 }
+
+// A probe paused at a TTL closes the TTL to new probes only until it is due, held or
+// no longer wanted included: the wanted probe behind it is sent then, not forgotten
+// (an exploration used to end with it unsent under ICMP limits).
+func TestBatchPauseEnds(t *testing.T) {
+	o := DefaultOptions()
+	o.FirstTTL, o.MaxTTL = 1, 4
+	for _, held := range []bool{false, true} {
+		r := newExplorer(nil, 0, o, nil)
+		a, _ := r.newFlow()
+		b, _ := r.newFlow()
+		a.hops[3].send(0, t0)
+		a.hops[3].pause(stBackingOff, time.Second)
+		if held {
+			a.hops[3].hold(&b.hops[2])
+		}
+		a.hops[3].want = held // held: the rules still want it; else: they no longer do
+		b.hops[3].want = true
+
+		reqs, wait := r.batch(t0.Add(100 * time.Millisecond))
+		if len(reqs) != 0 || wait != 900*time.Millisecond {
+			t.Fatalf("held %v: during the pause: %v, wait %v; want nothing, wait 900ms", held, reqs, wait)
+		}
+		reqs, _ = r.batch(t0.Add(time.Second))
+		if len(reqs) != 1 || reqs[0].Flow != b.id || reqs[0].TTL != 3 {
+			t.Fatalf("held %v: after the pause: %v, want flow %d at TTL 3", held, reqs, b.id)
+		}
+	}
+}
+
+// A wanted probe re-sent after its pause goes alone at its TTL: the new ones wait for
+// the next round, so that the router's refilled budget answers the re-send first.
+func TestBatchResendFirst(t *testing.T) {
+	o := DefaultOptions()
+	o.FirstTTL, o.MaxTTL = 1, 4
+	r := newExplorer(nil, 0, o, nil)
+	a, _ := r.newFlow()
+	b, _ := r.newFlow()
+	a.hops[3].send(0, t0)
+	a.hops[3].pause(stBackingOff, time.Second)
+	a.hops[3].want, b.hops[3].want = true, true
+	reqs, _ := r.batch(t0.Add(time.Second))
+	if len(reqs) != 1 || reqs[0].Flow != a.id {
+		t.Fatalf("re-send round: %v, want only flow %d", reqs, a.id)
+	}
+	a.hops[3].want = false // answered or not, the next planning pass decides
+	reqs, _ = r.batch(t0.Add(time.Second))
+	if len(reqs) != 1 || reqs[0].Flow != b.id {
+		t.Fatalf("next round: %v, want flow %d", reqs, b.id)
+	}
+}
