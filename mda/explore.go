@@ -282,6 +282,7 @@ type explorer struct {
 	shared            map[int][]vkey // TTL -> expected vertices taken from knowledge
 	sharedL           map[int]bool   // layers (near-end TTL) taken from knowledge
 	minDmin           int
+	counted           []*hop // open probes node control waits for or counts on (rules)
 	agg               map[vkey]*vertexAgg
 	seenAt            map[vkey][]int // TTLs of each vertex in the last pass
 	silentAfter       map[vkey]bool  // vertices followed by a silent hop, last pass
@@ -824,6 +825,15 @@ func (r *explorer) plan() {
 		return
 	}
 	r.rules()
+	if r.wantsNothing() {
+		// Node control waits for flows on their way to a vertex short of flows, but a
+		// probe backing off (or held behind one) goes again only if wanted: with nothing
+		// else wanted, the exploration would end on the deficit. Only then, so that they
+		// do not draw on the routers' ICMP budgets while other probes can tell more.
+		for _, h := range r.counted {
+			h.want = true
+		}
+	}
 	if r.wantsNothing() && r.provisional() {
 		// Done, but on provisional routers. Ask their interfaces once for more IP IDs,
 		// interleaved (aliasProbes); then drop what is still not proven and let the

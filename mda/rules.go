@@ -127,6 +127,7 @@ func (r *explorer) rules() {
 	clear(r.full)
 	clear(r.shared)
 	clear(r.sharedL)
+	r.counted = r.counted[:0]
 
 	r.aggregate()
 	var all []int // flows alive at the near end of the layer
@@ -359,9 +360,14 @@ func (r *explorer) branching(t int, single bool) {
 	if ly.resolved == 0 {
 		return
 	}
+	if len(deficit) == 0 && hopDeficit <= 0 {
+		return
+	}
 	pending, unkeyed := 0, 0
 	for _, f := range r.flows {
 		if r.status(f, t) == psPending {
+			// Waited for or counted on below: if nothing else is wanted, plan wants it.
+			r.counted = append(r.counted, &f.hops[t])
 			pending++
 			if h := &f.hops[t]; h.st.silent() || h.st == stHeld {
 				unkeyed++ // waiting for its vertex at t-1, or for what its silence means

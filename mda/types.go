@@ -119,7 +119,7 @@ type Options struct {
 // DefaultOptions are the defaults documented on Options.
 func DefaultOptions() Options {
 	return Options{
-		Confidence:       95,
+		Confidence:       99,
 		FirstTTL:         1,
 		MaxTTL:           30,
 		MaxFlows:         4096,

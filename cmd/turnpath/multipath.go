@@ -35,7 +35,7 @@ func multipathCommand() *cli.Command {
 			"runtime errors, 4 when another run holds --lock.",
 		Flags: append(append(append(probingFlags(), asnFlags()...),
 			&cli.UintFlag{Name: "sport", DefaultText: "random", Usage: "first source port: flow i uses sport+i. Without it every run draws its own (32768 and up, shown in the report as the\n\tfirst sport, JSON flow_base), so a rerun samples the routers' hashes anew; give it to repeat a run's flows exactly"},
-			&cli.Float64Flag{Name: "confidence", Aliases: []string{"c"}, Value: 95, Usage: "confidence in percent (0 < c < 100) that every next hop of every interface is found"},
+			&cli.Float64Flag{Name: "confidence", Aliases: []string{"c"}, Value: 99, Usage: "confidence in percent (0 < c < 100) that every next hop of every interface is found"},
 			&cli.BoolFlag{Name: "full", Usage: "classic MDA at every hop (as scamper tracelb) instead of MDA-Lite"},
 			&cli.IntFlag{Name: "max-flows", Value: 256, Usage: "flows (source ports) per target at most"},
 			&cli.IntFlag{Name: "max-probes", Value: 20000, Usage: "probes per target at most"},

@@ -181,7 +181,7 @@ var tracelbHeader = regexp.MustCompile(`tracelb from \S+ to \S+, \d+ nodes, \d+ 
 // tracelb runs scamper's MDA at the same confidence with the given probe method options
 // and parses its text output: "a -> b" links, "a -> * -> b" through silent hops.
 func tracelb(ns string, dst netip.Addr, method string) *outcome {
-	c := "tracelb " + method + "-c 95"
+	c := "tracelb " + method + "-c 99" // turnpath multipath's default confidence
 	args := []string{"scamper", "-O", "text", "-c", c, "-i", dst.String()}
 	tool := "scamper tracelb"
 	if method != "" {
