@@ -114,7 +114,10 @@
 // target show agrees with it (every vertex and link seen is a known one, and every vertex
 // at the near end has known next hops); from the first layer where they differ (a new
 // vertex or link, the new target's destination, a vertex without known next hops),
-// exploration goes on as for Run. A prefix that agrees costs n_1 flows per TTL instead of
+// exploration goes on as for Run, after enough flows at that TTL to see every vertex the
+// knowledge expects there (the stopping rule for their number: the n_1 flows that followed
+// the known layers may have missed one, whose branch would go unexplored). A prefix that
+// agrees costs n_1 flows per TTL instead of
 // the stopping rule's n_k; Graph.SharedTTLs lists the TTLs taken, and the graph holds the
 // known vertices and links there (Shared). A vertex whose next hops differ between two
 // targets (routes per destination) is never shared again. The assumption is doubletree's:
@@ -124,12 +127,16 @@
 // others; doubling keeps the waves, each a few rounds, to the logarithm of the list.
 //
 // The targets share the routers' ICMP budgets (Linux's are per destination of the error,
-// the prober). Once a run sees rate limiting, the rest of its wave goes one target at a
-// time and later waves have one target: several at once would only spend the budgets the
-// back-offs wait for. A trial (see above) goes alone across the wave, its pause counted
-// from the last probe of any target. And with rate limiting seen, a probe unanswered one
+// the prober: one for its IPv4 address, one for its IPv6 address). Once a run sees rate
+// limiting, the rest of its wave goes one target of each family at a time and later waves
+// have one target of each family: several of one family at once would only spend the
+// budgets the back-offs wait for, while the two families never spend each other's. A
+// trial (see above) goes alone across its family's targets of the wave, its pause counted
+// from the last probe of any of them. And with rate limiting seen, a probe unanswered one
 // hop past an answering interface goes on trial even when nothing at its TTL answered
-// yet: an earlier target may have spent the budget of the router there.
+// yet: an earlier target may have spent the budget of the router there; and what an
+// earlier target saw answer after a vertex counts as an answer there (the first router,
+// probed once per target, would otherwise be called silent).
 //
 // # Joining a prefix's graph (Options.Join)
 //

@@ -282,6 +282,7 @@ type explorer struct {
 	shared            map[int][]vkey // TTL -> expected vertices taken from knowledge
 	sharedL           map[int]bool   // layers (near-end TTL) taken from knowledge
 	minDmin           int
+	fam               uint8  // the target's family, 4 or 6 (famOf; 0: unknown): whose ICMP budgets it spends
 	counted           []*hop // open probes node control waits for or counts on (rules)
 	agg               map[vkey]*vertexAgg
 	seenAt            map[vkey][]int // TTLs of each vertex in the last pass
@@ -394,11 +395,20 @@ func (r *explorer) keyAt(f *flow, t int) (vkey, bool) {
 	return vkey{}, false
 }
 
-// answersAfter reports whether a vertex was seen (in the last pass) followed by an
-// answering one.
+// answersAfter reports whether a vertex was seen (in the last pass, or by an earlier
+// target: the knowledge) followed by an answering one. What an earlier target saw counts
+// under ICMP limits above all: the router after the prober, probed once for a target
+// whose predecessor's budget went to the one before, would be called silent.
 func (r *explorer) answersAfter(u vkey) bool {
 	if a := r.agg[u]; a != nil {
 		for v := range a.succ {
+			if !v.anon() {
+				return true
+			}
+		}
+	}
+	if k := r.known; k != nil && !k.bad[u] {
+		for v := range k.succ[u] {
 			if !v.anon() {
 				return true
 			}
@@ -415,13 +425,21 @@ func (r *explorer) backoff(n int) time.Duration {
 
 // exploreAll explores several targets at once (a wave of RunMany), in rounds: each round
 // one batch with every target's wanted probes, until rate limiting is seen. A probe on
-// trial still goes alone: the targets share routers, and the pause before a trial is
-// counted from the last probe of any of them (lastSend is shared). The explorers' done
-// times are set as they finish.
+// trial still goes alone among the targets of its family: they share routers, and the
+// pause before a trial is counted from the last probe of any of them (lastSend is shared
+// by a family). The explorers' done times are set as they finish.
+//
+// Routers limit their ICMP per destination (Linux: a token bucket per peer address), and
+// the prober's IPv4 and IPv6 addresses are two destinations: the targets of one family
+// never spend the other's budgets, and so the families go side by side, even once rate
+// limiting shows.
 func exploreAll(ctx context.Context, p Prober, wave []*explorer) error {
-	last := new(time.Time)
+	last := map[uint8]*time.Time{}
 	for _, r := range wave {
-		r.lastSend = last
+		if last[r.fam] == nil {
+			last[r.fam] = new(time.Time)
+		}
+		r.lastSend = last[r.fam]
 	}
 	active := slices.Clone(wave)
 	byTarget := map[int][]Answer{}
@@ -433,21 +451,7 @@ func exploreAll(ctx context.Context, p Prober, wave []*explorer) error {
 		for _, r := range active {
 			r.plan()
 		}
-		// An explorer with a probe on trial goes first, alone: the others send nothing
-		// until it is through, so that the pause before it is one. And once a router is
-		// seen to rate limit, one target at a time: the targets share the routers' ICMP
-		// budgets, and the probes of one would take the answers another's back-offs
-		// wait for.
-		step := active
-		for i, r := range active {
-			if r.trialWanted() {
-				step = active[i : i+1]
-				break
-			}
-		}
-		if len(step) > 1 && slices.ContainsFunc(active, func(r *explorer) bool { return r.limited }) {
-			step = active[:1]
-		}
+		step := stepOf(active)
 		var reqs []Request
 		var sent []*explorer
 		var wait time.Duration
@@ -494,6 +498,49 @@ func exploreAll(ctx context.Context, p Prober, wave []*explorer) error {
 		}
 	}
 	return nil
+}
+
+// stepOf picks the explorers that send this round, per family (see exploreAll): one with
+// a probe on trial goes alone, the others of its family send nothing until it is through,
+// so that the pause before it is one; and once a router of the family is seen to rate
+// limit, one target at a time: the targets share the routers' ICMP budgets, and the
+// probes of one would take the answers another's back-offs wait for.
+func stepOf(active []*explorer) []*explorer {
+	var fams []uint8
+	byFam := map[uint8][]*explorer{}
+	for _, r := range active {
+		if byFam[r.fam] == nil {
+			fams = append(fams, r.fam)
+		}
+		byFam[r.fam] = append(byFam[r.fam], r)
+	}
+	// Rate limiting seen in one family is expected in the other (the same routers, with
+	// the same settings): each then goes one target at a time.
+	limited := slices.ContainsFunc(active, func(r *explorer) bool { return r.limited })
+	var step []*explorer
+	for _, f := range fams {
+		rs := byFam[f]
+		switch i := slices.IndexFunc(rs, (*explorer).trialWanted); {
+		case i >= 0:
+			step = append(step, rs[i])
+		case limited:
+			step = append(step, rs[0])
+		default:
+			step = append(step, rs...)
+		}
+	}
+	return step
+}
+
+// famOf is the budget family of a target (see exploreAll): 4, 6, or 0 when unknown.
+func famOf(a netip.Addr) uint8 {
+	switch {
+	case !a.IsValid():
+		return 0
+	case a.Unmap().Is4():
+		return 4
+	}
+	return 6
 }
 
 // trialWanted reports whether a probe of the explorer waits to go on trial (see batch).

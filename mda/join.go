@@ -128,17 +128,24 @@ func compact(gs []*Graph) []*Graph {
 	return out
 }
 
-// exploreWaves explores the targets idxs with the full rules, in waves of 1, 2, 4 ...,
-// sharing known; graphs go to out[i].
+// exploreWaves explores the targets idxs with the full rules, in waves of 1, 2, 4 ...
+// (nextWave), sharing known; graphs go to out[i]. limited says whether rate limiting was
+// seen; it is updated as the waves go.
+//
+// The waves double: the first target alone establishes the common prefix (the prober's own
+// routers, usually) that every later one inherits; targets of one wave cannot inherit from
+// each other, so doubling keeps most of the sharing while the number of waves, each a few
+// rounds of round trips, grows only with the logarithm of the list.
 func exploreWaves(ctx context.Context, p Prober, targets []netip.Addr, idxs []int, opts Options, known *knowledge, out []*Graph, limited *bool, start time.Time) error {
-	for next, wave := 0, 1; next < len(idxs); next, wave = next+wave, min(2*wave, opts.Parallel) {
-		if *limited {
-			wave = 1
-		}
-		size := min(wave, len(idxs)-next)
-		runs := make([]*explorer, size)
-		for j := range runs {
-			runs[j] = newExplorer(p, idxs[next+j], opts, known)
+	fam := func(i int) uint8 { return famOf(targets[i]) }
+	rest := idxs
+	for wave := 1; len(rest) > 0; wave = min(2*wave, opts.Parallel) {
+		var pick []int
+		pick, rest = nextWave(rest, wave, fam, *limited)
+		runs := make([]*explorer, len(pick))
+		for j, i := range pick {
+			runs[j] = newExplorer(p, i, opts, known)
+			runs[j].fam = fam(i)
 			runs[j].limited = *limited
 		}
 		err := exploreAll(ctx, p, runs)
@@ -161,6 +168,27 @@ func exploreWaves(ctx context.Context, p Prober, targets []netip.Addr, idxs []in
 		}
 	}
 	return nil
+}
+
+// nextWave takes the next wave from rest, in order: up to size targets, or once routers
+// were seen to rate limit, one of each family. The routers' ICMP budgets are shared by
+// every target of a family (several at once would only wait longer for them), not across
+// families (see exploreAll).
+func nextWave(rest []int, size int, fam func(int) uint8, limited bool) (wave, left []int) {
+	took := map[uint8]bool{}
+	for _, i := range rest {
+		f := fam(i)
+		switch {
+		case limited && !took[f]:
+			took[f] = true
+			wave = append(wave, i)
+		case !limited && len(wave) < size:
+			wave = append(wave, i)
+		default:
+			left = append(left, i)
+		}
+	}
+	return wave, left
 }
 
 // joiner is one target joining its group's graph.

@@ -171,6 +171,25 @@ func (r *explorer) rules() {
 				}
 				continue
 			}
+			if t >= first && len(expect) > 1 {
+				// The first layer of this target's own: the rules below enumerate the
+				// next hops of the vertices its flows reached at t, but the n_1 flows that
+				// followed the known layers may have missed some of the vertices known
+				// there, whose branches would then go unexplored (and not taken from the
+				// earlier target either: past t this target's paths differ). Enough flows
+				// at t to see each of them: the stopping rule, as if k were known.
+				seen := 0
+				for v := range expect {
+					if len(r.layers[t].verts[v]) > 0 {
+						seen++
+					}
+				}
+				if seen < len(expect) {
+					if d := r.pick(all, t, r.nk(len(expect)-1)); d > 0 {
+						r.fresh(t, d, nil)
+					}
+				}
+			}
 		}
 		if t < first && first == 1 && o.OneFirstHop != nil && len(r.layers[first].order) <= 1 && o.OneFirstHop(r.target) {
 			// The kernel's route has one next hop: one flow tells the first router. (Two

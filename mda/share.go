@@ -3,6 +3,7 @@ package mda
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"github.com/turnpath/turnpath/alias"
 )
@@ -142,43 +143,16 @@ func runMany(ctx context.Context, p Prober, targets []netip.Addr, opts Options, 
 	if share {
 		known = newKnowledge()
 	}
-	var out []*Graph
-	limited := false // rate limiting seen toward an earlier target
-	// Waves double: the first target alone establishes the common prefix (the prober's
-	// own routers, usually) that every later one inherits; targets of one wave cannot
-	// inherit from each other, so doubling keeps most of the sharing while the number of
-	// waves, each a few rounds of round trips, grows only with the logarithm of the list.
-	// Once a router is seen to rate limit, one target at a time: the routers' ICMP budgets
-	// are shared by all targets, and several at once would only wait longer for them.
-	for next, wave := 0, 1; next < len(targets); next, wave = next+wave, min(2*wave, opts.Parallel) {
-		if limited {
-			wave = 1
-		}
-		size := min(wave, len(targets)-next)
-		runs := make([]*explorer, size)
-		for j := range runs {
-			runs[j] = newExplorer(p, next+j, opts, known)
-			runs[j].limited = limited
-		}
-		start := runs[0].now()
-		err := exploreAll(ctx, p, runs)
-		for j, r := range runs {
-			g := r.graph()
-			g.Target = targets[next+j]
-			end := r.done
-			if end.IsZero() {
-				end = r.now()
-			}
-			g.Duration = end.Sub(start)
-			out = append(out, g)
-		}
-		if err != nil {
-			return out, err
-		}
-		for _, r := range runs {
-			r.record()
-			limited = limited || r.limited
-		}
+	idxs := make([]int, len(targets))
+	for i := range idxs {
+		idxs[i] = i
 	}
-	return out, nil
+	out := make([]*Graph, len(targets))
+	clock := time.Now
+	if opts.Now != nil {
+		clock = opts.Now
+	}
+	limited := false
+	err := exploreWaves(ctx, p, targets, idxs, opts, known, out, &limited, clock())
+	return compact(out), err
 }
