@@ -38,6 +38,11 @@ type mpTarget struct {
 	Routers []struct {
 		Interfaces []string `json:"interfaces"`
 	} `json:"routers"`
+	// Interfaces that look like one router but that no evidence decided (no IP ID
+	// counter, routers that do not rate-limit): each stays a router of its own.
+	Unresolved []struct {
+		Interfaces []string `json:"interfaces"`
+	} `json:"unresolved_routers"`
 }
 
 // mpScore is a set of targets' links checked against the truth.
@@ -49,9 +54,23 @@ type mpScore struct {
 	Reached  int `json:"reached"`
 	Probes   int `json:"probes"`
 	Joined   int `json:"joined"`
-	// RoutersRight: IPv4 targets whose routers (alias sets) are the truth's.
-	RoutersRight int `json:"routers_right"`
-	V4           int `json:"ipv4_targets"`
+	// Targets whose routers (alias sets) are the truth's; whose graph says some could
+	// not be told (and has no wrong ones); the others.
+	RoutersRight      int `json:"routers_right"`
+	RoutersUnresolved int `json:"routers_unresolved"`
+	RoutersWrong      int `json:"routers_wrong"`
+}
+
+// routers says how many targets had their routers right, unresolved or wrong.
+func (s mpScore) routers() string {
+	out := fmt.Sprintf("%d/%d right", s.RoutersRight, s.Targets)
+	if s.RoutersUnresolved > 0 {
+		out += fmt.Sprintf(", %d unresolved", s.RoutersUnresolved)
+	}
+	if s.RoutersWrong > 0 {
+		out += fmt.Sprintf(", %d wrong", s.RoutersWrong)
+	}
+	return out
 }
 
 func truthLinkSet(tt *lab.TargetTruth) map[[2]string]bool {
@@ -123,16 +142,18 @@ func scoreMultipath(out []byte, tr *lab.Truth) (mpScore, error) {
 		if miss == 0 {
 			s.Complete++
 		}
-		if a.Is4() {
-			s.V4++
-			var rs []string
-			for _, r := range t.Routers {
-				rs = append(rs, strings.Join(r.Interfaces, " "))
-			}
-			slices.Sort(rs)
-			if slices.Equal(rs, truthRouters(tt)) {
-				s.RoutersRight++
-			}
+		var rs []string
+		for _, r := range t.Routers {
+			rs = append(rs, strings.Join(r.Interfaces, " "))
+		}
+		slices.Sort(rs)
+		switch truth := truthRouters(tt); {
+		case slices.Equal(rs, truth):
+			s.RoutersRight++
+		case len(t.Unresolved) > 0 && !slices.ContainsFunc(rs, func(r string) bool { return !slices.Contains(truth, r) }):
+			s.RoutersUnresolved++ // what it grouped is right, the rest it says it could not tell
+		default:
+			s.RoutersWrong++
 		}
 	}
 	return s, nil
@@ -230,7 +251,7 @@ func runMultipathBench(ctx context.Context, env *Env) (*Result, error) {
 			oc.Error = err.Error()
 		} else {
 			oc.Probes, oc.Found, oc.Total, oc.False, oc.Reached = s.Probes, len(truth)-s.Missing, len(truth), s.False, s.Reached == 1
-			oc.Routers = fmt.Sprintf("%d/%d right", s.RoutersRight, s.V4)
+			oc.Routers = s.routers()
 			tpProbes = append(tpProbes, s.Probes)
 		}
 		if i == 0 {
@@ -297,7 +318,7 @@ func runMultipathBench(ctx context.Context, env *Env) (*Result, error) {
 	}
 
 	// Many relays.
-	mt := Table{Title: "Many relays", Columns: []string{"profile", "relays", "options", "wall time", "probes", "per relay", "joined", "every link", "false links", "reached"}}
+	mt := Table{Title: "Many relays", Columns: []string{"profile", "relays", "options", "wall time", "probes", "per relay", "joined", "every link", "false links", "reached", "routers"}}
 	var many []map[string]any
 	for _, c := range []struct {
 		profile string
@@ -326,14 +347,14 @@ func runMultipathBench(ctx context.Context, env *Env) (*Result, error) {
 		}
 		argv = append(argv, "-f", list)
 		o := env.Exec(ctx, 10*time.Minute, argv...)
-		row := []string{c.profile, strconv.Itoa(len(targets)), "`" + opts + "`", fmt.Sprintf("%.2f s", o.Wall.Seconds()), "", "", "", "", "", ""}
+		row := []string{c.profile, strconv.Itoa(len(targets)), "`" + opts + "`", fmt.Sprintf("%.2f s", o.Wall.Seconds()), "", "", "", "", "", "", ""}
 		rec := map[string]any{"profile": c.profile, "relays": len(targets), "options": opts, "seconds": o.Wall.Seconds(), "exit_code": o.ExitCode}
 		if s, err := scoreMultipath(o.Stdout, tr); err != nil || o.ExitCode != 0 {
 			row[4] = fmt.Sprintf("error: exit %d %v %s", o.ExitCode, err, firstLineOf(o.Stderr))
 		} else {
 			row[4], row[5] = strconv.Itoa(s.Probes), fmt.Sprintf("%.1f", float64(s.Probes)/float64(max(s.Targets, 1)))
 			row[6], row[7] = fmt.Sprintf("%d/%d", s.Joined, s.Targets), fmt.Sprintf("%d/%d", s.Complete, s.Targets)
-			row[8], row[9] = strconv.Itoa(s.False), fmt.Sprintf("%d/%d", s.Reached, s.Targets)
+			row[8], row[9], row[10] = strconv.Itoa(s.False), fmt.Sprintf("%d/%d", s.Reached, s.Targets), s.routers()
 			rec["score"] = s
 			env.Logf("multipath many %s %d %s: %.2fs %d probes (%.1f/relay) complete %d/%d false %d", c.profile, len(targets), opts,
 				o.Wall.Seconds(), s.Probes, float64(s.Probes)/float64(max(s.Targets, 1)), s.Complete, s.Targets, s.False)
