@@ -83,10 +83,8 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 		e.Close()
 		return nil, err
 	}
-	e.sender.DontFragment(cfg.DontFragment)
-	if cfg.NoBatch {
-		e.sender.NoBatch()
-	}
+	e.cfg.configure(e.sender)
+	e.sender.EnablePacket()
 	e.payloads.base = cfg.Payload
 	if err := hostnet.WatchLinks(cfg.Ifindexes, e.errs, e.done); err != nil {
 		e.Close()
@@ -182,6 +180,9 @@ func (e *EBPF) SendBatch(ps []trace.Probe) (int, error) {
 	e.drainHere()
 	return n, cmp.Or(firstErr, err)
 }
+
+// SendStats counts the probes each send method carried and the send system calls.
+func (e *EBPF) SendStats() hostnet.SendStats { return e.sender.Stats() }
 
 // Methods says how the engine sends (SendBatch; Send always uses sendto) and receives.
 func (e *EBPF) Methods() (send, recv string) { return e.sender.Method(), e.reader.Method() }

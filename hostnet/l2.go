@@ -1,0 +1,221 @@
+package hostnet
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// L2 is how a probe to one destination leaves by AF_PACKET: the interface and the
+// Ethernet header the kernel's neighbour code would have put in front of it.
+type L2 struct {
+	Ifindex int
+	Ifname  string
+	Nexthop netip.Addr // the gateway, or the destination itself when it is on link
+	Header  [14]byte   // destination MAC, source MAC, EtherType
+}
+
+// Why AF_PACKET cannot carry a destination's probes (they go through the raw sockets).
+var (
+	ErrNoL2Device = errors.New("not an Ethernet device (tunnel, loopback or no link-layer header)")
+	ErrMultipath  = errors.New("a multipath route (the kernel picks the next hop per flow)")
+	ErrNoNeighbor = errors.New("no resolved neighbour entry yet")
+)
+
+// How long what l2Cache learnt stays valid: a route or a neighbour may change in a long
+// run (a new gateway, a new MAC after a failover). A probe built from a stale entry
+// would leave with the wrong header, so the entries are looked up again after these;
+// the costs (a few netlink requests per destination every few seconds) are small
+// against the probes that use them.
+const (
+	l2RouteTTL = 5 * time.Second
+	l2NeighTTL = time.Second
+	// l2MissRetry: how soon a destination whose neighbour was not resolved is looked at
+	// again (its first probes, on the raw socket, make the kernel resolve it).
+	l2MissRetry = 2 * time.Millisecond
+	l2MaxDests  = 1 << 16 // the cache is emptied when it grows past this
+)
+
+type l2Route struct {
+	l2   L2    // Header without the next hop's MAC (filled per use from the neighbour table)
+	err  error // why AF_PACKET cannot be used
+	when time.Time
+}
+
+type neighTable struct {
+	macs map[netip.Addr]net.HardwareAddr
+	when time.Time
+}
+
+// l2Cache resolves destinations to L2 headers through the kernel's route and neighbour
+// tables (netlink), and remembers them for a while. Not safe for concurrent use.
+type l2Cache struct {
+	// h's sockets were opened in the network namespace the probes leave from (the
+	// sending goroutine's thread may be in another one: the package-level netlink
+	// functions would ask that one's tables).
+	h      *netlink.Handle
+	now    func() time.Time
+	routes map[[2]netip.Addr]*l2Route // (src, dst)
+	neighs map[[2]int]*neighTable     // (ifindex, family)
+	links  map[int]*net.Interface
+}
+
+// newL2Cache opens netlink sockets in the current thread's network namespace.
+func newL2Cache() (*l2Cache, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink socket: %w", err)
+	}
+	return &l2Cache{h: h, now: time.Now, routes: map[[2]netip.Addr]*l2Route{}, neighs: map[[2]int]*neighTable{},
+		links: map[int]*net.Interface{}}, nil
+}
+
+func (c *l2Cache) close() { c.h.Close() }
+
+// get returns the L2 header for probes from src to dst, or why there is none. The
+// route part is kept for l2RouteTTL, the next hop's MAC comes from the neighbour table
+// as last read (l2NeighTTL).
+func (c *l2Cache) get(src, dst netip.Addr) (*L2, error) {
+	now := c.now()
+	k := [2]netip.Addr{src, dst}
+	r := c.routes[k]
+	if r == nil || now.Sub(r.when) >= l2RouteTTL {
+		if len(c.routes) >= l2MaxDests {
+			clear(c.routes)
+		}
+		l2, err := c.route(src, dst)
+		r = &l2Route{l2: l2, err: err, when: now}
+		c.routes[k] = r
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	mac, err := c.neighbour(r.l2.Ifindex, r.l2.Nexthop, now)
+	if err != nil {
+		return nil, err
+	}
+	copy(r.l2.Header[0:6], mac)
+	return &r.l2, nil
+}
+
+// route asks the kernel how a packet from src to dst would leave: the route (with src,
+// so source-based policy routing is honoured), the device and the next hop.
+func (c *l2Cache) route(src, dst netip.Addr) (L2, error) {
+	var l2 L2
+	routes, err := c.h.RouteGetWithOptions(dst.AsSlice(), &netlink.RouteGetOptions{SrcAddr: src.AsSlice()})
+	if err != nil || len(routes) == 0 {
+		return l2, fmt.Errorf("route to %s: %w", dst, cmpErr(err, ErrNoRoute))
+	}
+	rt := routes[0]
+	if rt.Type != unix.RTN_UNICAST {
+		return l2, fmt.Errorf("route to %s: not unicast: %w", dst, ErrNoL2Device)
+	}
+	if nexthopsWith(c.h, dst) != 1 {
+		return l2, fmt.Errorf("route to %s: %w", dst, ErrMultipath)
+	}
+	ifc, err := c.link(rt.LinkIndex)
+	if err != nil {
+		return l2, err
+	}
+	if len(ifc.HardwareAddr) != 6 || ifc.Flags&net.FlagLoopback != 0 || ifc.Flags&net.FlagPointToPoint != 0 {
+		return l2, fmt.Errorf("interface %s: %w", ifc.Name, ErrNoL2Device)
+	}
+	l2.Ifindex, l2.Ifname, l2.Nexthop = ifc.Index, ifc.Name, dst
+	if gw, ok := netip.AddrFromSlice(rt.Gw); ok && rt.Gw != nil {
+		l2.Nexthop = gw.Unmap()
+	}
+	copy(l2.Header[6:12], ifc.HardwareAddr)
+	if dst.Is4() {
+		l2.Header[12], l2.Header[13] = 0x08, 0x00
+	} else {
+		l2.Header[12], l2.Header[13] = 0x86, 0xdd
+	}
+	return l2, nil
+}
+
+func (c *l2Cache) link(ifindex int) (*net.Interface, error) {
+	if ifc, ok := c.links[ifindex]; ok {
+		return ifc, nil
+	}
+	l, err := c.h.LinkByIndex(ifindex)
+	if err != nil {
+		return nil, fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	a := l.Attrs()
+	ifc := &net.Interface{Index: a.Index, Name: a.Name, HardwareAddr: a.HardwareAddr, Flags: a.Flags}
+	c.links[ifindex] = ifc
+	return ifc, nil
+}
+
+// neighbour returns the MAC of addr on ifindex from the kernel's neighbour table, read
+// whole per interface and family (a host has a handful of neighbours) at most once per
+// l2NeighTTL, or again after l2MissRetry while addr is missing.
+func (c *l2Cache) neighbour(ifindex int, addr netip.Addr, now time.Time) (net.HardwareAddr, error) {
+	fam := unix.AF_INET6
+	if addr.Is4() {
+		fam = unix.AF_INET
+	}
+	k := [2]int{ifindex, fam}
+	t := c.neighs[k]
+	if t != nil {
+		age := now.Sub(t.when)
+		if mac, ok := t.macs[addr]; ok && age < l2NeighTTL {
+			return mac, nil
+		}
+		if age < l2MissRetry {
+			return nil, fmt.Errorf("neighbour %s: %w", addr, ErrNoNeighbor)
+		}
+	}
+	list, err := c.h.NeighList(ifindex, fam)
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours: %w", err)
+	}
+	t = &neighTable{macs: map[netip.Addr]net.HardwareAddr{}, when: now}
+	for _, n := range list {
+		a, ok := netip.AddrFromSlice(n.IP)
+		if ok && usableNeigh(n) {
+			t.macs[a.Unmap()] = n.HardwareAddr
+		}
+	}
+	c.neighs[k] = t
+	if mac, ok := t.macs[addr]; ok {
+		return mac, nil
+	}
+	return nil, fmt.Errorf("neighbour %s: %w", addr, ErrNoNeighbor)
+}
+
+// usableNeigh: an entry with a MAC the kernel itself would send to (reachable, or stale
+// and being confirmed, or permanent). Incomplete and failed entries have none.
+func usableNeigh(n netlink.Neigh) bool {
+	const ok = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY | netlink.NUD_PROBE | netlink.NUD_PERMANENT
+	return n.State&ok != 0 && len(n.HardwareAddr) == 6 && !bytes.Equal(n.HardwareAddr, make([]byte, 6))
+}
+
+func cmpErr(err, def error) error {
+	if err != nil {
+		return err
+	}
+	return def
+}
+
+// ResolveL2 says how probes from src to dst would leave by AF_PACKET right now, or why
+// they cannot (turnpath check). A missing neighbour entry is resolved by the run's first
+// probes, which go through the raw socket.
+func ResolveL2(src, dst netip.Addr) (L2, error) {
+	c, err := newL2Cache()
+	if err != nil {
+		return L2{}, err
+	}
+	defer c.close()
+	l2, err := c.get(src.Unmap(), dst.Unmap())
+	if err != nil {
+		return L2{}, err
+	}
+	return *l2, nil
+}
