@@ -45,6 +45,9 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.sendMethodsFromEnv(); err != nil {
+		return nil, err
+	}
 	if len(cfg.Ifindexes) == 0 {
 		return nil, errors.New("ebpf engine: no interface to attach to")
 	}

@@ -130,9 +130,6 @@ func (c *Config) shape() []probe.Flow {
 }
 
 func (c *Config) validate() error {
-	if err := c.sendMethodsFromEnv(); err != nil {
-		return err
-	}
 	if c.FlowOf != nil && len(c.Flows) > 0 {
 		return errors.New("flows given both as a list and as FlowOf")
 	}

@@ -59,8 +59,20 @@ func traceOnce(t *testing.T, l *lab.Lab, kind string, dst netip.Addr, sport uint
 	if err != nil {
 		t.Fatalf("%s trace %s: %v", kind, dst, err)
 	}
+	if e, ok := eng.(*engine.EBPF); ok {
+		// trace hands the engine batches: no probe goes one by one, fewer send calls
+		// than probes, AF_PACKET or (until the next hop is resolved) raw-socket sendmmsg.
+		st := e.SendStats()
+		if st.SendTo != 0 || st.Ring != 0 || int(st.PacketMmsg+st.RawMmsg) != res[0].Sent || st.Calls >= uint64(res[0].Sent) {
+			t.Errorf("%s: %d probes sent; send stats %+v", dst, res[0].Sent, st)
+		}
+		labPacketProbes += st.PacketMmsg
+	}
 	return res[0], pathKey(res[0])
 }
+
+// labPacketProbes counts the probes the eBPF engine's traces sent by AF_PACKET.
+var labPacketProbes uint64
 
 // pathKey is the sequence of responders, "*" for silent TTLs.
 func pathKey(r trace.Result) string {
@@ -185,6 +197,9 @@ func TestTraceFastLab(t *testing.T) {
 	}
 	if len(paths) < 2 {
 		t.Errorf("12 source ports all took one path: %v", paths)
+	}
+	if labPacketProbes == 0 {
+		t.Error("no trace sent by AF_PACKET")
 	}
 }
 
