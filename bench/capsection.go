@@ -30,18 +30,22 @@ const (
 // capVariant is one way of driving an engine.
 type capVariant struct {
 	Key, Engine, Name string
-	Batch             int  // CapacityOptions.Batch
-	Baseline          bool // CapacityOptions.Baseline
+	Batch             int    // CapacityOptions.Batch
+	Baseline          bool   // CapacityOptions.Baseline
+	Send              string // CapacityOptions.Send
 }
 
 var capEngines = []capVariant{
-	{Key: "ebpf", Engine: "ebpf", Name: "eBPF, batched", Batch: capBatch},
-	{Key: "ebpf-before", Engine: "ebpf", Name: "eBPF, before (baseline)", Baseline: true},
+	{Key: "ebpf", Engine: "ebpf", Name: "eBPF, AF_PACKET batches", Batch: capBatch},
+	{Key: "ebpf-ring", Engine: "ebpf", Name: "eBPF, AF_PACKET TX ring", Batch: capBatch, Send: "ring"},
+	{Key: "ebpf-mmsg", Engine: "ebpf", Name: "eBPF, raw sendmmsg (baseline: the path before)", Batch: capBatch, Send: "mmsg"},
+	{Key: "ebpf-before", Engine: "ebpf", Name: "eBPF, sendto per probe (the first fallback)", Baseline: true},
 	{Key: "socket", Engine: "socket", Name: "socket"},
 }
 
 func (v capVariant) opts(probes, cpu int) CapacityOptions {
-	return CapacityOptions{Engine: v.Engine, Probes: probes, Targets: capTargets, CPU: cpu, Batch: v.Batch, Baseline: v.Baseline}
+	return CapacityOptions{Engine: v.Engine, Probes: probes, Targets: capTargets, CPU: cpu, Batch: v.Batch,
+		Baseline: v.Baseline, Send: v.Send}
 }
 
 // capRun is one capacity run.
@@ -79,17 +83,21 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 			"program on the far end of a veth that answers every probe with a well-formed ICMP Time Exceeded (XDP_TX), or "+
 			"with the destination's answer at hop %d, so that nothing but turnpath and the kernel limits the rate. "+
 			"Each run drives one engine directly (`trace.Engine`, no scheduler, no report) with **%s probes, unpaced**, "+
-			"cycling over %d targets × TTL 1..%d × attempts, so every probe has an answer. Three ways: **eBPF, batched** — "+
-			"`SendBatch` with %d probes per call (one `sendmmsg` on the raw socket, each probe still timestamped at TC "+
-			"egress), the replies read from the ring buffer's mapped pages in the sending loop and, between batches, by a "+
-			"reader polling every 0.5 ms while the kernel writes events without waking anyone (`BPF_RB_NO_WAKEUP`); "+
-			"**eBPF, before** — the path before, kept as the fallback and measured as the baseline in the same rounds: "+
-			"`Send` per probe (`sendto`), one goroutine reading one event per wakeup through cilium/ebpf's `ringbuf.Reader`; "+
+			"cycling over %d targets × TTL 1..%d × attempts, so every probe has an answer. Five ways: **eBPF, AF_PACKET "+
+			"batches** (the default) — `SendBatch` with %d probes per call: the probes behind the next hop's Ethernet header, "+
+			"one `sendmmsg` on an AF_PACKET socket (no routing, raw socket or IP output per probe; the device's queue and "+
+			"so TC egress kept: every probe timestamped there); **eBPF, AF_PACKET TX ring** — the same frames in a "+
+			"`PACKET_TX_RING` (TPACKET_V2), one `send` per batch; **eBPF, raw sendmmsg** — the path before, measured as "+
+			"the baseline in the same rounds: one `sendmmsg` on the raw socket per batch; in all three the replies are read "+
+			"from the ring buffer's mapped pages in the sending loop and, between batches, by a reader polling every 0.5 ms "+
+			"while the kernel writes events without waking anyone (`BPF_RB_NO_WAKEUP`); **eBPF, sendto** — the first "+
+			"fallback: `Send` per probe, one goroutine reading one event per wakeup through cilium/ebpf's `ringbuf.Reader`; "+
 			"**socket** — the socket engine, `Send` per probe. The whole process runs on **one core** (CPU %d: GOMAXPROCS 1 "+
 			"and every thread's affinity), and so do, in softirq, the veth and both XDP programs: the figures are one core "+
 			"doing the prober's *and* the network's work. %s, each running every way in rotating order; the figures are "+
-			"the median over rounds with (min–max). This machine is shared: other processes run on the core too, and "+
-			"*core busy* counts their time as well.",
+			"the median over rounds with (min–max). This machine is shared (another engineer's lab tests ran meanwhile): "+
+			"other processes run on the core too, *core busy* counts their time as well, and the absolute figures are "+
+			"noisy; the same-round ratios are the comparison.",
 			capDepth, group(probes), capTargets, capDepth, capBatch, cpu, plural(rounds, "round")),
 		"*sent/s*: probes sent / time from the first send to the last; *matched/s*: replies the engine " +
 			"delivered and matched / time from the first send to the last reply; *kernel timestamps*: share of the matched " +
@@ -179,11 +187,14 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 			fmt.Sprintf("%.1f / %.1f µs", Summarize(s.user).Median/1000, Summarize(s.sys).Median/1000), strconv.Itoa(len(s.sent))})
 	}
 	res.Tables = append(res.Tables, t)
-	before := Summarize(Ratios(perRound["ebpf"], perRound["ebpf-before"]))
+	before := Summarize(Ratios(perRound["ebpf"], perRound["ebpf-mmsg"]))
+	first := Summarize(Ratios(perRound["ebpf"], perRound["ebpf-before"]))
+	ring := Summarize(Ratios(perRound["ebpf-ring"], perRound["ebpf"]))
 	vsSocket := Summarize(Ratios(perRound["ebpf"], perRound["socket"]))
 	if before.N > 0 {
-		res.Tables = append(res.Tables, Table{Title: "Same-round ratios (sent/s):", Columns: []string{"eBPF batched / eBPF before", "eBPF batched / socket"},
-			Rows: [][]string{{before.Times(), vsSocket.Times()}}})
+		res.Tables = append(res.Tables, Table{Title: "Same-round ratios (sent/s):",
+			Columns: []string{"AF_PACKET / raw sendmmsg (the path before)", "AF_PACKET / sendto per probe", "TX ring / AF_PACKET sendmmsg", "AF_PACKET / socket engine"},
+			Rows:    [][]string{{before.Times(), first.Times(), ring.Times(), vsSocket.Times()}}})
 	}
 
 	prof := capProfiles(ctx, env, n, cpu, res)
@@ -199,34 +210,41 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 		nsProbe := Summarize(eb.ns).Median
 		sat := Summary{N: 1, Median: 1e9 / nsProbe, Min: 1e9 / nsProbe, Max: 1e9 / nsProbe}
 		target := fmt.Sprintf("Target ≥ 1 M probes/s sent and matched with the eBPF engine on one core, 0 lost, a kernel "+
-			"timestamp on every matched probe: %s — %s probes/s is %.0f %% of it (%s the path before, in the same rounds).",
-			verdict, kilo(es), 100*es.Median/capTarget, before.Times())
+			"timestamp on every matched probe: %s — %s probes/s is %.0f %% of it (%s the path before, raw sendmmsg, and %s "+
+			"sendto per probe, in the same rounds).",
+			verdict, kilo(es), 100*es.Median/capTarget, before.Times(), first.Times())
 		reason := fmt.Sprintf("What remains: %.1f µs of core time per probe (busy time / probes, other processes on the "+
 			"core included), so a saturated core would send about %s probes/s.", nsProbe/1000, kilo(sat))
 		if p := prof["ebpf"]; p != nil {
-			reason += fmt.Sprintf(" The profile below: the send system calls take %.0f %% of the core — the IP output path per "+
-				"packet (routing, the raw socket, the veth transmit), the TC egress program (%.0f %%) and, because the veth "+
-				"hands each frame over within the same call, the receive side in softirq (%.0f %%: veth, the reflector's "+
-				"XDP_TX — the network's work, here on the prober's core — and the prober's XDP match, %.0f %%, with "+
-				"the wakeups nearly gone, %.1f %%); reading and converting replies in Go %.0f %%, building probes %.1f %%.",
-				p["sendto"], p["tc"], p["softirq"], p["xdp"], p["wakeup"], p["read"], p["build"])
+			reason += fmt.Sprintf(" The profile below: the send system calls take %.0f %% of the core — AF_PACKET's "+
+				"own part (`packet_sendmsg`: an skb per frame, straight to the device's queue; no routing or IP output any "+
+				"more) and, inside it, the TC egress program (%.0f %%) and, because the veth hands each frame over within "+
+				"the same call, the receive side in softirq (%.0f %%: veth — which copies each frame for XDP, %.0f %% — the "+
+				"reflector's XDP_TX, the network's work here on the prober's core, and the prober's XDP match, %.0f %%); "+
+				"reading and converting replies in Go %.0f %%, building probes %.1f %%, the route and neighbour cache %.1f %%.",
+				p["sendto"], p["tc"], p["softirq"], p["cow"], p["xdp"], p["read"], p["build"], p["l2"])
 		}
-		reason += " The next steps are fewer kernel paths per packet: AF_PACKET batches (no routing or IP output per " +
-			"probe; 443 k/s in the issue's prototype) or an in-kernel generator (`BPF_PROG_RUN` with live frames, " +
-			"913 k/s without timestamps there)."
+		reason += " The TX ring is no faster here: its frames reach the veth as page fragments, which veth copies " +
+			"again for XDP (`skb_copy_ubufs`); with a NIC the ring could win. What is left on the prober's side is the " +
+			"per-packet kernel path itself (an skb per probe, the qdisc layer, the TC program) and the Go side's reply " +
+			"handling; the next step is an in-kernel generator (`BPF_PROG_RUN` with live frames: no skb on the way out, " +
+			"the timestamp taken by the generator itself instead of TC egress)."
 		res.Text = slices.Insert(res.Text, 1, target, reason)
 		ss := Summarize(by["socket"].sent)
 		bs := Summarize(by["ebpf-before"].sent)
 		res.Headlines = append(res.Headlines, fmt.Sprintf("Capacity on one core, against the XDP reflector (%s probes per run, unpaced): "+
-			"eBPF engine batched **%s probes/s sent**, %s matched/s, lost %s, %s of core time per probe — %s the path "+
-			"before (%s sent/s in the same rounds); socket engine %s sent/s. Target ≥ 1 M probes/s with eBPF on one core: %s (%.0f %%).",
+			"eBPF engine, AF_PACKET batches, **%s probes/s sent**, %s matched/s, lost %s, %s of core time per probe — %s the path "+
+			"before (raw sendmmsg, %s sent/s in the same rounds), %s sendto per probe (%s); socket engine %s sent/s. "+
+			"Target ≥ 1 M probes/s with eBPF on one core: %s (%.0f %%).",
 			group(probes), kilo(es), kilo(Summarize(eb.matched)), Summarize(eb.lostPct).Format("%.2f", " %"), micro(Summarize(eb.ns)),
-			before.Times(), kilo(bs), kilo(ss), verdict, 100*es.Median/capTarget))
+			before.Times(), kilo(Summarize(by["ebpf-mmsg"].sent)), first.Times(), kilo(bs), kilo(ss), verdict, 100*es.Median/capTarget))
 	}
 	res.Raw = raw
 	res.Commands = append([]string{
-		fmt.Sprintf("tpbench capacity -engine ebpf -batch %d -probes %d -cpu %d     # one run on its own reflector network (namespaces tpcap-*), JSON out", capBatch, probes, cpu),
-		fmt.Sprintf("tpbench capacity -engine ebpf -baseline -probes %d -cpu %d     # the path before", probes, cpu),
+		fmt.Sprintf("tpbench capacity -engine ebpf -batch %d -probes %d -cpu %d     # one run on its own reflector network (namespaces tpcap-*, -prefix), JSON out", capBatch, probes, cpu),
+		fmt.Sprintf("tpbench capacity -engine ebpf -batch %d -send ring -probes %d -cpu %d     # the TX ring", capBatch, probes, cpu),
+		fmt.Sprintf("tpbench capacity -engine ebpf -batch %d -send mmsg -probes %d -cpu %d     # the path before: raw sendmmsg", capBatch, probes, cpu),
+		fmt.Sprintf("tpbench capacity -engine ebpf -baseline -probes %d -cpu %d     # sendto per probe", probes, cpu),
 		fmt.Sprintf("tpbench capacity -engine socket -probes %d -cpu %d", probes, cpu),
 		fmt.Sprintf("TP_CAPACITY_PROBES=%d TP_CAPACITY_CPU=%d go test -count=1 -run TestCapacity -v ./bench/   # every way, as a test", probes, cpu),
 	}, res.Commands...)
@@ -246,10 +264,13 @@ var profRows = []struct {
 	Key, Label string
 	Match      func(sym string) bool
 }{
-	{"sendto", "send system calls (`sendto` per probe, or `sendmmsg` per batch: raw socket, IP output, TC egress, veth transmit and what runs inside it)",
+	{"sendto", "send system calls (`sendto` per probe or TX ring flush, or `sendmmsg` per batch: the socket, TC egress, veth transmit and what runs inside it)",
 		symIs("__sys_sendto", "__sys_sendmmsg")},
+	{"raw", "↳ raw socket: routing, IP output (`raw_sendmsg`)", symIs("raw_sendmsg")},
+	{"packet", "↳ AF_PACKET (`packet_sendmsg`: an skb per frame, to the device's queue)", symIs("packet_sendmsg")},
 	{"tc", "↳ TC egress program (eBPF: the send timestamp into `sent`)", symSuffix("_tcx_egress")},
 	{"softirq", "↳ receive side in softirq (`net_rx_action`: veth, both XDP programs, IP input; mostly run inside the send calls)", symIs("net_rx_action")},
+	{"cow", "↳↳ veth copying each frame for XDP (`skb_pp_cow_data`)", symIs("skb_pp_cow_data")},
 	{"xdp", "↳↳ prober's XDP program (eBPF: match, ring-buffer output and its wakeup)", symSuffix("_xdp_rx")},
 	{"wakeup", "↳↳↳ of which waking the reader (irq_work self-interrupt: a write to the APIC)", symIs("irq_work_queue")},
 	{"reflector", "↳↳ reflector's XDP program (the network's work)", symSuffix("_xdp_reflect")},
@@ -257,6 +278,7 @@ var profRows = []struct {
 		symIs("github.com/cilium/ebpf/ringbuf.(*Reader).ReadInto", "github.com/turnpath/turnpath/engine.(*Socket).recvLoop",
 			"github.com/turnpath/turnpath/loader.(*EventReader).Drain", "github.com/turnpath/turnpath/engine.(*EBPF).readLoop")},
 	{"build", "Go: building probes", symIs("github.com/turnpath/turnpath/probe.(*Builder).Build")},
+	{"l2", "Go: the route and neighbour cache (AF_PACKET)", symIs("github.com/turnpath/turnpath/hostnet.(*l2Cache).get")},
 	{"matcher", "Go: registering probes for matching (socket engine)", symIs("github.com/turnpath/turnpath/probe.(*Matcher).Add")},
 	{"schedule", "scheduler (`__schedule`: threads blocking and waking)", symIs("__schedule")},
 }
