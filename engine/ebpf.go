@@ -32,6 +32,9 @@ type EBPF struct {
 	lastBatch atomic.Int64
 	quietMu   sync.Mutex  // serialises switching quiet mode
 	quietOn   atomic.Bool // the kernel writes events without wakeups (loader.Objects.SetQuiet)
+	// wallOff is wall clock minus CLOCK_MONOTONIC (ns), so a kernel timestamp converts to
+	// a wall time without a clock read; renewed while the reader runs (syncClock).
+	wallOff atomic.Int64
 	replies   chan trace.Reply
 	errs      chan error
 	done      chan struct{}
@@ -93,9 +96,15 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 		e.Close()
 		return nil, err
 	}
+	e.syncClock()
 	e.wg.Add(1)
 	go e.readLoop()
 	return e, nil
+}
+
+// syncClock renews wallOff (the wall clock may be stepped or slewed meanwhile).
+func (e *EBPF) syncClock() {
+	e.wallOff.Store(time.Now().UnixNano() - int64(loader.KernelNow()))
 }
 
 // nonceOff is where this run's probes carry the nonce (loader.Config.NonceOff), so the
@@ -240,6 +249,7 @@ func (e *EBPF) readLoop() {
 		return
 	}
 	for {
+		e.syncClock()
 		ev, err := e.reader.Read()
 		if err != nil {
 			if e.stopping(err) {
@@ -313,6 +323,7 @@ func (e *EBPF) drainLoop() {
 			}
 			e.reader.SetDeadline(time.Now().Add(quietPoll))
 		}
+		e.syncClock()
 		if err := e.reader.Wait(); err != nil && e.stopping(err) {
 			return
 		}
@@ -375,7 +386,13 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	if err != nil {
 		return trace.Reply{}, false
 	}
-	rep, ok := traceReply(t, id, &r, fl)
+	// The wall time of the kernel's receive timestamp: no clock read per reply (on a
+	// paravirtualised clock a read costs more than matching a reply).
+	received := time.Unix(0, int64(ev.RxNs)+e.wallOff.Load())
+	if ev.RxNs == 0 {
+		received = time.Now()
+	}
+	rep, ok := traceReply(t, id, &r, fl, received)
 	if !ok {
 		return trace.Reply{}, false
 	}

@@ -200,7 +200,7 @@ func viaSocket(ip []byte, f probe.Flow, p *probe.Probe) (trace.Reply, error) {
 	if err != nil {
 		return trace.Reply{}, err
 	}
-	rep, ok := traceReply(0, p.ID, &r, fl)
+	rep, ok := traceReply(0, p.ID, &r, fl, time.Now())
 	if !ok {
 		return rep, errors.New("not a reply trace uses")
 	}
@@ -243,7 +243,7 @@ func viaKernel(t *testing.T, sent, reply []byte, f probe.Flow, pay probe.Payload
 	if err != nil {
 		return trace.Reply{}, err
 	}
-	rep, ok := traceReply(0, p.ID, &r, fl)
+	rep, ok := traceReply(0, p.ID, &r, fl, time.Now())
 	if !ok {
 		return rep, errors.New("not a reply trace uses")
 	}

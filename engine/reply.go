@@ -16,15 +16,16 @@ import (
 // or through probe.Matcher) and convert it with traceReply. The engines cannot drift
 // apart: adding a reply kind means teaching probe and replyOf, nothing else here.
 
-// traceReply converts a verified reply to probe id of target t into trace's terms.
-func traceReply(t int, id probe.ID, r *probe.Reply, fl probe.Flags) (trace.Reply, bool) {
+// traceReply converts a verified reply to probe id of target t, received at received,
+// into trace's terms.
+func traceReply(t int, id probe.ID, r *probe.Reply, fl probe.Flags, received time.Time) (trace.Reply, bool) {
 	if !usedByTrace(r.Kind) {
 		return trace.Reply{}, false
 	}
 	rep := trace.Reply{
 		Probe: toTraceProbe(t, id), Kind: r.Kind, From: r.Responder.Unmap(),
 		ICMPType: r.ICMPType, ICMPCode: r.ICMPCode, ReplyTTL: r.ReplyTTL, QuotedTTL: r.QuotedTTL,
-		NAT: natNote(fl, r.Quoted.Src), Received: time.Now(),
+		NAT: natNote(fl, r.Quoted.Src), Received: received,
 	}
 	rep.MPLS, rep.Interfaces = extOf(r.ExtRaw)
 	if r.Kind == probe.KindSTUN {

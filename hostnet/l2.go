@@ -43,15 +43,20 @@ const (
 )
 
 type l2Route struct {
-	l2   L2    // Header without the next hop's MAC (filled per use from the neighbour table)
-	err  error // why AF_PACKET cannot be used
-	when time.Time
+	l2    L2    // Header's destination MAC from neigh
+	err   error // why AF_PACKET cannot be used
+	when  time.Time
+	neigh *neighTable // the table the MAC came from (nil: none yet)
 }
 
 type neighTable struct {
-	macs map[netip.Addr]net.HardwareAddr
-	when time.Time
+	macs     map[netip.Addr]net.HardwareAddr
+	when     time.Time
+	replaced bool // a newer read of the table is in l2Cache.neighs
 }
+
+// l2Key is (source, destination) as 16-byte addresses: cheaper to hash than netip.Addr.
+type l2Key [32]byte
 
 // l2Cache resolves destinations to L2 headers through the kernel's route and neighbour
 // tables (netlink), and remembers them for a while. Not safe for concurrent use.
@@ -60,9 +65,8 @@ type l2Cache struct {
 	// sending goroutine's thread may be in another one: the package-level netlink
 	// functions would ask that one's tables).
 	h      *netlink.Handle
-	now    func() time.Time
-	routes map[[2]netip.Addr]*l2Route // (src, dst)
-	neighs map[[2]int]*neighTable     // (ifindex, family)
+	routes map[l2Key]*l2Route
+	neighs map[[2]int]*neighTable // (ifindex, family)
 	links  map[int]*net.Interface
 }
 
@@ -72,18 +76,20 @@ func newL2Cache() (*l2Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink socket: %w", err)
 	}
-	return &l2Cache{h: h, now: time.Now, routes: map[[2]netip.Addr]*l2Route{}, neighs: map[[2]int]*neighTable{},
+	return &l2Cache{h: h, routes: map[l2Key]*l2Route{}, neighs: map[[2]int]*neighTable{},
 		links: map[int]*net.Interface{}}, nil
 }
 
 func (c *l2Cache) close() { c.h.Close() }
 
-// get returns the L2 header for probes from src to dst, or why there is none. The
+// get returns the L2 header for probes from src to dst at now, or why there is none. The
 // route part is kept for l2RouteTTL, the next hop's MAC comes from the neighbour table
 // as last read (l2NeighTTL).
-func (c *l2Cache) get(src, dst netip.Addr) (*L2, error) {
-	now := c.now()
-	k := [2]netip.Addr{src, dst}
+func (c *l2Cache) get(src, dst netip.Addr, now time.Time) (*L2, error) {
+	var k l2Key
+	s16, d16 := src.As16(), dst.As16()
+	copy(k[:16], s16[:])
+	copy(k[16:], d16[:])
 	r := c.routes[k]
 	if r == nil || now.Sub(r.when) >= l2RouteTTL {
 		if len(c.routes) >= l2MaxDests {
@@ -96,11 +102,15 @@ func (c *l2Cache) get(src, dst netip.Addr) (*L2, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	mac, err := c.neighbour(r.l2.Ifindex, r.l2.Nexthop, now)
+	if t := r.neigh; t != nil && !t.replaced && now.Sub(t.when) < l2NeighTTL {
+		return &r.l2, nil
+	}
+	mac, t, err := c.neighbour(r.l2.Ifindex, r.l2.Nexthop, now)
 	if err != nil {
 		return nil, err
 	}
 	copy(r.l2.Header[0:6], mac)
+	r.neigh = t
 	return &r.l2, nil
 }
 
@@ -153,10 +163,11 @@ func (c *l2Cache) link(ifindex int) (*net.Interface, error) {
 	return ifc, nil
 }
 
-// neighbour returns the MAC of addr on ifindex from the kernel's neighbour table, read
-// whole per interface and family (a host has a handful of neighbours) at most once per
-// l2NeighTTL, or again after l2MissRetry while addr is missing.
-func (c *l2Cache) neighbour(ifindex int, addr netip.Addr, now time.Time) (net.HardwareAddr, error) {
+// neighbour returns the MAC of addr on ifindex, and the table it is from, from the
+// kernel's neighbour table, read whole per interface and family (a host has a handful
+// of neighbours) at most once per l2NeighTTL, or again after l2MissRetry while addr is
+// missing.
+func (c *l2Cache) neighbour(ifindex int, addr netip.Addr, now time.Time) (net.HardwareAddr, *neighTable, error) {
 	fam := unix.AF_INET6
 	if addr.Is4() {
 		fam = unix.AF_INET
@@ -166,15 +177,18 @@ func (c *l2Cache) neighbour(ifindex int, addr netip.Addr, now time.Time) (net.Ha
 	if t != nil {
 		age := now.Sub(t.when)
 		if mac, ok := t.macs[addr]; ok && age < l2NeighTTL {
-			return mac, nil
+			return mac, t, nil
 		}
 		if age < l2MissRetry {
-			return nil, fmt.Errorf("neighbour %s: %w", addr, ErrNoNeighbor)
+			return nil, nil, fmt.Errorf("neighbour %s: %w", addr, ErrNoNeighbor)
 		}
 	}
 	list, err := c.h.NeighList(ifindex, fam)
 	if err != nil {
-		return nil, fmt.Errorf("list neighbours: %w", err)
+		return nil, nil, fmt.Errorf("list neighbours: %w", err)
+	}
+	if t != nil {
+		t.replaced = true
 	}
 	t = &neighTable{macs: map[netip.Addr]net.HardwareAddr{}, when: now}
 	for _, n := range list {
@@ -185,9 +199,9 @@ func (c *l2Cache) neighbour(ifindex int, addr netip.Addr, now time.Time) (net.Ha
 	}
 	c.neighs[k] = t
 	if mac, ok := t.macs[addr]; ok {
-		return mac, nil
+		return mac, t, nil
 	}
-	return nil, fmt.Errorf("neighbour %s: %w", addr, ErrNoNeighbor)
+	return nil, nil, fmt.Errorf("neighbour %s: %w", addr, ErrNoNeighbor)
 }
 
 // usableNeigh: an entry with a MAC the kernel itself would send to (reachable, or stale
@@ -213,7 +227,7 @@ func ResolveL2(src, dst netip.Addr) (L2, error) {
 		return L2{}, err
 	}
 	defer c.close()
-	l2, err := c.get(src.Unmap(), dst.Unmap())
+	l2, err := c.get(src.Unmap(), dst.Unmap(), time.Now())
 	if err != nil {
 		return L2{}, err
 	}

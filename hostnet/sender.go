@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"time"
 	"unsafe"
 
 	"github.com/turnpath/turnpath/probe"
@@ -315,10 +316,14 @@ func (s *Sender) SendBatch(ps []BatchProbe, nonce uint32) (int, error) {
 			fail(err)
 		}
 	}
+	var now time.Time // one clock read per batch for the L2 cache's ages
+	if pc != nil {
+		now = time.Now()
+	}
 	for _, p := range ps {
 		dst := p.Flow.Dst.Unmap()
 		if pc != nil {
-			if l2, err := s.l2.get(p.Flow.Src.Unmap(), dst); err == nil {
+			if l2, err := s.l2.get(p.Flow.Src.Unmap(), dst, now); err == nil {
 				proto := uint16(l2.Header[12])<<8 | uint16(l2.Header[13])
 				if pc.ring != nil {
 					if l2.Ifindex != ringIf || proto != ringProto || pc.full() {
