@@ -106,9 +106,9 @@ func (o *CapacityOptions) defaults() error {
 		o.Drain = 300 * time.Millisecond
 	}
 	switch o.Send {
-	case "", "mmsg", "ring":
+	case "", "mmsg", "ring", "gen":
 	default:
-		return fmt.Errorf("bench: capacity: send method %q (mmsg, ring, or empty)", o.Send)
+		return fmt.Errorf("bench: capacity: send method %q (mmsg, ring, gen, or empty)", o.Send)
 	}
 	if o.CPU >= runtime.NumCPU() {
 		return fmt.Errorf("bench: capacity: no CPU %d", o.CPU)
@@ -143,7 +143,7 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 	}
 	cfg := engine.Config{Flows: flows, Payload: payload, Nonce: 0xca9ac17e, Ifindexes: []int{n.Ifindex()},
 		Timeout: 2 * time.Second, NoBatch: opts.Baseline, NoNetpoll: opts.Baseline,
-		NoPacket: opts.Send == "mmsg", Ring: opts.Send == "ring"}
+		NoPacket: opts.Send == "mmsg", Ring: opts.Send == "ring", Generator: opts.Send == "gen"}
 	switch {
 	case opts.Baseline:
 		res.Variant = "baseline"

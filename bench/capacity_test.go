@@ -52,7 +52,7 @@ func TestCapacity(t *testing.T) {
 		// neighbour entries are permanent: AF_PACKET from the first batch).
 		if v.Engine == "ebpf" {
 			st := res.Send
-			by := map[string]uint64{"ebpf": st.PacketMmsg, "ebpf-ring": st.Ring, "ebpf-mmsg": st.RawMmsg, "ebpf-before": st.SendTo}
+			by := map[string]uint64{"ebpf-gen": st.Gen, "ebpf": st.PacketMmsg, "ebpf-ring": st.Ring, "ebpf-mmsg": st.RawMmsg, "ebpf-before": st.SendTo}
 			if by[kind] != uint64(res.Sent) {
 				t.Errorf("%s: send stats %+v, want all %d probes by its method", kind, *st, res.Sent)
 			}

@@ -58,12 +58,16 @@ type Config struct {
 	// the AF_PACKET TX ring instead of sendmmsg on it. TURNPATH_SEND (SendEnv) sets the
 	// same from the environment.
 	NoPacket, Ring bool
+	// Generator sends SendBatch's probes with the in-kernel generator (loader.Generator:
+	// BPF_PROG_RUN with live frames, the timestamp taken by the generator instead of TC
+	// egress); measured in the capacity benchmark, not a default.
+	Generator bool
 }
 
 // SendEnv is the environment variable that chooses the batched send method: "packet"
 // (sendmmsg on AF_PACKET, the default where a destination allows it), "ring" (the
-// AF_PACKET TX ring), "mmsg" (sendmmsg on the raw sockets) or "sendto" (one probe per
-// call); empty or "auto": the default.
+// AF_PACKET TX ring), "gen" (the in-kernel generator), "mmsg" (sendmmsg on the raw
+// sockets) or "sendto" (one probe per call); empty or "auto": the default.
 const SendEnv = "TURNPATH_SEND"
 
 // sendMethodsFromEnv applies SendEnv to the Config's send switches.
@@ -72,12 +76,14 @@ func (c *Config) sendMethodsFromEnv() error {
 	case "", "auto", "packet":
 	case "ring":
 		c.Ring = true
+	case "gen":
+		c.Generator = true
 	case "mmsg":
 		c.NoPacket = true
 	case "sendto":
 		c.NoBatch = true
 	default:
-		return fmt.Errorf("%s=%q: want auto, packet, ring, mmsg or sendto", SendEnv, v)
+		return fmt.Errorf("%s=%q: want auto, packet, ring, gen, mmsg or sendto", SendEnv, v)
 	}
 	return nil
 }

@@ -42,6 +42,7 @@ type Sender struct {
 // SendStats counts the probes each way carried and the send system calls made.
 type SendStats struct {
 	Ring, PacketMmsg, RawMmsg, SendTo uint64 // probes sent
+	Gen                               uint64 // probes sent by the in-kernel generator (engine.EBPF, BuildFrame)
 	Calls                             uint64 // send system calls (sendto, sendmmsg, TX ring flushes)
 }
 
@@ -512,4 +513,30 @@ func AddrFromSockaddr(sa unix.Sockaddr) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
 	}
 	return netip.AddrPort{}
+}
+
+// BuildFrame builds p as an Ethernet frame into dst (the bytes SendBatch's AF_PACKET
+// methods send) for a sender of its own, such as the in-kernel generator. It returns the
+// frame's length and the interface it must leave by; an error when the destination has
+// no L2 path (see SendBatch) or the frame does not fit in dst. now ages the L2 cache.
+func (s *Sender) BuildFrame(dst []byte, p BatchProbe, nonce uint32, now time.Time) (int, int, error) {
+	if s.l2 == nil {
+		return 0, 0, errors.New("build frame: AF_PACKET not enabled")
+	}
+	l2, err := s.l2.get(p.Flow.Src.Unmap(), p.Flow.Dst.Unmap(), now)
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(dst) < 14+probe.HeaderLen(p.Flow.Family()) {
+		return 0, 0, probe.ErrTooBig
+	}
+	copy(dst, l2.Header[:])
+	pkt, err := s.b.Build(dst[14:], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+	if err != nil {
+		return 0, 0, fmt.Errorf("build probe: %w", err)
+	}
+	if &pkt[0] != &dst[14] {
+		return 0, 0, probe.ErrTooBig
+	}
+	return 14 + len(pkt), l2.Ifindex, nil
 }

@@ -119,8 +119,11 @@ func sendLine(rt *hostnet.Route) string {
 		return hostnet.SendMmsg + " (" + engine.SendEnv + "=mmsg)" + tail
 	}
 	packet := hostnet.SendPacketMmsg
-	if mode == "ring" {
+	switch mode {
+	case "ring":
 		packet = hostnet.SendRing
+	case "gen":
+		packet = engine.SendGen + " where the interface counts its XDP transmits and its peer takes XDP frames (a veth whose other end has an XDP program or GRO; checked on the first batch), else " + packet
 	}
 	if rt == nil {
 		return packet + " where the next hop is resolved on an Ethernet device, else " + hostnet.SendMmsg + tail

@@ -18,6 +18,7 @@ func TestCheckSendMethod(t *testing.T) {
 			"send: sendmmsg on raw sockets, batches until the kernel resolves the next hop"}},
 		{"ring", []string{"send: AF_PACKET TX ring (TPACKET_V2), one send per batch on l1-r1, next hop 198.18.1.2 (",
 			"send: sendmmsg on raw sockets, batches until the kernel resolves the next hop"}},
+		{"gen", []string{"send: in-kernel generator (BPF_PROG_RUN, live XDP frames), one run per batch where the interface counts"}},
 		{"mmsg", []string{"send: sendmmsg on raw sockets, batches (TURNPATH_SEND=mmsg)"}},
 		{"sendto", []string{"send: sendto on raw sockets, one probe per call"}},
 	} {
