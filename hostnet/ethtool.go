@@ -63,7 +63,10 @@ func NewXDPXmitCounter(ifname string) (*XDPXmitCounter, error) {
 	set := ethtoolGsset{cmd: unix.ETHTOOL_GSSET_INFO, mask: 1 << ethSSStats}
 	if err := c.ioctl(unsafe.Pointer(&set)); err != nil || set.mask == 0 {
 		c.Close()
-		return nil, fmt.Errorf("ethtool statistics of %s: %w", ifname, cmpErr(err, errors.ErrUnsupported))
+		if err == nil {
+			err = errors.ErrUnsupported
+		}
+		return nil, fmt.Errorf("ethtool statistics of %s: %w", ifname, err)
 	}
 	c.n = int(set.data)
 	buf := make([]byte, int(unsafe.Sizeof(ethtoolGstrings{}))+c.n*ethGstringLen)

@@ -120,7 +120,10 @@ func (c *l2Cache) route(src, dst netip.Addr) (L2, error) {
 	var l2 L2
 	routes, err := c.h.RouteGetWithOptions(dst.AsSlice(), &netlink.RouteGetOptions{SrcAddr: src.AsSlice()})
 	if err != nil || len(routes) == 0 {
-		return l2, fmt.Errorf("route to %s: %w", dst, cmpErr(err, ErrNoRoute))
+		if err == nil || errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) {
+			return l2, fmt.Errorf("route to %s: %w", dst, ErrNoRoute)
+		}
+		return l2, fmt.Errorf("route to %s: %w", dst, err)
 	}
 	rt := routes[0]
 	if rt.Type != unix.RTN_UNICAST {
@@ -209,13 +212,6 @@ func (c *l2Cache) neighbour(ifindex int, addr netip.Addr, now time.Time) (net.Ha
 func usableNeigh(n netlink.Neigh) bool {
 	const ok = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY | netlink.NUD_PROBE | netlink.NUD_PERMANENT
 	return n.State&ok != 0 && len(n.HardwareAddr) == 6 && !bytes.Equal(n.HardwareAddr, make([]byte, 6))
-}
-
-func cmpErr(err, def error) error {
-	if err != nil {
-		return err
-	}
-	return def
 }
 
 // ResolveL2 says how probes from src to dst would leave by AF_PACKET right now, or why
