@@ -114,11 +114,12 @@ func (c *l2Cache) get(src, dst netip.Addr, now time.Time) (*L2, error) {
 	return &r.l2, nil
 }
 
-// route asks the kernel how a packet from src to dst would leave: the route (with src,
-// so source-based policy routing is honoured), the device and the next hop.
+// route asks the kernel how a packet from src to dst would leave: the route entry it
+// matches ('ip route get fibmatch', with src so that source-based policy routing is
+// honoured; one request per destination), its device and next hop.
 func (c *l2Cache) route(src, dst netip.Addr) (L2, error) {
 	var l2 L2
-	routes, err := c.h.RouteGetWithOptions(dst.AsSlice(), &netlink.RouteGetOptions{SrcAddr: src.AsSlice()})
+	routes, err := c.h.RouteGetWithOptions(dst.AsSlice(), &netlink.RouteGetOptions{SrcAddr: src.AsSlice(), FIBMatch: true})
 	if err != nil || len(routes) == 0 {
 		if err == nil || errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) {
 			return l2, fmt.Errorf("route to %s: %w", dst, ErrNoRoute)
@@ -129,10 +130,17 @@ func (c *l2Cache) route(src, dst netip.Addr) (L2, error) {
 	if rt.Type != unix.RTN_UNICAST {
 		return l2, fmt.Errorf("route to %s: not unicast: %w", dst, ErrNoL2Device)
 	}
-	if nexthopsWith(c.h, dst) != 1 {
+	gwIP, oif := rt.Gw, rt.LinkIndex
+	switch {
+	case len(rt.MultiPath) > 1:
 		return l2, fmt.Errorf("route to %s: %w", dst, ErrMultipath)
+	case len(rt.MultiPath) == 1:
+		gwIP, oif = rt.MultiPath[0].Gw, rt.MultiPath[0].LinkIndex
+	case oif == 0:
+		// A route through a nexthop object shows neither (nexthop_compat_mode off).
+		return l2, fmt.Errorf("route to %s: next hop not shown (a nexthop object): %w", dst, ErrMultipath)
 	}
-	ifc, err := c.link(rt.LinkIndex)
+	ifc, err := c.link(oif)
 	if err != nil {
 		return l2, err
 	}
@@ -140,7 +148,7 @@ func (c *l2Cache) route(src, dst netip.Addr) (L2, error) {
 		return l2, fmt.Errorf("interface %s: %w", ifc.Name, ErrNoL2Device)
 	}
 	l2.Ifindex, l2.Ifname, l2.Nexthop = ifc.Index, ifc.Name, dst
-	if gw, ok := netip.AddrFromSlice(rt.Gw); ok && rt.Gw != nil {
+	if gw, ok := netip.AddrFromSlice(gwIP); ok && gwIP != nil {
 		l2.Nexthop = gw.Unmap()
 	}
 	copy(l2.Header[6:12], ifc.HardwareAddr)
