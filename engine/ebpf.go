@@ -551,8 +551,8 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	if !ok {
 		return trace.Reply{}, false // released meanwhile
 	}
-	r, ok := replyOf(ev, e.cfg.Nonce)
-	if !ok {
+	var r probe.Reply
+	if !replyOf(ev, e.cfg.Nonce, &r) {
 		return trace.Reply{}, false
 	}
 	p := sentProbe(f, tagOf(t), id)

@@ -235,8 +235,8 @@ func viaKernel(t *testing.T, sent, reply []byte, f probe.Flow, pay probe.Payload
 	if err != nil {
 		return trace.Reply{}, err
 	}
-	r, ok := replyOf(&ev, equivNonce)
-	if !ok {
+	var r probe.Reply
+	if !replyOf(&ev, equivNonce, &r) {
 		return trace.Reply{}, errors.New("event is no reply")
 	}
 	fl, err := probe.Verify(&r, p, equivNonce)
