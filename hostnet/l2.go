@@ -26,6 +26,11 @@ var (
 	ErrNoL2Device = errors.New("not an Ethernet device (tunnel, loopback or no link-layer header)")
 	ErrMultipath  = errors.New("a multipath route (the kernel picks the next hop per flow)")
 	ErrNoNeighbor = errors.New("no resolved neighbour entry yet")
+	// errNudge: the neighbour entry is stale and this probe goes by the raw socket, so
+	// the kernel confirms the MAC (AF_PACKET sends never do; a stale entry would never
+	// be revalidated and a changed MAC never learnt). One probe per neighbour and
+	// l2NudgeEvery.
+	errNudge = errors.New("stale neighbour entry: this probe by the raw socket, for the kernel to confirm it")
 )
 
 // How long what l2Cache learnt stays valid: a route or a neighbour may change in a long
@@ -38,8 +43,9 @@ const (
 	l2NeighTTL = time.Second
 	// l2MissRetry: how soon a destination whose neighbour was not resolved is looked at
 	// again (its first probes, on the raw socket, make the kernel resolve it).
-	l2MissRetry = 2 * time.Millisecond
-	l2MaxDests  = 1 << 16 // the cache is emptied when it grows past this
+	l2MissRetry  = 2 * time.Millisecond
+	l2MaxDests   = 1 << 16 // the cache is emptied when it grows past this
+	l2NudgeEvery = time.Second
 )
 
 type l2Route struct {
@@ -47,12 +53,23 @@ type l2Route struct {
 	err   error // why AF_PACKET cannot be used
 	when  time.Time
 	neigh *neighTable // the table the MAC came from (nil: none yet)
+	stale bool        // the next hop's entry is not confirmed (stale, delay, probe)
 }
 
 type neighTable struct {
-	macs     map[netip.Addr]net.HardwareAddr
+	macs     map[netip.Addr]neighEntry
 	when     time.Time
 	replaced bool // a newer read of the table is in l2Cache.neighs
+}
+
+type neighEntry struct {
+	mac   net.HardwareAddr
+	stale bool
+}
+
+type nudgeKey struct {
+	ifindex int
+	addr    netip.Addr
 }
 
 // l2Key is (source, destination) as 16-byte addresses: cheaper to hash than netip.Addr.
@@ -68,6 +85,7 @@ type l2Cache struct {
 	routes map[l2Key]*l2Route
 	neighs map[[2]int]*neighTable // (ifindex, family)
 	links  map[int]*net.Interface
+	nudged map[nudgeKey]time.Time // when a stale neighbour was last given a raw probe
 }
 
 // newL2Cache opens netlink sockets in the current thread's network namespace.
@@ -77,15 +95,16 @@ func newL2Cache() (*l2Cache, error) {
 		return nil, fmt.Errorf("open netlink socket: %w", err)
 	}
 	return &l2Cache{h: h, routes: map[l2Key]*l2Route{}, neighs: map[[2]int]*neighTable{},
-		links: map[int]*net.Interface{}}, nil
+		links: map[int]*net.Interface{}, nudged: map[nudgeKey]time.Time{}}, nil
 }
 
 func (c *l2Cache) close() { c.h.Close() }
 
 // get returns the L2 header for probes from src to dst at now, or why there is none. The
 // route part is kept for l2RouteTTL, the next hop's MAC comes from the neighbour table
-// as last read (l2NeighTTL).
-func (c *l2Cache) get(src, dst netip.Addr, now time.Time) (*L2, error) {
+// as last read (l2NeighTTL). nudge: the entry is stale and due for a probe by the raw
+// socket (errNudge; the caller that sends it so calls nudge).
+func (c *l2Cache) get(src, dst netip.Addr, now time.Time) (l2 *L2, nudge bool, err error) {
 	var k l2Key
 	s16, d16 := src.As16(), dst.As16()
 	copy(k[:16], s16[:])
@@ -95,23 +114,32 @@ func (c *l2Cache) get(src, dst netip.Addr, now time.Time) (*L2, error) {
 		if len(c.routes) >= l2MaxDests {
 			clear(c.routes)
 		}
-		l2, err := c.route(src, dst)
-		r = &l2Route{l2: l2, err: err, when: now}
+		rl2, rerr := c.route(src, dst)
+		r = &l2Route{l2: rl2, err: rerr, when: now}
 		c.routes[k] = r
 	}
 	if r.err != nil {
-		return nil, r.err
+		return nil, false, r.err
 	}
-	if t := r.neigh; t != nil && !t.replaced && now.Sub(t.when) < l2NeighTTL {
-		return &r.l2, nil
+	if t := r.neigh; t == nil || t.replaced || now.Sub(t.when) >= l2NeighTTL {
+		e, t, err := c.neighbour(r.l2.Ifindex, r.l2.Nexthop, now)
+		if err != nil {
+			return nil, false, err
+		}
+		copy(r.l2.Header[0:6], e.mac)
+		r.neigh, r.stale = t, e.stale
 	}
-	mac, t, err := c.neighbour(r.l2.Ifindex, r.l2.Nexthop, now)
-	if err != nil {
-		return nil, err
+	nudge = r.stale && now.Sub(c.nudged[nudgeKey{r.l2.Ifindex, r.l2.Nexthop}]) >= l2NudgeEvery
+	return &r.l2, nudge, nil
+}
+
+// nudged notes that a probe to l2's next hop went by the raw socket at now (see
+// errNudge).
+func (c *l2Cache) nudge(l2 *L2, now time.Time) {
+	if len(c.nudged) >= l2MaxDests {
+		clear(c.nudged)
 	}
-	copy(r.l2.Header[0:6], mac)
-	r.neigh = t
-	return &r.l2, nil
+	c.nudged[nudgeKey{l2.Ifindex, l2.Nexthop}] = now
 }
 
 // route asks the kernel how a packet from src to dst would leave: the route entry it
@@ -174,11 +202,11 @@ func (c *l2Cache) link(ifindex int) (*net.Interface, error) {
 	return ifc, nil
 }
 
-// neighbour returns the MAC of addr on ifindex, and the table it is from, from the
+// neighbour returns the entry of addr on ifindex, and the table it is from, from the
 // kernel's neighbour table, read whole per interface and family (a host has a handful
 // of neighbours) at most once per l2NeighTTL, or again after l2MissRetry while addr is
 // missing.
-func (c *l2Cache) neighbour(ifindex int, addr netip.Addr, now time.Time) (net.HardwareAddr, *neighTable, error) {
+func (c *l2Cache) neighbour(ifindex int, addr netip.Addr, now time.Time) (neighEntry, *neighTable, error) {
 	fam := unix.AF_INET6
 	if addr.Is4() {
 		fam = unix.AF_INET
@@ -187,32 +215,33 @@ func (c *l2Cache) neighbour(ifindex int, addr netip.Addr, now time.Time) (net.Ha
 	t := c.neighs[k]
 	if t != nil {
 		age := now.Sub(t.when)
-		if mac, ok := t.macs[addr]; ok && age < l2NeighTTL {
-			return mac, t, nil
+		if e, ok := t.macs[addr]; ok && age < l2NeighTTL {
+			return e, t, nil
 		}
 		if age < l2MissRetry {
-			return nil, nil, fmt.Errorf("neighbour %s: %w", addr, ErrNoNeighbor)
+			return neighEntry{}, nil, fmt.Errorf("neighbour %s: %w", addr, ErrNoNeighbor)
 		}
 	}
 	list, err := c.h.NeighList(ifindex, fam)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list neighbours: %w", err)
+		return neighEntry{}, nil, fmt.Errorf("list neighbours: %w", err)
 	}
 	if t != nil {
 		t.replaced = true
 	}
-	t = &neighTable{macs: map[netip.Addr]net.HardwareAddr{}, when: now}
+	t = &neighTable{macs: map[netip.Addr]neighEntry{}, when: now}
 	for _, n := range list {
 		a, ok := netip.AddrFromSlice(n.IP)
 		if ok && usableNeigh(n) {
-			t.macs[a.Unmap()] = n.HardwareAddr
+			const confirmed = netlink.NUD_REACHABLE | netlink.NUD_PERMANENT | netlink.NUD_NOARP
+			t.macs[a.Unmap()] = neighEntry{mac: n.HardwareAddr, stale: n.State&confirmed == 0}
 		}
 	}
 	c.neighs[k] = t
-	if mac, ok := t.macs[addr]; ok {
-		return mac, t, nil
+	if e, ok := t.macs[addr]; ok {
+		return e, t, nil
 	}
-	return nil, nil, fmt.Errorf("neighbour %s: %w", addr, ErrNoNeighbor)
+	return neighEntry{}, nil, fmt.Errorf("neighbour %s: %w", addr, ErrNoNeighbor)
 }
 
 // usableNeigh: an entry with a MAC the kernel itself would send to (reachable, or stale
@@ -231,7 +260,7 @@ func ResolveL2(src, dst netip.Addr) (L2, error) {
 		return L2{}, err
 	}
 	defer c.close()
-	l2, err := c.get(src.Unmap(), dst.Unmap(), time.Now())
+	l2, _, err := c.get(src.Unmap(), dst.Unmap(), time.Now())
 	if err != nil {
 		return L2{}, err
 	}

@@ -123,6 +123,30 @@ func TestL2Fallbacks(t *testing.T) {
 		if st := s.Stats(); st.PacketMmsg != 1 {
 			t.Errorf("resolved next hop: %+v, want AF_PACKET", st)
 		}
+
+		// A stale entry: AF_PACKET with its MAC, but one probe a second by the raw
+		// socket, for the kernel to confirm it (AF_PACKET sends never do).
+		gw4 := net.ParseIP("198.18.200.4")
+		_, staleNet, _ := net.ParseCIDR("198.19.202.0/24")
+		must(t, netlink.RouteAdd(&netlink.Route{Dst: staleNet, Gw: gw4, LinkIndex: tq0.Attrs().Index}))
+		must(t, netlink.NeighSet(&netlink.Neigh{LinkIndex: tq0.Attrs().Index, Family: netlink.FAMILY_V4,
+			State: netlink.NUD_STALE, IP: gw4, HardwareAddr: net.HardwareAddr{0x02, 0, 0, 0, 0, 4}}))
+		s.l2.neighs = map[[2]int]*neighTable{}
+		var three []BatchProbe
+		for ttl := uint8(1); ttl <= 3; ttl++ {
+			id, _ := probe.MakeID(ttl, 0)
+			three = append(three, BatchProbe{Flow: probe.Flow{Src: src, Dst: netip.MustParseAddr("198.19.202.7"),
+				Proto: probe.ProtoUDP, SPort: 50000, DPort: 3478}, ID: id, TTL: ttl, Tag: 1, Payload: payload})
+		}
+		before := s.Stats()
+		for range 2 {
+			if n, err := s.SendBatch(three, 1); n != 3 || err != nil {
+				t.Fatalf("SendBatch: %d, %v", n, err)
+			}
+		}
+		if st := s.Stats(); st.RawMmsg-before.RawMmsg != 1 || st.PacketMmsg-before.PacketMmsg != 5 {
+			t.Errorf("stale next hop, two batches of 3: %+v (before %+v), want 1 raw, 5 AF_PACKET", st, before)
+		}
 	})
 }
 

@@ -324,7 +324,11 @@ func (s *Sender) SendBatch(ps []BatchProbe, nonce uint32) (int, error) {
 	for _, p := range ps {
 		dst := p.Flow.Dst.Unmap()
 		if pc != nil {
-			if l2, err := s.l2.get(p.Flow.Src.Unmap(), dst, now); err == nil {
+			l2, nudge, err := s.l2.get(p.Flow.Src.Unmap(), dst, now)
+			if nudge {
+				s.l2.nudge(l2, now) // this one by the raw socket (errNudge)
+			}
+			if err == nil && !nudge {
 				proto := uint16(l2.Header[12])<<8 | uint16(l2.Header[13])
 				if pc.ring != nil {
 					if l2.Ifindex != ringIf || proto != ringProto || pc.full() {
@@ -523,9 +527,12 @@ func (s *Sender) BuildFrame(dst []byte, p BatchProbe, nonce uint32, now time.Tim
 	if s.l2 == nil {
 		return 0, 0, errors.New("build frame: AF_PACKET not enabled")
 	}
-	l2, err := s.l2.get(p.Flow.Src.Unmap(), p.Flow.Dst.Unmap(), now)
+	l2, nudge, err := s.l2.get(p.Flow.Src.Unmap(), p.Flow.Dst.Unmap(), now)
 	if err != nil {
 		return 0, 0, err
+	}
+	if nudge {
+		return 0, 0, errNudge // for SendBatch, which sends it by the raw socket
 	}
 	if len(dst) < 14+probe.HeaderLen(p.Flow.Family()) {
 		return 0, 0, probe.ErrTooBig
