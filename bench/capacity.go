@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/turnpath/turnpath/engine"
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/reflector"
 	"github.com/turnpath/turnpath/session"
@@ -38,6 +39,10 @@ type CapacityOptions struct {
 	// Baseline forces the eBPF engine's fallbacks, the path before batching: sendto per
 	// probe and cilium's ringbuf.Reader goroutine (engine.Config NoBatch, NoNetpoll).
 	Baseline bool
+	// Send forces the batched send method (with Batch): "mmsg" (sendmmsg on the raw
+	// sockets), "ring" (the AF_PACKET TX ring); "" the engine's choice (sendmmsg on
+	// AF_PACKET where it can).
+	Send string
 }
 
 // batchSender is the engines' batched send (engine.EBPF.SendBatch).
@@ -80,6 +85,8 @@ type CapacityResult struct {
 	CoreBusySeconds    float64 `json:"core_busy_seconds"`
 	CoreSoftirqSeconds float64 `json:"core_softirq_seconds"`
 	NSPerProbe         float64 `json:"ns_per_probe"` // core busy (or user+sys unpinned) / sent
+	// Send is what the engine's sender counted (eBPF): probes per method, system calls.
+	Send *hostnet.SendStats `json:"send,omitempty"`
 }
 
 func (o *CapacityOptions) defaults() error {
@@ -97,6 +104,11 @@ func (o *CapacityOptions) defaults() error {
 	}
 	if o.Drain <= 0 {
 		o.Drain = 300 * time.Millisecond
+	}
+	switch o.Send {
+	case "", "mmsg", "ring", "gen":
+	default:
+		return fmt.Errorf("bench: capacity: send method %q (mmsg, ring, gen, or empty)", o.Send)
 	}
 	if o.CPU >= runtime.NumCPU() {
 		return fmt.Errorf("bench: capacity: no CPU %d", o.CPU)
@@ -130,7 +142,8 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 		return res, err
 	}
 	cfg := engine.Config{Flows: flows, Payload: payload, Nonce: 0xca9ac17e, Ifindexes: []int{n.Ifindex()},
-		Timeout: 2 * time.Second, NoBatch: opts.Baseline, NoNetpoll: opts.Baseline}
+		Timeout: 2 * time.Second, NoBatch: opts.Baseline, NoNetpoll: opts.Baseline,
+		NoPacket: opts.Send == "mmsg", Ring: opts.Send == "ring", Generator: opts.Send == "gen"}
 	switch {
 	case opts.Baseline:
 		res.Variant = "baseline"
@@ -187,7 +200,11 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 				if r.Kernel {
 					kernel.Add(1)
 				}
-				lastReply.Store(time.Now().UnixNano())
+				// The time of the last reply: read when the channel is empty, which it is
+				// after the last one (a clock read per reply costs more than a match here).
+				if len(eng.Replies()) == 0 {
+					lastReply.Store(time.Now().UnixNano())
+				}
 			case <-stop:
 				return
 			}
@@ -296,6 +313,10 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 			busy = res.CPUSecondsUser + res.CPUSecondsSys
 		}
 		res.NSPerProbe = busy * 1e9 / float64(res.Sent)
+	}
+	if st, ok := eng.(interface{ SendStats() hostnet.SendStats }); ok {
+		ss := st.SendStats()
+		res.Send = &ss
 	}
 	after, err := n.Stats()
 	if err == nil {

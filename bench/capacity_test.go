@@ -11,9 +11,10 @@ import (
 	"github.com/turnpath/turnpath/reflector/reflectortest"
 )
 
-// TestCapacity is a short capacity run of every way the section measures (the batched
-// eBPF path, the eBPF path before it, which is its fallback, and the socket engine; 100k
-// probes each, TP_CAPACITY_PROBES sets more): everything sent must be answered and matched.
+// TestCapacity is a short capacity run of every way the section measures (the eBPF
+// engine's batches on AF_PACKET, its TX ring and raw sendmmsg, sendto per probe, and the
+// socket engine; 100k probes each, TP_CAPACITY_PROBES sets more): everything sent must be
+// answered and matched, by the method the way names.
 func TestCapacity(t *testing.T) {
 	n := reflectortest.Up(t, "rft", 8)
 	probes := 100_000
@@ -46,6 +47,15 @@ func TestCapacity(t *testing.T) {
 		}
 		if v.Engine == "ebpf" && res.Kernel != res.Matched {
 			t.Errorf("%s: %d of %d matched replies with kernel timestamps", kind, res.Kernel, res.Matched)
+		}
+		// Each way sent every probe by its own method (the reflector network's
+		// neighbour entries are permanent: AF_PACKET from the first batch).
+		if v.Engine == "ebpf" {
+			st := res.Send
+			by := map[string]uint64{"ebpf-gen": st.Gen, "ebpf": st.PacketMmsg, "ebpf-ring": st.Ring, "ebpf-mmsg": st.RawMmsg, "ebpf-before": st.SendTo}
+			if by[kind] != uint64(res.Sent) {
+				t.Errorf("%s: send stats %+v, want all %d probes by its method", kind, *st, res.Sent)
+			}
 		}
 	}
 }

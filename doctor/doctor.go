@@ -67,6 +67,13 @@ type Methods interface {
 	Methods() (send, receive string, items []Item)
 }
 
+// SendMethod is what a BPF implementation may also tell once the target's route is
+// known: how the eBPF engine's batches would leave for it (AF_PACKET needs a resolved
+// next hop on an Ethernet device). It replaces Methods' send line.
+type SendMethod interface {
+	SendMethod(rt hostnet.Route) string
+}
+
 // Socket engine methods (doctor has no engine to ask).
 const (
 	socketSend    = "sendto on raw sockets, one probe per call"
@@ -116,6 +123,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		"grant cap_net_raw (see CAP_BPF)"))
 
 	ifindex := 0
+	var route hostnet.Route
 	var routeErr error
 	if o.Target != "" {
 		dst, err := resolve(ctx, o.Target)
@@ -132,6 +140,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			r.add(Item{Name: "route", Status: Fail, Detail: "no route to " + r.Target,
 				Fix: "add a route to it (ip route), or check the address"})
 		} else {
+			route = rt
 			ifindex, r.Interface = rt.Ifindex, rt.Ifname
 			r.add(Item{Name: "route", Status: OK, Detail: fmt.Sprintf("%s via %s", dst, rt.Ifname)})
 		}
@@ -167,6 +176,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if m, ok := o.BPF.(Methods); ok {
 			send, recv, items := m.Methods()
 			r.Send, r.Receive = send, recv
+			if sm, ok := o.BPF.(SendMethod); ok && ifindex != 0 {
+				r.Send = sm.SendMethod(route)
+			}
 			for _, it := range items {
 				r.add(it)
 			}

@@ -38,17 +38,22 @@ func TestEBPFMethods(t *testing.T) {
 	for _, c := range []struct {
 		name                   string
 		noBatch, noPoll, noPin bool
+		noPacket, ring         bool
 		wantSend, wantRcv      string
 	}{
-		{"default", false, false, false, hostnet.SendMmsg, loader.RecvNetpoll},
-		{"no sendmmsg", true, false, false, hostnet.SendTo, loader.RecvNetpoll},
-		{"no netpoll reader", false, true, false, hostnet.SendMmsg, loader.RecvReader},
-		{"not pinned", false, false, true, hostnet.SendMmsg, loader.RecvNetpoll},
-		{"none", true, true, true, hostnet.SendTo, loader.RecvReader},
+		{"default", false, false, false, false, false, hostnet.SendPacketMmsg, loader.RecvNetpoll},
+		{"TX ring", false, false, false, false, true, hostnet.SendRing, loader.RecvNetpoll},
+		{"generator", false, false, false, false, false, engine.SendGen, loader.RecvNetpoll},
+		{"no AF_PACKET", false, false, false, true, false, hostnet.SendMmsg, loader.RecvNetpoll},
+		{"no sendmmsg", true, false, false, false, false, hostnet.SendTo, loader.RecvNetpoll},
+		{"no netpoll reader", false, true, false, false, false, hostnet.SendPacketMmsg, loader.RecvReader},
+		{"not pinned", false, false, true, false, false, hostnet.SendPacketMmsg, loader.RecvNetpoll},
+		{"none", true, true, true, true, false, hostnet.SendTo, loader.RecvReader},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := engine.Config{Flows: flows, Payload: payload, Nonce: 0x5eedbeef, Ifindexes: []int{n.Ifindex()},
-				NoBatch: c.noBatch, NoNetpoll: c.noPoll, NoPin: c.noPin}
+				NoBatch: c.noBatch, NoNetpoll: c.noPoll, NoPin: c.noPin, NoPacket: c.noPacket, Ring: c.ring,
+				Generator: c.wantSend == engine.SendGen}
 			var e *engine.EBPF
 			if err := n.Do(func() error {
 				var err error
@@ -82,12 +87,22 @@ func TestEBPFMethods(t *testing.T) {
 					}
 				}
 			}
+			batched := uint64(len(batch))
 			for len(batch) > 0 {
 				k := min(len(batch), 24)
 				if sent, err := e.SendBatch(batch[:k]); sent != k || err != nil {
 					t.Fatalf("SendBatch: %d of %d sent, %v", sent, k, err)
 				}
 				batch = batch[k:]
+			}
+			// Every batched probe went the way Methods names (the reflector network's
+			// neighbour entries are permanent: AF_PACKET from the first batch on);
+			// Send always takes sendto.
+			st := e.SendStats()
+			byMethod := map[string]uint64{engine.SendGen: st.Gen, hostnet.SendPacketMmsg: st.PacketMmsg, hostnet.SendRing: st.Ring,
+				hostnet.SendMmsg: st.RawMmsg, hostnet.SendTo: st.SendTo - targets*4}
+			if got := byMethod[c.wantSend]; got != batched || st.Gen+st.PacketMmsg+st.Ring+st.RawMmsg+st.SendTo != batched+targets*4 {
+				t.Errorf("send stats %+v: want %d batched probes by %s", st, batched, c.wantSend)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()

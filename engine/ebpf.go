@@ -13,6 +13,7 @@ import (
 	"github.com/turnpath/turnpath/loader"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
+	"github.com/vishvananda/netlink"
 )
 
 // EBPF is the kernel fast path: probes are timestamped at TC egress, replies matched at XDP
@@ -27,22 +28,31 @@ type EBPF struct {
 	reader   *loader.EventReader
 	sentMono sendTimes // Go-side send times (CLOCK_MONOTONIC), for replies TC has no time for
 	batch    []hostnet.BatchProbe
+	gen      *genSender // Config.Generator
+	genWhy   error      // why Config.Generator is not used
+	genStats genStats   // what closed generators sent
 	// lastBatch is when SendBatch last ran (KernelNow): while batches come, the reader
 	// goroutine turns the kernel's wakeups off and polls (drainLoop).
 	lastBatch atomic.Int64
 	quietMu   sync.Mutex  // serialises switching quiet mode
 	quietOn   atomic.Bool // the kernel writes events without wakeups (loader.Objects.SetQuiet)
-	replies   chan trace.Reply
-	errs      chan error
-	done      chan struct{}
-	wg        sync.WaitGroup
-	once      sync.Once
+	// wallOff is wall clock minus CLOCK_MONOTONIC (ns), so a kernel timestamp converts to
+	// a wall time without a clock read; renewed while the reader runs (syncClock).
+	wallOff atomic.Int64
+	replies chan trace.Reply
+	errs    chan error
+	done    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 // NewEBPF opens the BPF objects (pinned by an earlier run when it can: loader.Open) and
 // attaches the programs on every interface in cfg.Ifindexes.
 func NewEBPF(cfg Config) (*EBPF, error) {
 	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.sendMethodsFromEnv(); err != nil {
 		return nil, err
 	}
 	if len(cfg.Ifindexes) == 0 {
@@ -83,18 +93,26 @@ func NewEBPF(cfg Config) (*EBPF, error) {
 		e.Close()
 		return nil, err
 	}
-	e.sender.DontFragment(cfg.DontFragment)
-	if cfg.NoBatch {
-		e.sender.NoBatch()
+	e.cfg.configure(e.sender)
+	e.sender.EnablePacket()
+	if cfg.Generator {
+		// Where the generator cannot run, the batches take AF_PACKET (genWhy says why).
+		e.gen, e.genWhy = openGenerator(objs, &cfg)
 	}
 	e.payloads.base = cfg.Payload
 	if err := hostnet.WatchLinks(cfg.Ifindexes, e.errs, e.done); err != nil {
 		e.Close()
 		return nil, err
 	}
+	e.syncClock()
 	e.wg.Add(1)
 	go e.readLoop()
 	return e, nil
+}
+
+// syncClock renews wallOff (the wall clock may be stepped or slewed meanwhile).
+func (e *EBPF) syncClock() {
+	e.wallOff.Store(time.Now().UnixNano() - int64(loader.KernelNow()))
 }
 
 // nonceOff is where this run's probes carry the nonce (loader.Config.NonceOff), so the
@@ -178,13 +196,179 @@ func (e *EBPF) SendBatch(ps []trace.Probe) (int, error) {
 	if !e.quietOn.Load() {
 		e.quiet()
 	}
-	n, err := e.sender.SendBatch(b, e.cfg.Nonce)
+	var n int
+	var err error
+	if e.gen != nil {
+		n, err = e.sendGen(b)
+	} else {
+		n, err = e.sender.SendBatch(b, e.cfg.Nonce)
+	}
 	e.drainHere()
 	return n, cmp.Or(firstErr, err)
 }
 
+// openGenerator opens the in-kernel generator for cfg's first interface, parked (its
+// program kept in the kernel's XDP dispatcher) on an idle veth in a private namespace;
+// nil and why not where it cannot be used.
+func openGenerator(objs *loader.Objects, cfg *Config) (*genSender, error) {
+	// XDP transmit (what live frames' XDP_TX becomes) drops what the driver cannot take
+	// without telling the sender: only an interface that counts its XDP transmits
+	// (veth) lets the engine see how many frames left.
+	ifc, err := netlink.LinkByIndex(cfg.Ifindexes[0])
+	if err != nil {
+		return nil, fmt.Errorf("generator: interface %d: %w", cfg.Ifindexes[0], err)
+	}
+	xmit, err := hostnet.NewXDPXmitCounter(ifc.Attrs().Name)
+	if err != nil {
+		return nil, fmt.Errorf("generator: %s (a %s device) does not count its XDP transmits: %w", ifc.Attrs().Name, ifc.Type(), err)
+	}
+	g := &genSender{xmit: xmit}
+	if g.last, err = xmit.Read(); err != nil {
+		g.close()
+		return nil, fmt.Errorf("generator: %w", err)
+	}
+	if g.Generator, err = objs.NewGenerator(cfg.Ifindexes[0]); err != nil {
+		g.close()
+		return nil, fmt.Errorf("generator: %w", err)
+	}
+	if err = g.ParkPrivate(); err != nil {
+		g.close()
+		return nil, fmt.Errorf("generator: %w", err)
+	}
+	return g, nil
+}
+
+// genStats is what a generator sent and its runs (its BPF_PROG_RUN calls).
+type genStats struct{ sent, runs uint64 }
+
+// genSender is the generator with the counter that tells how many of its frames left.
+type genSender struct {
+	*loader.Generator
+	xmit *hostnet.XDPXmitCounter
+	last uint64 // the counter after the last run
+	genStats
+	worked    bool                 // some frame left: the interface's peer takes XDP frames
+	unchecked int                  // frames sent since the counter was last read
+	inRun     []hostnet.BatchProbe // the probes of the run being built
+	rest      []hostnet.BatchProbe // what it cannot send (no L2 path, too big, another interface)
+}
+
+func (g *genSender) close() error {
+	var errs []error
+	if g.Generator != nil {
+		errs = append(errs, g.Generator.Close())
+	}
+	return errors.Join(append(errs, g.xmit.Close())...)
+}
+
+// genCheckEvery: how often (in runs) the generator's frames are counted once some left.
+const genCheckEvery = 8
+
+// errGenNoPeer: a veth's peer without an XDP program or GRO drops every XDP frame.
+var errGenNoPeer = errors.New("generator: no frame reached the interface's peer (a veth whose other end has neither an XDP program nor GRO)")
+
+// sendGen sends b with the in-kernel generator, GenSlots at a time; probes it cannot take
+// go through the sender. The interface's XDP transmit counter says how many frames of
+// each run left: those are sent, the rest lost. When the first run gets none through,
+// the generator is closed and the batches take the sender from then on.
+func (e *EBPF) sendGen(b []hostnet.BatchProbe) (int, error) {
+	g := e.gen
+	now := time.Now()
+	g.rest = g.rest[:0]
+	sent := 0
+	var firstErr error
+	for len(b) > 0 && e.gen != nil {
+		g.inRun = g.inRun[:0]
+		for len(b) > 0 && len(g.inRun) < loader.GenSlots {
+			p := b[0]
+			b = b[1:]
+			k := len(g.inRun)
+			n, ifindex, err := e.sender.BuildFrame(g.Slot(k), p, e.cfg.Nonce, now)
+			if err != nil || ifindex != e.cfg.Ifindexes[0] {
+				g.rest = append(g.rest, p)
+				continue
+			}
+			g.Set(k, n, loader.ProbeKey{Dst: p.Flow.Dst, SPort: p.Flow.SPort, ID: uint16(p.ID)})
+			g.inRun = append(g.inRun, p)
+		}
+		k := len(g.inRun)
+		if k == 0 {
+			continue
+		}
+		g.runs++
+		if err := g.Run(k, 0); err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		g.sent += uint64(k)
+		// The counter is read after every run until a frame got through, then after
+		// every genCheckEvery runs (a read costs about what the program spends on a
+		// run's frames): a shortfall is taken from that run's count (never below 0)
+		// and reported.
+		g.unchecked += k
+		if g.worked && g.runs%genCheckEvery != 0 {
+			sent += k
+			continue
+		}
+		count, err := g.xmit.Read()
+		if err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		left := int(min(count-g.last, uint64(g.unchecked)))
+		short := g.unchecked - left
+		g.last, g.unchecked = count, 0
+		switch {
+		case left == 0 && !g.worked:
+			// Nothing gets through here: the sender from now on, these included.
+			g.rest = append(g.rest, g.inRun...)
+			g.rest = append(g.rest, b...)
+			b = nil
+			e.genWhy = errGenNoPeer
+			e.genStats.runs += g.runs
+			firstErr = cmp.Or(firstErr, g.close())
+			e.gen = nil
+			continue
+		case short > 0:
+			firstErr = cmp.Or(firstErr, fmt.Errorf("generator: the driver dropped %d frames", short))
+		}
+		g.worked = true
+		sent += max(k-short, 0)
+		g.sent -= uint64(short)
+	}
+	if len(g.rest) > 0 {
+		n, err := e.sender.SendBatch(g.rest, e.cfg.Nonce)
+		sent += n
+		firstErr = cmp.Or(firstErr, err)
+	}
+	return sent, firstErr
+}
+
+// SendStats counts the probes each send method carried and the send system calls.
+func (e *EBPF) SendStats() hostnet.SendStats {
+	st := e.sender.Stats()
+	if e.gen != nil {
+		st.Gen, st.Calls = e.gen.sent, st.Calls+e.gen.runs
+	}
+	st.Gen += e.genStats.sent
+	st.Calls += e.genStats.runs
+	return st
+}
+
 // Methods says how the engine sends (SendBatch; Send always uses sendto) and receives.
-func (e *EBPF) Methods() (send, recv string) { return e.sender.Method(), e.reader.Method() }
+func (e *EBPF) Methods() (send, recv string) {
+	send = e.sender.Method()
+	switch {
+	case e.gen != nil:
+		send = SendGen
+	case e.genWhy != nil:
+		send += " (" + e.genWhy.Error() + ")"
+	}
+	return send, e.reader.Method()
+}
+
+// SendGen is the in-kernel generator's send method (Config.Generator).
+const SendGen = "in-kernel generator (BPF_PROG_RUN, live XDP frames), one run per batch"
 
 // drainHere reads the replies pending in the ring buffer from the sending goroutine, as far
 // as the replies channel has room (it never blocks: the caller may be the one that reads
@@ -224,6 +408,9 @@ func (e *EBPF) Close() error {
 		if e.sender != nil {
 			errs = append(errs, e.sender.Close())
 		}
+		if e.gen != nil {
+			errs = append(errs, e.gen.close())
+		}
 		errs = append(errs, e.objs.Close())
 	})
 	return errors.Join(errs...)
@@ -236,6 +423,7 @@ func (e *EBPF) readLoop() {
 		return
 	}
 	for {
+		e.syncClock()
 		ev, err := e.reader.Read()
 		if err != nil {
 			if e.stopping(err) {
@@ -309,6 +497,7 @@ func (e *EBPF) drainLoop() {
 			}
 			e.reader.SetDeadline(time.Now().Add(quietPoll))
 		}
+		e.syncClock()
 		if err := e.reader.Wait(); err != nil && e.stopping(err) {
 			return
 		}
@@ -362,8 +551,8 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	if !ok {
 		return trace.Reply{}, false // released meanwhile
 	}
-	r, ok := replyOf(ev, e.cfg.Nonce)
-	if !ok {
+	var r probe.Reply
+	if !replyOf(ev, e.cfg.Nonce, &r) {
 		return trace.Reply{}, false
 	}
 	p := sentProbe(f, tagOf(t), id)
@@ -371,7 +560,13 @@ func (e *EBPF) convert(ev *loader.Event) (trace.Reply, bool) {
 	if err != nil {
 		return trace.Reply{}, false
 	}
-	rep, ok := traceReply(t, id, &r, fl)
+	// The wall time of the kernel's receive timestamp: no clock read per reply (on a
+	// paravirtualised clock a read costs more than matching a reply).
+	received := time.Unix(0, int64(ev.RxNs)+e.wallOff.Load())
+	if ev.RxNs == 0 {
+		received = time.Now()
+	}
+	rep, ok := traceReply(t, id, &r, fl, received)
 	if !ok {
 		return trace.Reply{}, false
 	}

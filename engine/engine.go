@@ -14,10 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/probe"
 	"github.com/turnpath/turnpath/trace"
 )
@@ -52,6 +54,52 @@ type Config struct {
 	// sendmmsg, and replies come through cilium/ebpf's ringbuf.Reader, one event per read,
 	// instead of the mmap reader drained in batches and in the sending loop.
 	NoBatch, NoNetpoll bool
+	// NoPacket keeps SendBatch off AF_PACKET (sendmmsg on the raw sockets); Ring uses
+	// the AF_PACKET TX ring instead of sendmmsg on it. TURNPATH_SEND (SendEnv) sets the
+	// same from the environment.
+	NoPacket, Ring bool
+	// Generator sends SendBatch's probes with the in-kernel generator (loader.Generator:
+	// BPF_PROG_RUN with live frames, the timestamp taken by the generator instead of TC
+	// egress); measured in the capacity benchmark, not a default.
+	Generator bool
+}
+
+// SendEnv is the environment variable that chooses the batched send method: "packet"
+// (sendmmsg on AF_PACKET, the default where a destination allows it), "ring" (the
+// AF_PACKET TX ring), "gen" (the in-kernel generator), "mmsg" (sendmmsg on the raw
+// sockets) or "sendto" (one probe per call); empty or "auto": the default.
+const SendEnv = "TURNPATH_SEND"
+
+// sendMethodsFromEnv applies SendEnv to the Config's send switches.
+func (c *Config) sendMethodsFromEnv() error {
+	switch v := os.Getenv(SendEnv); v {
+	case "", "auto", "packet":
+	case "ring":
+		c.Ring = true
+	case "gen":
+		c.Generator = true
+	case "mmsg":
+		c.NoPacket = true
+	case "sendto":
+		c.NoBatch = true
+	default:
+		return fmt.Errorf("%s=%q: want auto, packet, ring, gen, mmsg or sendto", SendEnv, v)
+	}
+	return nil
+}
+
+// configure applies the Config's send switches to a Sender.
+func (c *Config) configure(s *hostnet.Sender) {
+	s.DontFragment(c.DontFragment)
+	if c.NoBatch {
+		s.NoBatch()
+	}
+	if c.NoPacket {
+		s.NoPacket()
+	}
+	if c.Ring {
+		s.UseRing()
+	}
 }
 
 // sizedPayloads is the payload of each probe size a run asks for (path MTU discovery

@@ -200,7 +200,7 @@ func viaSocket(ip []byte, f probe.Flow, p *probe.Probe) (trace.Reply, error) {
 	if err != nil {
 		return trace.Reply{}, err
 	}
-	rep, ok := traceReply(0, p.ID, &r, fl)
+	rep, ok := traceReply(0, p.ID, &r, fl, time.Now())
 	if !ok {
 		return rep, errors.New("not a reply trace uses")
 	}
@@ -235,15 +235,15 @@ func viaKernel(t *testing.T, sent, reply []byte, f probe.Flow, pay probe.Payload
 	if err != nil {
 		return trace.Reply{}, err
 	}
-	r, ok := replyOf(&ev, equivNonce)
-	if !ok {
+	var r probe.Reply
+	if !replyOf(&ev, equivNonce, &r) {
 		return trace.Reply{}, errors.New("event is no reply")
 	}
 	fl, err := probe.Verify(&r, p, equivNonce)
 	if err != nil {
 		return trace.Reply{}, err
 	}
-	rep, ok := traceReply(0, p.ID, &r, fl)
+	rep, ok := traceReply(0, p.ID, &r, fl, time.Now())
 	if !ok {
 		return rep, errors.New("not a reply trace uses")
 	}

@@ -16,15 +16,16 @@ import (
 // or through probe.Matcher) and convert it with traceReply. The engines cannot drift
 // apart: adding a reply kind means teaching probe and replyOf, nothing else here.
 
-// traceReply converts a verified reply to probe id of target t into trace's terms.
-func traceReply(t int, id probe.ID, r *probe.Reply, fl probe.Flags) (trace.Reply, bool) {
+// traceReply converts a verified reply to probe id of target t, received at received,
+// into trace's terms.
+func traceReply(t int, id probe.ID, r *probe.Reply, fl probe.Flags, received time.Time) (trace.Reply, bool) {
 	if !usedByTrace(r.Kind) {
 		return trace.Reply{}, false
 	}
 	rep := trace.Reply{
 		Probe: toTraceProbe(t, id), Kind: r.Kind, From: r.Responder.Unmap(),
 		ICMPType: r.ICMPType, ICMPCode: r.ICMPCode, ReplyTTL: r.ReplyTTL, QuotedTTL: r.QuotedTTL,
-		NAT: natNote(fl, r.Quoted.Src), Received: time.Now(),
+		NAT: natNote(fl, r.Quoted.Src), Received: received,
 	}
 	rep.MPLS, rep.Interfaces = extOf(r.ExtRaw)
 	if r.Kind == probe.KindSTUN {
@@ -50,15 +51,16 @@ func sentProbe(f probe.Flow, tag probe.FlowTag, id probe.ID) probe.Probe {
 }
 
 // replyOf turns a kernel event into the reply the socket engine would have parsed from
-// the same packet (Reply.KernelMatched says where the two differ by nature). ok is false
-// for an event that cannot be a reply to this run (an unknown kind).
-func replyOf(ev *loader.Event, nonce uint32) (probe.Reply, bool) {
+// the same packet (Reply.KernelMatched says where the two differ by nature), in r, which
+// must be zero (a probe.Reply is about 1 KiB: filled in place, not copied). It returns
+// false for an event that cannot be a reply to this run (an unknown kind).
+func replyOf(ev *loader.Event, nonce uint32, r *probe.Reply) bool {
 	fam := probe.IPv4
 	if ev.Family == 6 {
 		fam = probe.IPv6
 	}
-	r := probe.Reply{Responder: ev.Responder, ICMPType: ev.ICMPType, ICMPCode: ev.ICMPCode,
-		ReplyTTL: ev.ReplyTTL, ID: probe.ID(ev.ID), KernelMatched: true}
+	r.Responder, r.ICMPType, r.ICMPCode = ev.Responder, ev.ICMPType, ev.ICMPCode
+	r.ReplyTTL, r.ID, r.KernelMatched = ev.ReplyTTL, probe.ID(ev.ID), true
 	if ev.Flags&loader.FlagReplyIPID != 0 {
 		r.ReplyIPID, r.HasReplyIPID = ev.ReplyIPID, true
 	}
@@ -103,7 +105,8 @@ func replyOf(ev *loader.Event, nonce uint32) (probe.Reply, bool) {
 	case loader.KindSTUN:
 		if s, ok := stunOf(ev, nonce); ok {
 			s.KernelMatched = true
-			return s, true
+			*r = s
+			return true
 		}
 		// Not parseable (cut short): the class from the message type alone.
 		r.Kind = probe.KindSTUN
@@ -113,13 +116,13 @@ func replyOf(ev *loader.Event, nonce uint32) (probe.Reply, bool) {
 			r.STUN.Class = probe.STUNError
 		}
 	default:
-		return probe.Reply{}, false
+		return false
 	}
 	if ev.Flags&loader.FlagNonce != 0 {
 		// The kernel saw the run's nonce in the reply (echo data, a long quote).
 		r.HasTag, r.Nonce = true, nonce
 	}
-	return r, true
+	return true
 }
 
 // eventExt is the RFC 4884 extension structure of an ICMP error event: what follows the

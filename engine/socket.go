@@ -351,7 +351,7 @@ func (s *Socket) convert(r *probe.Reply, m *probe.MatchResult) (trace.Reply, boo
 	if !ok {
 		return trace.Reply{}, false
 	}
-	rep, ok := traceReply(t, m.Probe.ID, r, m.Flags)
+	rep, ok := traceReply(t, m.Probe.ID, r, m.Flags, time.Now())
 	rep.RTT = time.Duration(m.RTTNS)
 	return rep, ok
 }

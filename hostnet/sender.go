@@ -10,39 +10,101 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"time"
 	"unsafe"
 
 	"github.com/turnpath/turnpath/probe"
 	"golang.org/x/sys/unix"
 )
 
-// Sender writes complete IP packets on IPPROTO_RAW sockets (IP_HDRINCL is implied, also on
-// IPv6 since Linux 4.5), so turnpath controls the IP ID, the flow label and every checksum.
-// Both engines send through it, so they emit identical probes.
+// Sender writes complete IP packets, so turnpath controls the IP ID, the flow label and
+// every checksum: one by one (Send) on IPPROTO_RAW sockets (IP_HDRINCL is implied, also
+// on IPv6 since Linux 4.5), or in batches (SendBatch) behind their Ethernet header on an
+// AF_PACKET socket where the destination allows it (packet.go), else with sendmmsg on
+// the raw sockets. Both engines send through it, so they emit identical probes.
 type Sender struct {
 	fd4, fd6 int
 	b        probe.Builder
 	buf      []byte
 
-	// SendBatch's buffers, reused: one packet, iovec, address and mmsghdr per probe.
-	pkts    [][]byte
-	iovs    []unix.Iovec
-	names4  []unix.RawSockaddrInet4
-	names6  []unix.RawSockaddrInet6
-	msgs    []mmsghdr
-	noBatch bool // sendmmsg unavailable (or forced off): SendBatch sends one by one
+	// SendBatch's message buffers, reused: raw sockets by family, and AF_PACKET.
+	raw4, raw6, packet msgBatch
+	noBatch            bool // sendmmsg unavailable (or forced off): SendBatch sends one by one
+
+	pc       *packetConn // nil: AF_PACKET off (NoPacket) or unavailable (no capability)
+	l2       *l2Cache
+	noPacket bool
+	ring     bool  // UseRing: the TX ring instead of sendmmsg on the AF_PACKET socket
+	pcErr    error // why AF_PACKET is unavailable
+	stats    SendStats
+}
+
+// SendStats counts the probes each way carried and the send system calls made.
+type SendStats struct {
+	Ring, PacketMmsg, RawMmsg, SendTo uint64 // probes sent
+	Gen                               uint64 // probes sent by the in-kernel generator (engine.EBPF, BuildFrame)
+	Calls                             uint64 // send system calls (sendto, sendmmsg, TX ring flushes)
 }
 
 // Send methods (Sender.Method).
 const (
-	SendMmsg = "sendmmsg on raw sockets, batches"
-	SendTo   = "sendto on raw sockets, one probe per call"
+	SendRing       = "AF_PACKET TX ring (TPACKET_V2), one send per batch"
+	SendPacketMmsg = "sendmmsg on AF_PACKET, batches"
+	SendMmsg       = "sendmmsg on raw sockets, batches"
+	SendTo         = "sendto on raw sockets, one probe per call"
 )
 
 // mmsghdr is struct mmsghdr (linux/socket.h); Go pads it like C does.
 type mmsghdr struct {
 	hdr unix.Msghdr
 	len uint32
+}
+
+// msgBatch is the messages of one sendmmsg: a buffer, an iovec and an address each,
+// sized before a batch is built (so the pointers between them stay valid).
+type msgBatch struct {
+	pkts  [][]byte
+	iovs  []unix.Iovec
+	names [][32]byte // a sockaddr_in, sockaddr_in6 or sockaddr_ll
+	msgs  []mmsghdr
+	n     int
+}
+
+func (m *msgBatch) reserve(n int) {
+	m.n = 0
+	if len(m.msgs) >= n {
+		return
+	}
+	pkts := make([][]byte, n)
+	copy(pkts, m.pkts)
+	m.pkts = pkts
+	m.iovs = make([]unix.Iovec, n)
+	m.names = make([][32]byte, n)
+	m.msgs = make([]mmsghdr, n)
+}
+
+// buf is the next message's buffer, of at least size bytes (a buffer of its own per
+// message: Build given nil would use the builder's one buffer for all of them).
+func (m *msgBatch) buf(size int) []byte {
+	if cap(m.pkts[m.n]) < size {
+		m.pkts[m.n] = make([]byte, 0, max(size, 1536))
+	}
+	return m.pkts[m.n][:size]
+}
+
+// add makes pkt (built in buf's buffer) the next message, to the address name.
+func (m *msgBatch) add(pkt []byte, name unsafe.Pointer, namelen int) {
+	k := m.n
+	m.pkts[k] = pkt
+	copy(m.names[k][:], unsafe.Slice((*byte)(name), namelen))
+	m.iovs[k] = unix.Iovec{Base: &pkt[0]}
+	m.iovs[k].SetLen(len(pkt))
+	m.msgs[k] = mmsghdr{}
+	m.msgs[k].hdr.Iov = &m.iovs[k]
+	m.msgs[k].hdr.SetIovlen(1)
+	m.msgs[k].hdr.Name = &m.names[k][0]
+	m.msgs[k].hdr.Namelen = uint32(namelen)
+	m.n++
 }
 
 // BatchProbe is one probe of a SendBatch: what Send takes.
@@ -102,9 +164,11 @@ func (s *Sender) Send(f probe.Flow, id probe.ID, ttl uint8, tag probe.FlowTag, n
 		sa := &unix.SockaddrInet6{Addr: dst.As16()}
 		err = unix.Sendto(s.fd6, pkt, 0, sa)
 	}
+	s.stats.Calls++
 	if err != nil {
 		return fmt.Errorf("send probe to %s: %w", dst, err)
 	}
+	s.stats.SendTo++
 	return nil
 }
 
@@ -125,28 +189,111 @@ func BatchSupported() bool {
 // the benchmark's baseline).
 func (s *Sender) NoBatch() { s.noBatch = true }
 
-// Method says how SendBatch sends: SendMmsg, or SendTo where sendmmsg is unavailable.
+// NoPacket keeps SendBatch off AF_PACKET: sendmmsg on the raw sockets (forced: tests,
+// benchmarks, TURNPATH_SEND).
+func (s *Sender) NoPacket() { s.noPacket = true }
+
+// UseRing makes SendBatch fill a TX ring (PACKET_TX_RING) and flush it with one send,
+// instead of one sendmmsg on the AF_PACKET socket. On veth (the capacity benchmark)
+// it is the slower of the two: the ring's pages reach the device as fragments, which
+// veth copies again for XDP (BENCHMARKS.md, capacity); a NIC could take them as they are.
+func (s *Sender) UseRing() { s.ring = true }
+
+// Stats returns how many probes each way carried so far, and the system calls made.
+func (s *Sender) Stats() SendStats { return s.stats }
+
+// Method says how SendBatch sends to destinations that allow it: AF_PACKET (the TX ring,
+// or sendmmsg), else sendmmsg on the raw sockets, or sendto where sendmmsg is
+// unavailable or forced off. Destinations AF_PACKET cannot reach (no resolved neighbour
+// yet, a multipath route, a device without Ethernet header) always take the raw sockets.
 func (s *Sender) Method() string {
 	if s.noBatch {
 		return SendTo
 	}
-	return SendMmsg
+	if s.packetConn() == nil {
+		return SendMmsg
+	}
+	if s.pc.ring != nil {
+		return SendRing
+	}
+	return SendPacketMmsg
 }
 
-// SendBatch builds and writes the probes with as few system calls as it can: one
-// sendmmsg per run of probes of one family (the same packets Send writes, in order, each
-// through the kernel's routing and TC egress as with sendto). It returns how many were
-// sent and the first error; a probe that fails is skipped and the rest still go.
+// PacketUnavailable says why AF_PACKET is not used at all (nil: it is, where the
+// destination allows).
+func (s *Sender) PacketUnavailable() error {
+	if s.packetConn() != nil {
+		return nil
+	}
+	if s.noPacket || s.noBatch {
+		return errors.New("forced off")
+	}
+	if s.pcErr == nil {
+		return errors.New("not enabled")
+	}
+	return s.pcErr
+}
+
+// EnablePacket opens the AF_PACKET socket SendBatch sends on where a destination allows
+// it, and the netlink socket it reads the routes and neighbours with: both in the
+// calling thread's network namespace, the one the probes leave from (call it where
+// NewSender was called). Without it, or when it fails (PacketUnavailable says why),
+// SendBatch uses the raw sockets. NoPacket and UseRing must come before it.
+func (s *Sender) EnablePacket() {
+	if s.noPacket || s.noBatch || s.pc != nil {
+		return
+	}
+	l2, err := newL2Cache()
+	if err != nil {
+		s.pcErr = err
+		return
+	}
+	pc, err := openPacketConn(s.ring)
+	if err != nil {
+		l2.close()
+		s.pcErr = err
+		return
+	}
+	s.pc, s.l2, s.pcErr = pc, l2, nil
+}
+
+// reopenPacket replaces the AF_PACKET socket (the messages built for the old one's
+// sendmmsg stay valid: they carry their own addresses).
+func (s *Sender) reopenPacket() {
+	old := s.pc
+	pc, err := openPacketConn(old.ring != nil)
+	if err != nil {
+		return // keep the old one: sendmmsg on it still works
+	}
+	_ = old.close()
+	s.pc = pc
+}
+
+// packetConn is the AF_PACKET socket; nil when off or unavailable.
+func (s *Sender) packetConn() *packetConn {
+	if s.noPacket || s.noBatch {
+		return nil
+	}
+	return s.pc
+}
+
+// SendBatch builds and writes the probes with as few system calls as it can. A probe
+// whose destination has one next hop with a resolved neighbour on an Ethernet device
+// leaves by AF_PACKET (the TX ring, one send per batch, or one sendmmsg); the others by
+// one sendmmsg per family on the raw sockets (their first probes make the kernel resolve
+// the neighbour, so the next batches take AF_PACKET). The IP packets are the same bytes
+// Send writes; every one goes through the device's qdisc layer and so TC egress. It
+// returns how many were sent and the first error; a probe that fails is skipped and the
+// rest still go.
 func (s *Sender) SendBatch(ps []BatchProbe, nonce uint32) (int, error) {
 	if s.noBatch {
 		return s.sendEach(ps, nonce)
 	}
-	if cap(s.msgs) < len(ps) {
-		s.pkts = make([][]byte, len(ps))
-		s.iovs = make([]unix.Iovec, len(ps))
-		s.names4 = make([]unix.RawSockaddrInet4, len(ps))
-		s.names6 = make([]unix.RawSockaddrInet6, len(ps))
-		s.msgs = make([]mmsghdr, len(ps))
+	pc := s.packetConn()
+	s.raw4.reserve(len(ps))
+	s.raw6.reserve(len(ps))
+	if pc != nil {
+		s.packet.reserve(len(ps))
 	}
 	var firstErr error
 	fail := func(err error) {
@@ -154,71 +301,128 @@ func (s *Sender) SendBatch(ps []BatchProbe, nonce uint32) (int, error) {
 			firstErr = err
 		}
 	}
-	sent, k := 0, 0 // k: messages built in the current run of one family
-	fam := 0
-	flush := func() {
-		if k > 0 {
-			n, err := s.sendmmsg(fam, s.msgs[:k])
-			sent += n
-			if err != nil {
-				fail(err)
-			}
-			k = 0
+	sent := 0
+	// The TX ring is flushed per (interface, EtherType): the kernel takes both from
+	// the flush's address.
+	ringIf, ringProto := 0, uint16(0)
+	flushRing := func() {
+		if pc == nil || pc.pending == 0 {
+			return
 		}
+		n, err := pc.flushRing(ringIf, ringProto)
+		s.stats.Calls++
+		s.stats.Ring += uint64(n)
+		sent += n
+		if err != nil {
+			fail(err)
+		}
+	}
+	var now time.Time // one clock read per batch for the L2 cache's ages
+	if pc != nil {
+		now = time.Now()
 	}
 	for _, p := range ps {
 		dst := p.Flow.Dst.Unmap()
-		f := unix.AF_INET6
+		if pc != nil {
+			l2, nudge, err := s.l2.get(p.Flow.Src.Unmap(), dst, now)
+			if nudge {
+				s.l2.nudge(l2, now) // this one by the raw socket (errNudge)
+			}
+			if err == nil && !nudge {
+				proto := uint16(l2.Header[12])<<8 | uint16(l2.Header[13])
+				if pc.ring != nil {
+					if l2.Ifindex != ringIf || proto != ringProto || pc.full() {
+						flushRing()
+						ringIf, ringProto = l2.Ifindex, proto
+					}
+					if fr := pc.frame(); fr != nil {
+						copy(fr, l2.Header[:])
+						pkt, err := s.b.Build(fr[14:], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+						if err != nil {
+							fail(fmt.Errorf("build probe: %w", err))
+							continue
+						}
+						if &pkt[0] == &fr[14] { // built in the frame (else too big for it)
+							pc.commit(14 + len(pkt))
+							continue
+						}
+					}
+				}
+				buf := s.packet.buf(14 + 1280)
+				copy(buf, l2.Header[:])
+				pkt, err := s.b.Build(buf[14:], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+				if err != nil {
+					fail(fmt.Errorf("build probe: %w", err))
+					continue
+				}
+				if &pkt[0] != &buf[14] {
+					pkt = append(append(make([]byte, 0, 14+len(pkt)), l2.Header[:]...), pkt...)
+				} else {
+					pkt = buf[:14+len(pkt)]
+				}
+				sa := unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Protocol: htons(proto), Ifindex: int32(l2.Ifindex)}
+				s.packet.add(pkt, unsafe.Pointer(&sa), int(unsafe.Sizeof(sa)))
+				continue
+			}
+		}
+		m := &s.raw6
 		if dst.Is4() {
-			f = unix.AF_INET
+			m = &s.raw4
 		}
-		if f != fam {
-			flush()
-			fam = f
-		}
-		if s.pkts[k] == nil {
-			// A buffer of its own per message (Build given nil would use the builder's
-			// one buffer for all of them).
-			s.pkts[k] = make([]byte, 0, 1280)
-		}
-		pkt, err := s.b.Build(s.pkts[k][:0], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+		pkt, err := s.b.Build(m.buf(1280)[:0], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
 		if err != nil {
 			fail(fmt.Errorf("build probe: %w", err))
 			continue
 		}
-		s.pkts[k] = pkt
-		m := &s.msgs[k]
-		*m = mmsghdr{}
-		s.iovs[k] = unix.Iovec{Base: &pkt[0]}
-		s.iovs[k].SetLen(len(pkt))
-		m.hdr.Iov = &s.iovs[k]
-		m.hdr.SetIovlen(1)
-		if f == unix.AF_INET {
-			s.names4[k] = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst.As4()}
-			m.hdr.Name = (*byte)(unsafe.Pointer(&s.names4[k]))
-			m.hdr.Namelen = unix.SizeofSockaddrInet4
+		if dst.Is4() {
+			sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst.As4()}
+			m.add(pkt, unsafe.Pointer(&sa), unix.SizeofSockaddrInet4)
 		} else {
 			// Port 0: a raw IPv6 socket would take it as the protocol.
-			s.names6[k] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dst.As16()}
-			m.hdr.Name = (*byte)(unsafe.Pointer(&s.names6[k]))
-			m.hdr.Namelen = unix.SizeofSockaddrInet6
+			sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dst.As16()}
+			m.add(pkt, unsafe.Pointer(&sa), unix.SizeofSockaddrInet6)
 		}
-		k++
 	}
-	flush()
+	flushRing()
+	if pc != nil && pc.desync {
+		// The kernel's place in the ring is unknown: a new socket and ring.
+		s.reopenPacket()
+		pc = s.pc
+	}
+	if pc != nil && s.packet.n > 0 {
+		n, err := s.sendmmsg(pc.fd, &s.packet)
+		s.stats.PacketMmsg += uint64(n)
+		sent += n
+		if err != nil {
+			fail(err)
+		}
+	}
+	for _, m := range []*msgBatch{&s.raw4, &s.raw6} {
+		if m.n == 0 {
+			continue
+		}
+		fd := s.fd6
+		if m == &s.raw4 {
+			fd = s.fd4
+		}
+		n, err := s.sendmmsg(fd, m)
+		s.stats.RawMmsg += uint64(n)
+		sent += n
+		if err != nil {
+			fail(err)
+		}
+	}
 	return sent, firstErr
 }
 
-// sendmmsg writes msgs on the family's socket, again after a partial write, skipping a
-// message the kernel refuses. It returns how many went out and the first error.
-func (s *Sender) sendmmsg(fam int, msgs []mmsghdr) (int, error) {
-	fd := s.fd6
-	if fam == unix.AF_INET {
-		fd = s.fd4
-	}
+// sendmmsg writes m's messages on fd, again after a partial write, skipping a message
+// the kernel refuses. It returns how many went out and the first error.
+func (s *Sender) sendmmsg(fd int, m *msgBatch) (int, error) {
+	msgs := m.msgs[:m.n]
 	var firstErr error
 	sent := 0
 	for len(msgs) > 0 {
+		s.stats.Calls++
 		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
 		switch {
 		case errno == unix.EINTR:
@@ -228,6 +432,7 @@ func (s *Sender) sendmmsg(fam int, msgs []mmsghdr) (int, error) {
 			// the next batches with sendto.
 			s.noBatch = true
 			for i := range msgs {
+				s.stats.Calls++
 				if _, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[i].hdr)), 0); errno != 0 {
 					if firstErr == nil {
 						firstErr = fmt.Errorf("send probe: %w", errno)
@@ -248,7 +453,7 @@ func (s *Sender) sendmmsg(fam int, msgs []mmsghdr) (int, error) {
 			msgs = msgs[r:]
 		}
 	}
-	runtime.KeepAlive(s.pkts)
+	runtime.KeepAlive(m)
 	return sent, firstErr
 }
 
@@ -256,7 +461,8 @@ func (s *Sender) sendEach(ps []BatchProbe, nonce uint32) (int, error) {
 	var firstErr error
 	sent := 0
 	for _, p := range ps {
-		if err := s.Send(p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload); err != nil {
+		err := s.Send(p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+		if err != nil {
 			if firstErr == nil {
 				firstErr = err
 			}
@@ -270,6 +476,11 @@ func (s *Sender) sendEach(ps []BatchProbe, nonce uint32) (int, error) {
 // Close closes the sockets.
 func (s *Sender) Close() error {
 	var errs []error
+	if s.pc != nil {
+		errs = append(errs, s.pc.close())
+		s.l2.close()
+		s.pc = nil
+	}
 	for _, fd := range []*int{&s.fd4, &s.fd6} {
 		if *fd >= 0 {
 			errs = append(errs, unix.Close(*fd))
@@ -306,4 +517,33 @@ func AddrFromSockaddr(sa unix.Sockaddr) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
 	}
 	return netip.AddrPort{}
+}
+
+// BuildFrame builds p as an Ethernet frame into dst (the bytes SendBatch's AF_PACKET
+// methods send) for a sender of its own, such as the in-kernel generator. It returns the
+// frame's length and the interface it must leave by; an error when the destination has
+// no L2 path (see SendBatch) or the frame does not fit in dst. now ages the L2 cache.
+func (s *Sender) BuildFrame(dst []byte, p BatchProbe, nonce uint32, now time.Time) (int, int, error) {
+	if s.l2 == nil {
+		return 0, 0, errors.New("build frame: AF_PACKET not enabled")
+	}
+	l2, nudge, err := s.l2.get(p.Flow.Src.Unmap(), p.Flow.Dst.Unmap(), now)
+	if err != nil {
+		return 0, 0, err
+	}
+	if nudge {
+		return 0, 0, errNudge // for SendBatch, which sends it by the raw socket
+	}
+	if len(dst) < 14+probe.HeaderLen(p.Flow.Family()) {
+		return 0, 0, probe.ErrTooBig
+	}
+	copy(dst, l2.Header[:])
+	pkt, err := s.b.Build(dst[14:], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+	if err != nil {
+		return 0, 0, fmt.Errorf("build probe: %w", err)
+	}
+	if &pkt[0] != &dst[14] {
+		return 0, 0, probe.ErrTooBig
+	}
+	return 14 + len(pkt), l2.Ifindex, nil
 }

@@ -15,3 +15,4 @@ package loader
 // only depends on bpf/ and the compiler (byte-identical across machines with
 // the same clang).
 //go:generate go tool bpf2go -cc $BPF_CLANG -cflags $BPF_CFLAGS -target bpfel -type probe_key -type flow_val -type tp_event -type tp_stats -type sent_set Turnpath ../bpf/turnpath.c -- -nostdinc -I../bpf/headers -mcpu=v3
+//go:generate go tool bpf2go -cc $BPF_CLANG -cflags $BPF_CFLAGS -target bpfel -type gen_slot Gen ../bpf/gen.c -- -nostdinc -I../bpf/headers -mcpu=v3

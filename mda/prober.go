@@ -214,13 +214,9 @@ func (p *EngineProber) Probe(ctx context.Context, reqs []Request) ([]Answer, err
 		p.mu.Unlock()
 	}()
 
-	for _, pr := range probes {
-		if err := p.bucket.Wait(ctx, pace.System); err != nil {
-			return nil, err
-		}
-		if err := p.eng.Send(pr); err != nil {
-			return nil, fmt.Errorf("send probe: %w", err)
-		}
+	// In sub-batches of what the bucket allows, each one SendBatch where the engine has it.
+	if err := trace.SendPaced(ctx, p.eng, p.bucket, pace.System, probes); err != nil {
+		return nil, err
 	}
 	p.mu.Lock()
 	wait := p.timeout.Duration()

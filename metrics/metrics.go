@@ -475,3 +475,11 @@ func (e *countingEngine) Send(p trace.Probe) error {
 	}
 	return err
 }
+
+// SendBatch keeps the wrapped engine's batches (trace.SendAll: its SendBatch, or Send
+// per probe) and counts what they sent.
+func (e *countingEngine) SendBatch(ps []trace.Probe) (int, error) {
+	n, err := trace.SendAll(e.Engine, ps)
+	e.sent.Add(float64(n))
+	return n, err
+}

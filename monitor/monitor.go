@@ -544,6 +544,8 @@ func (s *state) loop(ctx context.Context, eng trace.Engine) error {
 		checkEvery = 10 * time.Second
 	}
 	nextCheck := time.Now().Add(checkEvery)
+	var batch []trace.Probe
+	var batchRound *round // the round batch's probes belong to
 	for {
 		// Replies already delivered are read before any round is closed: a loop that
 		// woke late (a busy machine) must not count answers waiting in the channel lost.
@@ -576,9 +578,30 @@ func (s *state) loop(ctx context.Context, eng trace.Engine) error {
 			s.next++
 		}
 		var wake time.Duration = -1
+		// The probes the bucket lets through go out in batches (trace.SendAll: one
+		// SendBatch per batch where the engine has it); flush sends them and moves the
+		// round's last send to after them.
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			_, err := trace.SendAll(eng, batch)
+			batch = batch[:0]
+			now = time.Now()
+			if batchRound.open > 0 {
+				batchRound.lastSend = now
+			}
+			if err != nil {
+				return fmt.Errorf("send probe: %w", err)
+			}
+			return nil
+		}
 		for s.cur != nil {
 			cur := s.cur
 			if s.ttl > opt.MaxTTL {
+				if err := flush(); err != nil {
+					return err
+				}
 				cur.sending = false
 				if cur.open == 0 {
 					cur.lastSend = now
@@ -598,16 +621,22 @@ func (s *state) loop(ctx context.Context, eng trace.Engine) error {
 				// A router whose budget is spent is not asked: not sent, not counted
 				// (this round's turn is another target's).
 				if s.affords(t, s.ttl, now) {
-					if err := eng.Send(probeFor(ti, s.ttl, cur.num)); err != nil {
-						return fmt.Errorf("send probe: %w", err)
-					}
-					now = time.Now() // the send time of this probe, and the round's last
+					batch = append(batch, probeFor(ti, s.ttl, cur.num))
+					batchRound = cur
 					s.sent(t, s.ttl, cur.num, now)
+					if len(batch) == trace.MaxBatch {
+						if err := flush(); err != nil {
+							return err
+						}
+					}
 				}
 			}
 			if s.ti++; s.ti == len(s.targets) {
 				s.ti, s.ttl = 0, s.ttl+1
 			}
+		}
+		if err := flush(); err != nil {
+			return err
 		}
 		if opt.Cycles > 0 && s.next >= opt.Cycles && s.cur == nil && len(s.rounds) == 0 {
 			return nil

@@ -77,6 +77,29 @@ func (b *Bucket) Take(now time.Time) time.Duration {
 	return 0
 }
 
+// TakeUpTo takes as many of the tokens there are at now as it may, at most n, and
+// returns how many; with none there, it takes nothing and returns how long until one
+// is. For a sender that sends what it may at once (one batch) and sleeps for the rest.
+func (b *Bucket) TakeUpTo(now time.Time, n int) (int, time.Duration) {
+	if n <= 0 {
+		return 0, 0
+	}
+	if b.interval == 0 {
+		return n, 0
+	}
+	last := b.due
+	if floor := now.Add(-b.depth); last.Before(floor) {
+		last = floor
+	}
+	have := int64(now.Sub(last) / b.interval)
+	if have <= 0 {
+		return 0, last.Add(b.interval).Sub(now)
+	}
+	k := int(min(have, int64(n)))
+	b.due = last.Add(time.Duration(k) * b.interval)
+	return k, 0
+}
+
 // Reserve takes the next token, now or in the future, and returns how long until it is
 // due (0: now). For a sender that sleeps until then, as Wait does.
 func (b *Bucket) Reserve(now time.Time) time.Duration {

@@ -183,3 +183,41 @@ func TestTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TakeUpTo gives what Take would give at the same time, in one call: the burst at once,
+// then the tokens that came since, never more than asked; with none there, the wait.
+func TestTakeUpToMatchesTake(t *testing.T) {
+	up, one := NewBucket(1000, 8), NewBucket(1000, 8)
+	t0 := time.Unix(100, 0)
+	steps := []struct {
+		at   time.Duration
+		ask  int
+		want int
+		wait time.Duration
+	}{
+		{0, 5, 5, 0},                        // part of the burst
+		{0, 10, 3, 0},                       // the rest of it
+		{0, 10, 0, time.Millisecond},        // empty: the next token in 1 ms
+		{3500 * time.Microsecond, 10, 3, 0}, // 3 came since
+		{3500 * time.Microsecond, 1, 0, 500 * time.Microsecond},
+		{time.Second, 100, 8, 0}, // full again: never more than the burst
+	}
+	for i, s := range steps {
+		now := t0.Add(s.at)
+		k, wait := up.TakeUpTo(now, s.ask)
+		if k != s.want || wait != s.wait {
+			t.Errorf("step %d: TakeUpTo(%v, %d) = %d, %v; want %d, %v", i, s.at, s.ask, k, wait, s.want, s.wait)
+		}
+		// The same tokens one by one.
+		n := 0
+		for n < s.ask && one.Take(now) == 0 {
+			n++
+		}
+		if n != k {
+			t.Errorf("step %d: Take gave %d tokens, TakeUpTo %d", i, n, k)
+		}
+	}
+	if k, wait := NewBucket(0, 0).TakeUpTo(t0, 7); k != 7 || wait != 0 {
+		t.Errorf("unpaced: %d, %v", k, wait)
+	}
+}

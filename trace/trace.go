@@ -165,15 +165,19 @@ type target struct {
 }
 
 type run struct {
-	opt     Options
-	eng     Engine
-	emit    func(Result) error
-	n       int
-	next    int // next target to admit
-	active  map[int]*target
-	bySend  *list.List // active targets by last send, oldest first
-	queue   []Probe
-	head    int // queue[head:] is pending
+	opt    Options
+	eng    Engine
+	emit   func(Result) error
+	n      int
+	next   int // next target to admit
+	active map[int]*target
+	bySend *list.List // active targets by last send, oldest first
+	queue  []Probe
+	head   int // queue[head:] is pending
+	// batch: the probes taken from the queue and not sent yet (flush), batchSt their
+	// targets.
+	batch   []Probe
+	batchSt []*target
 	timeout pace.Timeout
 	sentAll int
 	answers int
@@ -342,18 +346,20 @@ func (r *run) loop(ctx context.Context) error {
 			if st.slotSize != nil {
 				st.slotSize[r.slot(int(p.TTL), int(p.Attempt))] = st.size
 			}
-			if err := r.eng.Send(p); err != nil {
-				return fmt.Errorf("send probe: %w", err)
-			}
-			now = time.Now()
-			st.lastSend = now
-			r.bySend.MoveToBack(st.elem)
+			// Counted as sent now (a target with a probe in the batch is not finished
+			// before it leaves); sent with the batch.
+			r.batch = append(r.batch, p)
+			r.batchSt = append(r.batchSt, st)
 			st.sent[r.slot(int(p.TTL), int(p.Attempt))] = true
 			st.sentN++
 			st.pending++ // skip() let it through, so it is within the limit
 			r.sentAll++
 			r.progress()
-			if r.sentAll%64 == 0 {
+			if len(r.batch) == MaxBatch {
+				if err := r.flush(); err != nil {
+					return err
+				}
+				now = time.Now()
 				// An unpaced run can have a whole window queued: do not make Ctrl-C
 				// wait for it.
 				if err := ctx.Err(); err != nil {
@@ -363,6 +369,9 @@ func (r *run) loop(ctx context.Context) error {
 					return err
 				}
 			}
+		}
+		if err := r.flush(); err != nil {
+			return err
 		}
 		// Replies that are in count before any wait is declared over.
 		if err := r.drain(); err != nil {
@@ -399,6 +408,26 @@ func (r *run) loop(ctx context.Context) error {
 		case <-timer.C:
 		}
 	}
+}
+
+// flush sends the probes the token bucket let through since the last flush, with one
+// SendBatch where the engine has it (SendAll), and marks their targets' last send.
+func (r *run) flush() error {
+	if len(r.batch) == 0 {
+		return nil
+	}
+	_, err := SendAll(r.eng, r.batch)
+	now := time.Now()
+	for _, st := range r.batchSt {
+		st.lastSend = now
+		r.bySend.MoveToBack(st.elem)
+	}
+	clear(r.batchSt) // no finished target kept alive
+	r.batch, r.batchSt = r.batch[:0], r.batchSt[:0]
+	if err != nil {
+		return fmt.Errorf("send probe: %w", err)
+	}
+	return nil
 }
 
 // drain records the replies already delivered, without waiting: a long burst of sends

@@ -167,12 +167,14 @@ func capacity(ctx context.Context, args []string) error {
 	fs.Float64Var(&o.Rate, "rate", 0, "probes per second (0: unpaced)")
 	fs.IntVar(&o.Batch, "batch", 0, "probes per SendBatch call (0: Send per probe)")
 	fs.BoolVar(&o.Baseline, "baseline", false, "eBPF: the path before batching (sendto per probe, ringbuf.Reader goroutine)")
+	fs.StringVar(&o.Send, "send", "", "eBPF with -batch: force a send method: mmsg (sendmmsg on raw sockets) or ring (AF_PACKET TX ring); empty: the engine's choice (sendmmsg on AF_PACKET)")
+	prefix := fs.String("prefix", "tpcap", "name stem of the reflector network's namespaces")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitError(2)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	n, err := reflector.Up(ctx, reflector.Options{Prefix: "tpcap", Depth: 8})
+	n, err := reflector.Up(ctx, reflector.Options{Prefix: *prefix, Depth: 8})
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"sync"
 
 	"github.com/turnpath/turnpath/doctor"
+	"github.com/turnpath/turnpath/engine"
 	"github.com/turnpath/turnpath/hostnet"
 	"github.com/turnpath/turnpath/loader"
 )
@@ -62,11 +66,7 @@ func (d *bpfDoctor) Methods() (send, recv string, items []doctor.Item) {
 	if objs == nil {
 		return "", "", nil
 	}
-	send = "sendto on raw sockets, one probe per call (trace, multipath, monitor)"
-	if hostnet.BatchSupported() {
-		send += "; sendmmsg batches for high-rate callers (SendBatch)"
-	}
-	send += "; every probe timestamped at TC egress"
+	send = sendLine(nil)
 	recv = "XDP (or TCX ingress) matching, kernel receive timestamps"
 	if rd, err := objs.Events(); err == nil {
 		recv += "; " + rd.Method()
@@ -101,4 +101,40 @@ func (d *bpfDoctor) Methods() (send, recv string, items []doctor.Item) {
 			Fix: "turnpath cleanup removes those no run holds"})
 	}
 	return send, recv, items
+}
+
+// SendMethod says how a run's batches would leave for the target of rt (doctor.SendMethod).
+func (d *bpfDoctor) SendMethod(rt hostnet.Route) string { return sendLine(&rt) }
+
+// sendLine is check's "send:" line: how the eBPF engine sends the batches trace,
+// multipath, monitor and scan hand it (engine.EBPF.SendBatch), as TURNPATH_SEND and the
+// route to the target (when given) make it.
+func sendLine(rt *hostnet.Route) string {
+	const tail = "; every probe timestamped at TC egress"
+	mode := os.Getenv(engine.SendEnv)
+	if mode == "sendto" || !hostnet.BatchSupported() {
+		return hostnet.SendTo + tail
+	}
+	if mode == "mmsg" {
+		return hostnet.SendMmsg + " (" + engine.SendEnv + "=mmsg)" + tail
+	}
+	packet := hostnet.SendPacketMmsg
+	switch mode {
+	case "ring":
+		packet = hostnet.SendRing
+	case "gen":
+		packet = engine.SendGen + " where the interface counts its XDP transmits and its peer takes XDP frames (a veth whose other end has an XDP program or GRO; checked on the first batch), else " + packet
+	}
+	if rt == nil {
+		return packet + " where the next hop is resolved on an Ethernet device, else " + hostnet.SendMmsg + tail
+	}
+	l2, err := hostnet.ResolveL2(rt.Src, rt.Dst)
+	switch {
+	case err == nil:
+		return fmt.Sprintf("%s on %s, next hop %s (%s)%s", packet, l2.Ifname, l2.Nexthop, net.HardwareAddr(l2.Header[:6]), tail)
+	case errors.Is(err, hostnet.ErrNoNeighbor):
+		return fmt.Sprintf("%s until the kernel resolves the next hop (the first probes make it), then %s: %v%s",
+			hostnet.SendMmsg, packet, err, tail)
+	}
+	return fmt.Sprintf("%s (not AF_PACKET: %v)%s", hostnet.SendMmsg, err, tail)
 }
