@@ -48,12 +48,26 @@ const (
 	l2NudgeEvery = time.Second
 )
 
+// l2Route is how probes leave toward one next hop (shared by every destination behind
+// it), or, with err, why one destination's cannot leave by AF_PACKET.
 type l2Route struct {
-	l2    L2    // Header's destination MAC from neigh
-	err   error // why AF_PACKET cannot be used
-	when  time.Time
+	l2    L2          // Header's destination MAC from neigh
+	err   error       // why AF_PACKET cannot be used
 	neigh *neighTable // the table the MAC came from (nil: none yet)
 	stale bool        // the next hop's entry is not confirmed (stale, delay, probe)
+}
+
+// l2Ref is what the cache keeps per destination: small, since a run may have a hundred
+// thousand of them behind one gateway.
+type l2Ref struct {
+	r    *l2Route
+	when int64 // when it was looked up: nanoseconds since the cache's epoch
+}
+
+// l2Hop identifies a next hop: its l2Route is shared.
+type l2Hop struct {
+	ifindex int
+	nexthop netip.Addr
 }
 
 type neighTable struct {
@@ -82,7 +96,9 @@ type l2Cache struct {
 	// sending goroutine's thread may be in another one: the package-level netlink
 	// functions would ask that one's tables).
 	h      *netlink.Handle
-	routes map[l2Key]*l2Route
+	epoch  time.Time
+	routes map[l2Key]l2Ref
+	hops   map[l2Hop]*l2Route
 	neighs map[[2]int]*neighTable // (ifindex, family)
 	links  map[int]*net.Interface
 	nudged map[nudgeKey]time.Time // when a stale neighbour was last given a raw probe
@@ -94,8 +110,8 @@ func newL2Cache() (*l2Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink socket: %w", err)
 	}
-	return &l2Cache{h: h, routes: map[l2Key]*l2Route{}, neighs: map[[2]int]*neighTable{},
-		links: map[int]*net.Interface{}, nudged: map[nudgeKey]time.Time{}}, nil
+	return &l2Cache{h: h, epoch: time.Now(), routes: map[l2Key]l2Ref{}, hops: map[l2Hop]*l2Route{},
+		neighs: map[[2]int]*neighTable{}, links: map[int]*net.Interface{}, nudged: map[nudgeKey]time.Time{}}, nil
 }
 
 func (c *l2Cache) close() { c.h.Close() }
@@ -109,15 +125,30 @@ func (c *l2Cache) get(src, dst netip.Addr, now time.Time) (l2 *L2, nudge bool, e
 	s16, d16 := src.As16(), dst.As16()
 	copy(k[:16], s16[:])
 	copy(k[16:], d16[:])
-	r := c.routes[k]
-	if r == nil || now.Sub(r.when) >= l2RouteTTL {
+	at := int64(now.Sub(c.epoch))
+	ref, ok := c.routes[k]
+	if !ok || at-ref.when >= int64(l2RouteTTL) {
 		if len(c.routes) >= l2MaxDests {
-			clear(c.routes)
+			// A new map: clear keeps the old one's buckets.
+			c.routes = map[l2Key]l2Ref{}
+		}
+		if len(c.hops) >= l2MaxDests {
+			c.hops = map[l2Hop]*l2Route{}
 		}
 		rl2, rerr := c.route(src, dst)
-		r = &l2Route{l2: rl2, err: rerr, when: now}
-		c.routes[k] = r
+		ref = l2Ref{when: at}
+		if rerr != nil {
+			ref.r = &l2Route{err: rerr}
+		} else {
+			hk := l2Hop{rl2.Ifindex, rl2.Nexthop}
+			if ref.r = c.hops[hk]; ref.r == nil || [8]byte(ref.r.l2.Header[6:]) != [8]byte(rl2.Header[6:]) {
+				ref.r = &l2Route{l2: rl2}
+				c.hops[hk] = ref.r
+			}
+		}
+		c.routes[k] = ref
 	}
+	r := ref.r
 	if r.err != nil {
 		return nil, false, r.err
 	}
