@@ -19,9 +19,9 @@ import (
 // first:
 //
 //   - distinct: the leader's burst ran dry (a probe of it unanswered) and the tested
-//     address still answered after it: two limiters. (A shared one could only have
-//     refilled in the few milliseconds between, or the probes were reordered: a
-//     Distinct verdict needs MinRateTrials such trials.)
+//     address still answered at least two probes after it: two limiters. (A shared one
+//     can refill one token in the instant between, not two; probes reordered on the way
+//     could do it too: a Distinct verdict needs MinRateTrials such trials.)
 //   - shared: the tested address T was drained in the batch before (its last probe there
 //     unanswered), is silent now after the leader's burst, and when T next leads a
 //     batch it answers c probes. Were T's limiter its own, it would have refilled less
@@ -94,6 +94,18 @@ func (r *Resolver) AddRateChain(chain []RateBatch) {
 			tally(a, b).chains++
 		}
 	}
+	r.trials(chain, tally)
+	for a := range touched {
+		if f := r.ifaces[a]; f != nil {
+			f.ver++
+		}
+	}
+	r.ver++
+}
+
+// trials derives the trials of a chain (see the package documentation) into the
+// tallies of tally.
+func (r *Resolver) trials(chain []RateBatch, tally func(a, b netip.Addr) *rateTally) {
 	for i, b := range chain {
 		if len(b.Probes) == 0 {
 			continue
@@ -112,11 +124,18 @@ func (r *Resolver) AddRateChain(chain []RateBatch) {
 		if slices.ContainsFunc(rest, func(p RateProbe) bool { return p.Addr.Unmap() != test }) {
 			continue // a third address could have drained the tested one's limiter
 		}
-		if dry && slices.ContainsFunc(rest, func(p RateProbe) bool { return p.Answered }) {
+		answered := 0
+		for _, p := range rest {
+			if p.Answered {
+				answered++
+			}
+		}
+		if dry && answered >= 2 {
+			// Two: one token may come back in the instant between the burst and them.
 			tally(lead, test).distinct++
 			continue
 		}
-		if i == 0 || slices.ContainsFunc(rest, func(p RateProbe) bool { return p.Answered }) {
+		if i == 0 || answered > 0 {
 			continue
 		}
 		if !drained(chain[i-1], test) {
@@ -155,12 +174,28 @@ func (r *Resolver) AddRateChain(chain []RateBatch) {
 			break
 		}
 	}
-	for a := range touched {
-		if f := r.ifaces[a]; f != nil {
-			f.ver++
-		}
+}
+
+// RateTrials returns how many shared-limiter and distinct-limiter trials chain holds for
+// a and b, without recording anything: a caller can tell whether its chain needs more
+// batches.
+func (r *Resolver) RateTrials(chain []RateBatch, a, b netip.Addr) (shared, distinct int) {
+	a, b = a.Unmap(), b.Unmap()
+	if b.Less(a) {
+		a, b = b, a
 	}
-	r.ver++
+	t := &rateTally{}
+	r.trials(chain, func(x, y netip.Addr) *rateTally {
+		x, y = x.Unmap(), y.Unmap()
+		if y.Less(x) {
+			x, y = y, x
+		}
+		if x == a && y == b {
+			return t
+		}
+		return &rateTally{}
+	})
+	return t.shared, t.distinct
 }
 
 // drained reports whether a's last probe in b went unanswered: its limiter, if its own,
@@ -217,11 +252,10 @@ func (r *Resolver) RateEvidence(a, b netip.Addr) (Verdict, Evidence) {
 	return r.ratePair(a, b)
 }
 
-// OpenRate reports whether only a rate-limit test can still tell a and b apart or join
-// them: nothing keeps them apart, both replied with the same reply TTL, their IP IDs
-// cannot speak (not both counters, and Open says no more replies will tell), and no
-// chain has probed them both yet.
-func (r *Resolver) OpenRate(a, b netip.Addr) bool {
+// RateOnly reports whether only a rate-limit test can tell a and b apart or join them:
+// nothing decided the pair, both replied with the same reply TTL, and their IP IDs cannot
+// speak (not both counters, and Open says no more replies will tell).
+func (r *Resolver) RateOnly(a, b netip.Addr) bool {
 	a, b = a.Unmap(), b.Unmap()
 	fa, fb := r.ifaces[a], r.ifaces[b]
 	if fa == nil || fb == nil || a == b || a.Is4() != b.Is4() {
@@ -236,10 +270,13 @@ func (r *Resolver) OpenRate(a, b netip.Addr) bool {
 	if r.isCounter(fa) && r.isCounter(fb) {
 		return false
 	}
-	if r.Open(a, b, 1<<30) {
-		return false // IP IDs may still speak
-	}
-	return !r.RateTested(a, b)
+	return !r.Open(a, b, 1<<30) // else IP IDs may still speak
+}
+
+// OpenRate reports whether a rate-limit test may still decide a and b: RateOnly, and no
+// chain has probed them both yet.
+func (r *Resolver) OpenRate(a, b netip.Addr) bool {
+	return r.RateOnly(a, b) && !r.RateTested(a, b)
 }
 
 // rateTried reports whether some rate-limit trial involved a.
