@@ -318,11 +318,9 @@ type explorer struct {
 	aliasAsked int       // rounds of aliasProbes so far
 	resVer     int
 	apart      map[[2]netip.Addr]bool // interfaces one flow answered from at different TTLs
-	// The rate-limit test of provisional groups IP IDs cannot decide (ratealias.go):
-	// the chain in progress, how many were voided, and whether it gave up.
-	rate                 *rateChain
-	rateRuns, rateChains int
-	rateGaveUp           bool
+	// rate is the rate-limit test of provisional groups IP IDs cannot decide
+	// (ratealias.go).
+	rate rateState
 	// quiet: a planning pass that only rebuilds the layers (for the graph), wanting
 	// nothing.
 	quiet bool
@@ -834,7 +832,7 @@ func (r *explorer) plan() {
 		// Done, but on provisional routers. Ask their interfaces once for more IP IDs,
 		// interleaved (aliasProbes); then drop what is still not proven and let the
 		// rules see the interfaces as they are.
-		if r.rate == nil && r.aliasAsked < aliasRounds {
+		if r.rate.chain == nil && r.aliasAsked < aliasRounds {
 			r.aliasAsked++
 			if r.extra = r.aliasProbes(); len(r.extra) > 0 {
 				if r.limited {

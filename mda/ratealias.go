@@ -22,7 +22,8 @@ import (
 // limiters). Nothing else is sent meanwhile: a batch of anyone else in between (the
 // wave's last send moved) voids the chain, which starts again, at most rateRestarts
 // times. The probes are outside the stopping rules, like aliasProbes', and count in the
-// probe totals.
+// probe totals; the test takes at most rateMaxChains chains and rateMaxTime pauses of
+// RateLimitBackoff (two minutes by default) per exploration.
 
 const (
 	rateBurst     = 10 // a leader's burst: more than Linux's 6
@@ -30,11 +31,11 @@ const (
 	rateTested    = 3   // probes to the tested address: all lost otherwise with RateLoss^3
 	rateTokens    = 3.5 // tokens a pause should refill: a control of 3 beats pauses up to 2:1
 	rateRestarts  = 2
-	rateMaxGroup  = 4  // members tested in one chain per group
-	rateMaxChains = 8  // chains per exploration
-	rateMaxExtra  = 3  // extensions of a group's chain (rateExtend)
-	rateMaxPause  = 8  // pauses up to this many RateLimitBackoffs
-	rateMaxTime   = 60 // a chain gives up after this many RateLimitBackoffs
+	rateMaxGroup  = 4   // members tested in one chain per group
+	rateMaxChains = 8   // chains per exploration
+	rateMaxExtra  = 3   // extensions of a group's chain (rateExtend)
+	rateMaxPause  = 8   // pauses up to this many RateLimitBackoffs
+	rateMaxTime   = 120 // the test stops after this many RateLimitBackoffs (all chains)
 )
 
 // rateGroup is one provisional group under test.
@@ -46,6 +47,15 @@ type rateGroup struct {
 	probes  map[netip.Addr][]Request // the (flow, TTL) pairs that reach each member
 }
 
+// rateState is an explorer's rate-limit test: the chain in progress, how many chains
+// ran and were voided, when the first began, and whether it gave up.
+type rateState struct {
+	chain          *rateChain
+	chains, voided int
+	start          time.Time
+	gaveUp         bool
+}
+
 // rateChain is the test in progress.
 type rateChain struct {
 	groups  []*rateGroup
@@ -54,8 +64,7 @@ type rateChain struct {
 	pause   time.Duration
 	start   time.Time
 	lastAt  time.Time // when the last batch went
-	sent    []Request // the batch in flight
-	pending bool
+	pending bool      // its batch is in r.extra, or in flight
 }
 
 // rateTest runs the rate-limit test on the provisional groups IP IDs cannot decide. It
@@ -64,37 +73,39 @@ func (r *explorer) rateTest() bool {
 	if r.res == nil || !r.limited || r.o.RateLimitBackoff <= 0 {
 		return false
 	}
-	c := r.rate
+	st := &r.rate
+	c := st.chain
 	if c != nil && c.pending {
 		if len(r.extra) > 0 {
 			return true // its answers come with the next apply
 		}
-		r.rate, r.rateGaveUp = nil, true // its batch was not sent after all
+		st.chain, st.gaveUp = nil, true // its batch was not sent after all
 		return false
 	}
 	if c != nil && c.next > 0 && !r.lastSend.Equal(c.lastAt) {
 		// Someone else sent since the last batch: the pauses are not quiet.
-		r.rate = nil
-		if r.rateRuns++; r.rateRuns > rateRestarts {
-			r.rateGaveUp = true
-			return false
+		st.chain, c = nil, nil
+		if st.voided++; st.voided > rateRestarts {
+			st.gaveUp = true
 		}
-		c = nil
 	}
-	if r.rateGaveUp {
+	if st.gaveUp {
 		return false
 	}
 	if c == nil {
-		if r.rateChains >= rateMaxChains {
+		if st.chains >= rateMaxChains || st.chains > 0 && r.now().Sub(st.start) > rateMaxTime*r.o.RateLimitBackoff {
 			return false
 		}
 		if c = r.newRateChain(); c == nil {
 			return false
 		}
-		r.rate = c
-		r.rateChains++
+		if st.chains == 0 {
+			st.start = c.start
+		}
+		st.chain = c
+		st.chains++
 	}
-	if c.next > 0 && r.now().Sub(c.start) > rateMaxTime*r.o.RateLimitBackoff {
+	if c.next > 0 && r.now().Sub(st.start) > rateMaxTime*r.o.RateLimitBackoff {
 		r.rateCommit()
 		return false
 	}
@@ -117,7 +128,7 @@ func (r *explorer) rateTest() bool {
 		r.rateCommit()
 		return false
 	}
-	r.extra, c.sent, c.pending = reqs, reqs, true
+	r.extra, c.pending = reqs, true
 	r.extraAt = time.Time{}
 	if c.next > 0 {
 		r.extraAt = c.lastAt.Add(c.pause)
@@ -136,7 +147,7 @@ func cycle(ps []Request, n int) []Request {
 
 // rateRecord records the answers to the chain's batch in flight.
 func (r *explorer) rateRecord(answers []Answer) {
-	c := r.rate
+	c := r.rate.chain
 	if c == nil || !c.pending {
 		return
 	}
@@ -228,8 +239,8 @@ func (r *explorer) rateExtend(g *rateGroup) {
 
 // rateCommit hands the chain's batches to the resolver and ends it.
 func (r *explorer) rateCommit() {
-	c := r.rate
-	r.rate = nil
+	c := r.rate.chain
+	r.rate.chain = nil
 	if c == nil {
 		return
 	}

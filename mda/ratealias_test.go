@@ -65,6 +65,15 @@ func TestRateAliasesLookalikes(t *testing.T) {
 		t.Errorf("routers %+v, unresolved %+v", g.Routers, g.Unresolved)
 	}
 	t.Logf("rate-limited: %d probes, %v", g.Sent, g.Duration)
+	// Whatever the second router's own budget: slower, smaller, faster.
+	for _, b := range []sim.Bucket{{Burst: 6, Rate: 0.5}, {Burst: 2, Rate: 0.25}, {Burst: 10, Rate: 2}, {Burst: 6, Rate: 0.3}} {
+		n := twoLookalikes()
+		n.SetRateLimit(&sim.LinuxLimit)
+		n.Nodes["x2"].RateLimit = &b
+		if g := run(t, n, mda.DefaultOptions()); len(g.Routers) > 0 {
+			t.Errorf("x2 limited %+v: routers %+v", b, g.Routers)
+		}
+	}
 	n = twoLookalikes()
 	g = run(t, n, mda.DefaultOptions())
 	if len(g.Routers) > 0 {
