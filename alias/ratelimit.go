@@ -78,21 +78,23 @@ func (r *Resolver) AddRateChain(chain []RateBatch) {
 		}
 		return r.rate[k]
 	}
+	// The pairs a batch probed one after the other were tested, whatever came of it;
+	// two addresses of a chain never in one batch were not.
 	touched := map[netip.Addr]bool{}
+	tested := map[[2]netip.Addr]bool{}
 	for _, b := range chain {
 		for _, p := range b.Probes {
-			touched[p.Addr.Unmap()] = true
+			a, l := p.Addr.Unmap(), b.Probes[0].Addr.Unmap()
+			touched[a] = true
+			if l.Less(a) {
+				tested[[2]netip.Addr{l, a}] = true
+			} else if a.Less(l) {
+				tested[[2]netip.Addr{a, l}] = true
+			}
 		}
 	}
-	addrs := make([]netip.Addr, 0, len(touched))
-	for a := range touched {
-		addrs = append(addrs, a)
-	}
-	slices.SortFunc(addrs, netip.Addr.Compare)
-	for i, a := range addrs {
-		for _, b := range addrs[i+1:] {
-			tally(a, b).chains++
-		}
+	for k := range tested {
+		tally(k[0], k[1]).chains++
 	}
 	r.trials(chain, tally)
 	for a := range touched {

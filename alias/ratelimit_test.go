@@ -211,3 +211,23 @@ func TestRateOpenOnlyWithoutIPID(t *testing.T) {
 		t.Errorf("addrs %v", res.Addrs())
 	}
 }
+
+// A chain tests the pairs its batches probe one after the other, and no others: a star
+// around A leaves B and C open to a chain of their own.
+func TestRateTestedPairs(t *testing.T) {
+	a, b, c := v6("fd51::1"), v6("fd51::2"), v6("fd51::3")
+	res := New(DefaultOptions())
+	seen(res, 60, a, b, c)
+	r := &bucket{burst: 6, rate: 1, tokens: 6}
+	lim := map[netip.Addr]*bucket{a: r, b: r, c: r}
+	res.AddRateChain(chainOf(lim, []netip.Addr{a, b, a, b, a, c, a, c}, 10, 3, t0, func(int) time.Duration { return 3500 * time.Millisecond }))
+	if !res.RateTested(a, b) || !res.RateTested(a, c) {
+		t.Error("star pairs not tested")
+	}
+	if res.RateTested(b, c) || !res.OpenRate(b, c) {
+		t.Error("b and c, never in one batch, taken as tested")
+	}
+	if sets := res.Resolve(nil, nil); len(sets) != 1 || len(sets[0].Addrs) != 3 {
+		t.Errorf("sets %+v", sets)
+	}
+}
