@@ -31,6 +31,7 @@ const (
 	rateTested    = 3   // probes to the tested address: all lost otherwise with RateLoss^3
 	rateTokens    = 3.5 // tokens a pause should refill: a control of 3 beats pauses up to 2:1
 	rateRestarts  = 2
+	rateTrials    = 2   // trials for a verdict (alias.Options.MinRateTrials)
 	rateMaxGroup  = 4   // members tested in one chain per group
 	rateMaxChains = 8   // chains per exploration
 	rateMaxExtra  = 3   // extensions of a group's chain (rateExtend)
@@ -206,6 +207,9 @@ func (r *explorer) rateRecord(answers []Answer) {
 	}
 	done := true
 	for _, g := range c.groups {
+		if c.next < len(g.leaders) && r.rateDecided(g) {
+			g.leaders = g.leaders[:c.next] // two routers show it in two batches
+		}
 		if c.next >= len(g.leaders) {
 			r.rateExtend(g)
 		}
@@ -216,6 +220,17 @@ func (r *explorer) rateRecord(answers []Answer) {
 	}
 }
 
+// rateDecided reports whether every pair of the group with its lowest member has the
+// trials for a verdict already.
+func (r *explorer) rateDecided(g *rateGroup) bool {
+	for _, mj := range g.members[1:] {
+		if shared, distinct := r.res.RateTrials(g.batches, g.members[0], mj); shared < rateTrials && distinct < rateTrials {
+			return false
+		}
+	}
+	return true
+}
+
 // rateExtend lengthens a group's chain where a pair with its lowest member has fewer
 // than two trials and none saying distinct: two or three more batches give it one more.
 func (r *explorer) rateExtend(g *rateGroup) {
@@ -224,7 +239,7 @@ func (r *explorer) rateExtend(g *rateGroup) {
 	}
 	m0, last := g.members[0], g.leaders[len(g.leaders)-1]
 	for _, mj := range g.members[1:] {
-		if shared, distinct := r.res.RateTrials(g.batches, m0, mj); shared >= 2 || distinct > 0 {
+		if shared, distinct := r.res.RateTrials(g.batches, m0, mj); shared >= rateTrials || distinct > 0 {
 			continue
 		}
 		if last == m0 {
