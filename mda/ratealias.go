@@ -18,8 +18,8 @@ import (
 // from the leaders' answers: a leader drained in the batch before answers what refilled
 // since). The leaders run M0 M1 M0 M1 M0, then M2 M0 M2 (and so on) for a group
 // M0 < M1 < M2 ...: every pair with M0 gets two trials the alias package can use. Groups
-// whose members are all apart go in the same batches (different routers: independent
-// limiters). Nothing else is sent meanwhile: a batch of anyone else in between (the
+// whose members are all known to be other routers (apart, or distinct reply TTLs) go in
+// the same batches (independent limiters). Nothing else is sent meanwhile: a batch of anyone else in between (the
 // wave's last send moved) voids the chain, which starts again, at most rateRestarts
 // times. The probes are outside the stopping rules, like aliasProbes', and count in the
 // probe totals; the test takes at most rateMaxChains chains and rateMaxTime pauses of
@@ -304,11 +304,17 @@ func (r *explorer) newRateChain() *rateChain {
 		if len(members) == 0 {
 			continue
 		}
+		// With groups tested together, every address of one must be known to be another
+		// router than every address of the other (one flow passes both, or their reply
+		// TTLs differ): otherwise one group's burst could silence the other's.
 		ok := true
 		for _, other := range chosen {
 			for _, a := range members {
 				for _, b := range other {
-					ok = ok && apart(a, b)
+					if !apart(a, b) {
+						v, _ := r.res.Pair(a, b)
+						ok = ok && v == alias.Distinct
+					}
 				}
 			}
 		}
