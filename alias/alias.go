@@ -21,6 +21,14 @@
 //     router of a domain).
 //   - Topology (from the caller): addresses one flow passes at different TTLs are distinct
 //     routers (Resolve's apart).
+//   - ICMP rate limiting (AddRateChain, ratelimit.go; the one evidence that needs probes
+//     of its own): a router limits its ICMP errors toward one prober with one token
+//     bucket whatever interface they leave from. An address that stays silent right
+//     after another's burst drained the limiter, in trials that rule out its own bucket
+//     being empty, shares that limiter: one router. One that answers right after is
+//     another. It is what IPv6 (no IP ID) and IPv4 routers without a usable counter
+//     have; it is asked only where IP IDs cannot speak, and decides only after
+//     MinRateTrials agreeing trials. Routers that do not rate-limit give it nothing.
 //
 // The confidence of an IP ID match is 1 - w/65536, w the narrowest window of one address's
 // IDs that encloses an ID of the other: the chance that an unrelated counter, its start
@@ -28,8 +36,12 @@
 // Sets form by union over matches, strongest first, and never join two addresses kept
 // apart by any evidence.
 //
-// IPv6 has no IP ID in the fixed header: there only MPLS and the caller's topology speak,
-// neither enough to merge, so IPv6 interfaces stay one router each.
+// The confidence of a rate-limit match is 1 - RateLoss^n, n the tested probes that were
+// silent in its trials (the chance that all were lost for another reason).
+//
+// IPv6 has no IP ID in the fixed header: there only MPLS, the caller's topology and the
+// rate-limit trials speak, and only the trials can merge. Without them (a router that
+// does not rate-limit) IPv6 interfaces stay one router each.
 package alias
 
 import (
@@ -67,11 +79,22 @@ type Options struct {
 	MinConfidence float64
 	// MaxSamples bounds the IDs kept per address (the latest). Default 256.
 	MaxSamples int
+	// MinRateTrials is the fewest rate-limit trials that decide a pair (AddRateChain),
+	// all agreeing. Default 2: never one.
+	MinRateTrials int
+	// RateLoss bounds the chance that a probe or its answer is lost for a reason other
+	// than a rate limiter: the confidence of a shared limiter is 1 - RateLoss^n over the
+	// n silent tested probes. Default 0.1.
+	RateLoss float64
+	// RateSlack widens the pauses a shared-limiter trial compares (a kernel counts its
+	// tokens in jiffies, up to 10 ms). Default 10ms.
+	RateSlack time.Duration
 }
 
 // DefaultOptions are the defaults documented on Options.
 func DefaultOptions() Options {
-	return Options{MinSamples: 2, MinSwitches: 2, MaxStep: 1500, Velocity: 20000, MinConfidence: 0.99, MaxSamples: 256}
+	return Options{MinSamples: 2, MinSwitches: 2, MaxStep: 1500, Velocity: 20000, MinConfidence: 0.99, MaxSamples: 256,
+		MinRateTrials: 2, RateLoss: 0.1, RateSlack: 10 * time.Millisecond}
 }
 
 type idSample struct {
@@ -95,6 +118,7 @@ type Resolver struct {
 	ifaces map[netip.Addr]*iface
 	ver    int // bumped by every Add: Resolve's cache key
 	cache  map[[2]netip.Addr]pairResult
+	rate   map[[2]netip.Addr]*rateTally // rate-limit trials by pair (ratelimit.go)
 }
 
 type pairResult struct {
@@ -123,6 +147,15 @@ func New(o Options) *Resolver {
 	}
 	if o.MaxSamples < o.MinSamples {
 		o.MaxSamples = max(d.MaxSamples, o.MinSamples)
+	}
+	if o.MinRateTrials < 1 {
+		o.MinRateTrials = d.MinRateTrials
+	}
+	if o.RateLoss <= 0 || o.RateLoss >= 1 {
+		o.RateLoss = d.RateLoss
+	}
+	if o.RateSlack <= 0 {
+		o.RateSlack = d.RateSlack
 	}
 	return &Resolver{o: o, ifaces: map[netip.Addr]*iface{}, cache: map[[2]netip.Addr]pairResult{}}
 }
@@ -276,7 +309,8 @@ func (r *Resolver) pair(a, b netip.Addr, fa, fb *iface) (Verdict, Evidence) {
 		return Distinct, Evidence{Kind: "family", A: a, B: b}
 	}
 	if !r.isCounter(fa) || !r.isCounter(fb) {
-		return Unknown, Evidence{}
+		// No IP ID evidence: what a rate-limit test found, if any.
+		return r.ratePair(a, b)
 	}
 	// Merge the two series by arrival.
 	type tagged struct {
@@ -302,7 +336,7 @@ func (r *Resolver) pair(a, b netip.Addr, fa, fb *iface) (Verdict, Evidence) {
 		}
 	}
 	if switches < r.o.MinSwitches {
-		return Unknown, Evidence{}
+		return r.ratePair(a, b)
 	}
 	// The narrowest window of one address's consecutive IDs that encloses an ID of the
 	// other (unwrapped: the steps are all forward).
@@ -324,6 +358,9 @@ func (r *Resolver) pair(a, b netip.Addr, fa, fb *iface) (Verdict, Evidence) {
 	ev := Evidence{Kind: "ip-id", A: a, B: b, Confidence: conf,
 		Detail: fmt.Sprintf("%d IP IDs, %d alternations, window %d", len(m), switches, window)}
 	if conf < r.o.MinConfidence {
+		if v, rev := r.ratePair(a, b); v != Unknown {
+			return v, rev
+		}
 		return Unknown, ev
 	}
 	return Alias, ev
@@ -380,12 +417,12 @@ func (r *Resolver) Resolve(addrs []netip.Addr, apart func(a, b netip.Addr) bool)
 	}
 	var matches []match
 	distinct := map[[2]int]bool{}
-	// Only addresses with a counter (or MPLS labels, which never merge alone) can
-	// be aliases: the others are routers of their own, whatever else is said.
+	// Only addresses with a counter or rate-limit trials (MPLS labels never merge
+	// alone) can be aliases: the others are routers of their own, whatever else is said.
 	cand := make([]bool, len(addrs))
 	for i, a := range addrs {
 		if f := r.ifaces[a]; f != nil {
-			cand[i] = r.isCounter(f)
+			cand[i] = r.isCounter(f) || r.rateTried(a)
 		}
 	}
 	for i, a := range addrs {

@@ -50,6 +50,35 @@ func checkSimRouters(t *testing.T, name string, n *sim.Network, g *mda.Graph) (f
 	return found, seen
 }
 
+// checkSim asserts that an exploration of n found no false link and merged no two
+// routers; it returns whether it missed a link, and the routers with several addresses
+// it resolved whole and saw (checkSimRouters).
+func checkSim(t *testing.T, name string, n *sim.Network, g *mda.Graph) (missed bool, found, seen int) {
+	t.Helper()
+	missing, extra := n.Compare(0, g)
+	if len(extra) > 0 {
+		t.Errorf("%s: false links %v", name, extra)
+	}
+	found, seen = checkSimRouters(t, name, n, g)
+	return len(missing) > 0, found, seen
+}
+
+// checkLinksRouters asserts every link of the simulated network found, none false, and
+// the routers (Router.String) want.
+func checkLinksRouters(t *testing.T, n *sim.Network, g *mda.Graph, want ...string) {
+	t.Helper()
+	if missing, extra := n.Compare(0, g); len(missing) > 0 || len(extra) > 0 {
+		t.Errorf("missing %v, false %v", missing, extra)
+	}
+	var got []string
+	for _, r := range g.Routers {
+		got = append(got, r.String())
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("routers %q, want %q", got, want)
+	}
+}
+
 // The lab as it now answers (routers from their inbound interfaces, some with shared IP
 // ID counters): every link, no false one, r4 and r6 resolved, and fewer probes than
 // without alias resolution, where r4's three addresses make the layer after it meshed.
@@ -57,18 +86,7 @@ func TestAliasesLabInbound(t *testing.T) {
 	o := mda.DefaultOptions()
 	n := sim.LabInbound(1)
 	g := run(t, n, o)
-	missing, extra := n.Compare(0, g)
-	if len(missing) > 0 || len(extra) > 0 {
-		t.Errorf("missing %v, false %v", missing, extra)
-	}
-	var got []string
-	for _, r := range g.Routers {
-		got = append(got, r.String())
-	}
-	want := []string{"198.18.7.2 {198.18.7.2, 198.18.8.2, 198.18.9.2}", "198.18.13.2 {198.18.13.2, 198.18.14.2}"}
-	if !slices.Equal(got, want) {
-		t.Errorf("routers %q, want %q", got, want)
-	}
+	checkLinksRouters(t, n, g, "198.18.7.2 {198.18.7.2, 198.18.8.2, 198.18.9.2}", "198.18.13.2 {198.18.13.2, 198.18.14.2}")
 	o.Aliases = false
 	n2 := sim.LabInbound(1)
 	gi := run(t, n2, o)
@@ -121,14 +139,10 @@ func TestStatisticalAliases(t *testing.T) {
 		n, _ := sim.Random(rand.New(rand.NewPCG(seed, 42)), ro)
 		g := run(t, n, o)
 		probes += g.Sent
-		missing, extra := n.Compare(0, g)
-		if len(extra) > 0 {
-			t.Errorf("seed %d: false links %v", seed, extra)
-		}
-		if len(missing) > 0 {
+		missed, f, s := checkSim(t, fmt.Sprintf("seed %d", seed), n, g)
+		if missed {
 			fails++
 		}
-		f, s := checkSimRouters(t, fmt.Sprintf("seed %d", seed), n, g)
 		found += f
 		seen += s
 		off := o

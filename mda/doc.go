@@ -32,7 +32,12 @@
 // look again at what is proven. The graph returned is still one of interfaces (measured
 // as always, plus the links a router makes certain: Link.Alias), with the routers in
 // Graph.Routers; Graph.RouterGraph folds it into one node per router. IPv6 answers carry
-// no IP ID: there every interface stays a router of its own.
+// no IP ID (nor do Linux's IPv4 ICMP errors, IP ID 0): there, once the exploration has
+// seen rate limiting, interfaces that look like one router (equal reply TTLs, reached
+// from different interfaces, leading to a common one) are keyed as one provisionally and
+// tested at the end by the routers' ICMP rate limiters (ratealias.go: bursts that drain
+// one address's budget, then the other's silence or not). Without rate limiting the test
+// cannot tell: each interface stays a router of its own, and Graph.Unresolved says so.
 //
 // # Stopping rule
 //
@@ -57,8 +62,9 @@
 //     flows at t, preferably through its predecessors, until n_k of them went through it.
 //     Graph.FullTTLs lists where. So does every vertex of a meshed layer (a vertex at
 //     t+1 reached from several at t, one of which splits): the paths are not disjoint,
-//     and one vertex's next hops tell nothing about another's. IPv6 routers answering
-//     from their ingress interface make one router several vertices, all meshed onward.
+//     and one vertex's next hops tell nothing about another's. Routers answering from
+//     their ingress interface make one router several vertices, all meshed onward,
+//     unless alias resolution shows them one.
 //     Options.Full applies the per-vertex rule everywhere
 //     (classic MDA, as scamper's tracelb), for comparison and for networks known to
 //     balance non-uniformly.

@@ -320,6 +320,9 @@ type explorer struct {
 	aliasAsked int       // rounds of aliasProbes so far
 	resVer     int
 	apart      map[[2]netip.Addr]bool // interfaces one flow answered from at different TTLs
+	// rate is the rate-limit test of provisional groups IP IDs cannot decide
+	// (ratealias.go).
+	rate rateState
 	// quiet: a planning pass that only rebuilds the layers (for the graph), wanting
 	// nothing.
 	quiet bool
@@ -682,6 +685,7 @@ func (r *explorer) batch(now time.Time) (reqs []Request, wait time.Duration) {
 }
 
 func (r *explorer) apply(answers []Answer) {
+	r.rateRecord(answers)
 	for _, a := range answers {
 		if !a.From.IsValid() || a.Target != r.target {
 			continue
@@ -885,7 +889,7 @@ func (r *explorer) plan() {
 		// Done, but on provisional routers. Ask their interfaces once for more IP IDs,
 		// interleaved (aliasProbes); then drop what is still not proven and let the
 		// rules see the interfaces as they are.
-		if r.aliasAsked < aliasRounds {
+		if r.rate.chain == nil && r.aliasAsked < aliasRounds {
 			r.aliasAsked++
 			if r.extra = r.aliasProbes(); len(r.extra) > 0 {
 				if r.limited {
@@ -894,6 +898,10 @@ func (r *explorer) plan() {
 				}
 				return
 			}
+		}
+		// Where IP IDs cannot speak: the routers' ICMP rate limiters, if they limit.
+		if r.rateTest() {
+			return
 		}
 		r.strict = true
 		r.resVer = -1
@@ -1030,8 +1038,9 @@ func (r *explorer) resolveAliases() {
 			open := true
 			for _, x := range group {
 				for _, y := range members[b] {
-					open = open && !apart(x, y) && r.res.Open(x, y, provisionalSamples) &&
-						disjoint(preds[x], preds[y]) && !disjoint(succs[x], succs[y])
+					open = open && !apart(x, y) && disjoint(preds[x], preds[y]) &&
+						(r.res.Open(x, y, provisionalSamples) && !disjoint(succs[x], succs[y]) ||
+							r.limited && r.res.OpenRate(x, y) && r.commonAfter(x, y))
 				}
 			}
 			if !open {
@@ -1079,6 +1088,9 @@ func (r *explorer) aliasProbes() []Request {
 	for _, c := range reps {
 		members := groups[c]
 		slices.SortFunc(members, netip.Addr.Compare)
+		if !r.idOpen(members) {
+			continue // no IP IDs to ask for: the rate-limit test's (rateTest)
+		}
 		picks := make([][]Request, len(members))
 		for k, m := range members {
 			for _, f := range r.flows {

@@ -91,8 +91,12 @@ type EngineProber struct {
 	layout  Layout
 	targets []netip.Addr
 
-	mu      sync.Mutex
-	batch   map[int]*Answer // by slot (engine target <<8 | TTL) of the batch in flight
+	mu    sync.Mutex
+	batch map[int]*Answer // by slot (engine target <<8 | TTL): its first send in the batch in flight
+	// sends are the batch's sends by slot<<8 | attempt: a (flow, TTL) sent several times
+	// in one batch (a rate-limit test's burst) gets an answer per send, since a limiter
+	// answers some of them and not others.
+	sends   map[int]*Answer
 	pending int
 	idle    chan struct{} // signalled when pending reaches 0
 	timeout pace.Timeout
@@ -145,12 +149,17 @@ func (p *EngineProber) readLoop() {
 	}
 }
 
-// deliver records a reply if it answers a probe of the batch in flight: any attempt of
-// the (flow, TTL) will do, since a flow keeps its path.
+// deliver records a reply if it answers a probe of the batch in flight: its own send,
+// or for an attempt of an earlier batch the first send of the (flow, TTL), since a flow
+// keeps its path.
 func (p *EngineProber) deliver(rep *trace.Reply) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	a := p.batch[slot(rep.Probe.Target, rep.Probe.TTL)]
+	s := slot(rep.Probe.Target, rep.Probe.TTL)
+	a := p.sends[s<<8|int(rep.Probe.Attempt)]
+	if a == nil {
+		a = p.batch[s]
+	}
 	if a == nil || a.From.IsValid() {
 		return
 	}
@@ -186,6 +195,7 @@ func (p *EngineProber) Probe(ctx context.Context, reqs []Request) ([]Answer, err
 	probes := make([]trace.Probe, len(reqs))
 	p.mu.Lock()
 	p.batch = make(map[int]*Answer, len(reqs))
+	p.sends = make(map[int]*Answer, len(reqs))
 	p.pending = 0
 	select { // a stale signal from the last batch
 	case <-p.idle:
@@ -201,16 +211,17 @@ func (p *EngineProber) Probe(ctx context.Context, reqs []Request) ([]Answer, err
 		s := slot(idx, rq.TTL)
 		if p.batch[s] == nil {
 			p.batch[s] = &answers[i]
-			p.pending++
 		}
+		p.pending++
 		att := p.attempt[s]
 		p.attempt[s] = (att + 1) % 255
+		p.sends[s<<8|int(att)] = &answers[i]
 		probes[i] = trace.Probe{Target: idx, TTL: rq.TTL, Attempt: att}
 	}
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
-		p.batch = nil
+		p.batch, p.sends = nil, nil
 		p.mu.Unlock()
 	}()
 
@@ -240,15 +251,6 @@ func (p *EngineProber) Probe(ctx context.Context, reqs []Request) ([]Answer, err
 	for i := range answers {
 		if answers[i].From.IsValid() {
 			out = append(out, answers[i])
-		}
-	}
-	// Duplicates of one (flow, TTL) in a batch share its answer.
-	for i, rq := range reqs {
-		idx, _ := p.layout.Index(rq.Target, rq.Flow)
-		if a := p.batch[slot(idx, rq.TTL)]; a != &answers[i] && a.From.IsValid() {
-			dup := *a
-			dup.Request = rq
-			out = append(out, dup)
 		}
 	}
 	return out, nil

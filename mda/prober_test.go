@@ -205,3 +205,28 @@ func TestLayout(t *testing.T) {
 		t.Error("flow past the layout")
 	}
 }
+
+// A (flow, TTL) sent several times in one batch gets an answer per send: a rate-limited
+// router answers the first sends and not the rest, which a rate-limit alias test counts.
+func TestEngineProberDuplicateSends(t *testing.T) {
+	n := sim.Lab(1)
+	n.SetRateLimit(&sim.Bucket{Burst: 3, Rate: 0.001})
+	l, _ := mda.NewLayout(len(n.Targets), 50000, 16)
+	eng := newSimEngine(n, l)
+	p, err := mda.NewEngineProber(eng, l, n.TargetAddrs(), fastProber())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	reqs := make([]mda.Request, 10)
+	for i := range reqs {
+		reqs[i] = mda.Request{Flow: 50001, TTL: 2}
+	}
+	as, err := p.Probe(context.Background(), reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(as) != 3 {
+		t.Fatalf("%d answers to 10 sends of one (flow, TTL) to a router with 3 tokens: %+v", len(as), as)
+	}
+}

@@ -19,6 +19,12 @@ import (
 // graph assembles the result: the interface graph of the last planning pass, with the
 // routers found.
 func (r *explorer) graph() *Graph {
+	g := r.routerGraph()
+	g.Unresolved = r.unresolved()
+	return g
+}
+
+func (r *explorer) routerGraph() *Graph {
 	if len(r.canon) == 0 {
 		g := r.buildGraph()
 		g.Level = "interface"

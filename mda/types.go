@@ -205,6 +205,13 @@ type Graph struct {
 	// (alias sets, with Options.Aliases), by ID (the lowest address). Every other
 	// interface is a router of its own.
 	Routers []Router `json:"routers,omitempty"`
+	// Unresolved are groups of interfaces that look like one router answering from the
+	// interface a probe came in by (equal reply TTLs, reached from different interfaces,
+	// leading to a common one) but that no evidence decided: no IP ID counter, and no
+	// rate-limit test that could tell (routers that do not rate-limit, or a test that
+	// was inconclusive). Evidence kind "unresolved" says why. Each interface stays a
+	// router of its own in the graph.
+	Unresolved []Router `json:"unresolved,omitempty"`
 	// Level is "interface" (a node per interface; routers in Routers) or "router" (a
 	// node per router: RouterGraph).
 	Level string `json:"level,omitempty"`

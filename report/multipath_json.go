@@ -45,6 +45,10 @@ type MultipathDocTarget struct {
 	JoinedFrom string `json:"joined_from,omitempty"`
 	// Routers are the routers that answered from several interfaces (alias sets).
 	Routers []MultipathDocRouter `json:"routers,omitempty"`
+	// UnresolvedRouters are interfaces that look like one router answering from
+	// several but that no evidence decided (evidence kind "unresolved" says why); each
+	// stays a node of its own.
+	UnresolvedRouters []MultipathDocRouter `json:"unresolved_routers,omitempty"`
 }
 
 // MultipathDocRouter is one router that answered from several interfaces, and why they
@@ -58,7 +62,7 @@ type MultipathDocRouter struct {
 
 // MultipathDocEvidence is one piece of alias evidence between two interfaces.
 type MultipathDocEvidence struct {
-	Kind       string  `json:"kind"` // "ip-id", "reply-ttl", "mpls"
+	Kind       string  `json:"kind"` // "ip-id", "reply-ttl", "mpls", "rate-limit", "unresolved"
 	A          string  `json:"a"`
 	B          string  `json:"b"`
 	Detail     string  `json:"detail"`
@@ -171,12 +175,18 @@ func docTarget(t *MultipathTarget) MultipathDocTarget {
 	if g.JoinedFrom.IsValid() {
 		dt.JoinedFrom = g.JoinedFrom.String()
 	}
-	for _, r := range g.Routers {
+	docRouter := func(r mda.Router) MultipathDocRouter {
 		dr := MultipathDocRouter{ID: r.ID, Interfaces: r.Interfaces, Confidence: r.Confidence, Evidence: []MultipathDocEvidence{}}
 		for _, e := range r.Evidence {
 			dr.Evidence = append(dr.Evidence, MultipathDocEvidence{Kind: e.Kind, A: e.A.String(), B: e.B.String(), Detail: e.Detail, Confidence: e.Confidence})
 		}
-		dt.Routers = append(dt.Routers, dr)
+		return dr
+	}
+	for _, r := range g.Routers {
+		dt.Routers = append(dt.Routers, docRouter(r))
+	}
+	for _, r := range g.Unresolved {
+		dt.UnresolvedRouters = append(dt.UnresolvedRouters, docRouter(r))
 	}
 	for _, h := range g.Hops {
 		dt.Hops = append(dt.Hops, MultipathDocHop{TTL: h.TTL, Nodes: h.Nodes})

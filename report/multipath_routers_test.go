@@ -91,3 +91,44 @@ func TestMultipathRouters(t *testing.T) {
 		t.Errorf("router-level text: r4 not one row:\n%s", text)
 	}
 }
+
+// The lab's IPv6 side without rate limiting: nothing tells r4's and r6's addresses to be
+// one router each. Text and JSON say so, and keep them apart.
+func TestMultipathUnresolvedRouters(t *testing.T) {
+	n := sim.LabInbound6(1)
+	g, err := mda.Run(context.Background(), n, n.Options(mda.DefaultOptions()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Target = n.TargetAddrs()[0]
+	run := mpRun(MultipathTarget{Addr: g.Target, Source: netip.MustParseAddr("fd51:0:0:1::1"), Family: 6, Graph: g})
+	var b bytes.Buffer
+	if err := WriteMultipath(&b, "text", run); err != nil {
+		t.Fatal(err)
+	}
+	if want := "may be one router, unresolved: fd51:0:0:7::2 fd51:0:0:8::2 fd51:0:0:9::2: no IP ID counter"; !strings.Contains(b.String(), want) {
+		t.Errorf("text lacks %q:\n%s", want, b.String())
+	}
+	b.Reset()
+	if err := WriteMultipath(&b, "json", run); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Targets []struct {
+			Routers    []json.RawMessage `json:"routers"`
+			Unresolved []struct {
+				Interfaces []string `json:"interfaces"`
+				Evidence   []struct {
+					Kind string `json:"kind"`
+				} `json:"evidence"`
+			} `json:"unresolved_routers"`
+		} `json:"targets"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	d := doc.Targets[0]
+	if len(d.Routers) != 0 || len(d.Unresolved) != 2 || len(d.Unresolved[0].Interfaces) != 3 || d.Unresolved[0].Evidence[0].Kind != "unresolved" {
+		t.Errorf("json: %+v", d)
+	}
+}

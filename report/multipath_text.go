@@ -97,6 +97,14 @@ func writeTargetText(b *strings.Builder, run *MultipathRun, t *MultipathTarget) 
 		}
 		writeTable(b, rows, []bool{false, false, true, false, false})
 	}
+	// Interfaces that may be one router, and why nothing told.
+	for _, r := range g.Unresolved {
+		why := ""
+		if len(r.Evidence) > 0 {
+			why = ": " + r.Evidence[0].Detail
+		}
+		fmt.Fprintf(b, "may be one router, unresolved: %s%s\n", strings.Join(r.Interfaces, " "), why)
+	}
 
 	// Paths.
 	partial := len(v.paths.List) - v.paths.Complete

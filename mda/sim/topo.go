@@ -68,6 +68,33 @@ func LabInbound(n int) *Network {
 	return net
 }
 
+// LabInbound6 is LabInbound as its IPv6 side answers: the same routers with IPv6
+// addresses (fd51:0:0:<link>::2, targets fd51:1:1::7.. and fd51:1:2::1) and no IP ID at
+// all, so that only the routers' ICMP rate limiters (one bucket per router, whatever
+// address it answers from: Node.RateLimit) can show r4's three addresses and r6's two to
+// be one router each.
+func LabInbound6(n int) *Network {
+	net := LabInbound(n)
+	v6 := func(a netip.Addr) netip.Addr {
+		b := a.As4()
+		return netip.AddrFrom16([16]byte{0xfd, 0x51, 5: 0, 6: 0, 7: b[2], 15: b[3]})
+	}
+	for _, nd := range net.Nodes {
+		if nd.Addr.IsValid() {
+			nd.Addr = v6(nd.Addr)
+		}
+		for k, a := range nd.InAddrs {
+			nd.InAddrs[k] = v6(a)
+		}
+		nd.IPID = IPIDNone
+	}
+	for i := range net.Targets {
+		b := net.Targets[i].Addr.As4()
+		net.Targets[i].Addr = netip.AddrFrom16([16]byte{0xfd, 0x51, 0, 1, 0, b[2], 15: b[3]})
+	}
+	return net
+}
+
 // RandomOptions shape Random's topologies. Ranges are [min, max].
 type RandomOptions struct {
 	Diamonds [2]int  // diamonds in a row; default 1..3
@@ -80,6 +107,14 @@ type RandomOptions struct {
 	// IP IDs from a shared counter (half of them, each from a random start), a counter
 	// per interface (a quarter) or 0 (a quarter).
 	Aliases bool
+	// Inbound, with Aliases, is the share of convergence points that answer from the
+	// interface a probe came in by; the others answer from one address, so the distinct
+	// routers that end branches longer than one look alike (equal reply TTLs, different
+	// predecessors, one common next hop). Default 1.
+	Inbound float64
+	// NoIPID: no router numbers its answers (IPv6, or Linux's IPv4 ICMP errors without
+	// a counter): only rate limiting can tell aliases.
+	NoIPID bool
 }
 
 // TrueDiamond is a diamond as built: branches of router names from Divergence to
@@ -150,7 +185,7 @@ func Random(rng *rand.Rand, o RandomOptions) (*Network, []TrueDiamond) {
 		for _, e := range ends {
 			e.Next = []string{conv.Name}
 		}
-		if o.Aliases {
+		if o.Aliases && (o.Inbound == 0 || rng.Float64() < o.Inbound) {
 			conv.InAddrs = map[string]netip.Addr{}
 			for _, e := range ends {
 				count++ // addresses only: the names stay in TTL order
@@ -161,7 +196,7 @@ func Random(rng *rand.Rand, o RandomOptions) (*Network, []TrueDiamond) {
 		truth = append(truth, d)
 		tail = linear(conv, in(o.Linear))
 	}
-	if o.Aliases {
+	if o.Aliases && !o.NoIPID {
 		for _, nd := range nodes {
 			switch x := rng.IntN(4); {
 			case x < 2:
