@@ -170,7 +170,7 @@ func Capacity(ctx context.Context, n *reflector.Net, opts CapacityOptions) (Capa
 	if m, ok := eng.(interface{ Methods() (string, string) }); ok {
 		send, recv := m.Methods()
 		if batcher == nil {
-			send = "sendto on raw sockets, one probe per call"
+			send = hostnet.SendTo
 		}
 		res.Methods = send + "; " + recv
 	}

@@ -145,7 +145,6 @@ func runCapacity(ctx context.Context, env *Env) (*Result, error) {
 			}
 		}
 	}
-	res.Raw = raw
 
 	type series struct{ sent, matched, lostPct, kernel, busy, steal, ns, softirq, user, sys []float64 }
 	by := map[string]*series{}

@@ -73,7 +73,9 @@ func (s mpScore) routers() string {
 	return out
 }
 
-func truthLinkSet(tt *lab.TargetTruth) map[[2]string]bool {
+// TruthLinks are the links of tt's true paths, a silent router named as mda names the
+// silent hop after the last answering interface. (scripts/mpcompare too.)
+func TruthLinks(tt *lab.TargetTruth) map[[2]string]bool {
 	out := map[[2]string]bool{}
 	for _, l := range tt.LinksNamed(mda.AnonID) {
 		out[l] = true
@@ -123,7 +125,7 @@ func scoreMultipath(out []byte, tr *lab.Truth) (mpScore, error) {
 		if t.Joined != "" {
 			s.Joined++
 		}
-		want := truthLinkSet(tt)
+		want := TruthLinks(tt)
 		got := map[[2]string]bool{}
 		for _, l := range t.Links {
 			k := [2]string{l.From, l.To}
@@ -175,10 +177,28 @@ type mpOutcome struct {
 
 var tracelbHeader = regexp.MustCompile(`tracelb from \S+ to \S+, \d+ nodes, \d+ links, (\d+) probes`)
 
-// HopChain adds the links of a hop sequence in which "*" is a silent hop (a silent
+// TracelbLinks reads scamper tracelb's text output: the probes it sent, its links ("a ->
+// b", "a -> * -> b" through silent hops), and whether a chain passed dst.
+// (scripts/mpcompare too.)
+func TracelbLinks(out []byte, dst netip.Addr) (probes int, links map[[2]string]bool, reached bool, err error) {
+	m := tracelbHeader.FindSubmatch(out)
+	if m == nil {
+		return 0, nil, false, fmt.Errorf("no tracelb header in %s", firstLine(string(out)))
+	}
+	probes, _ = strconv.Atoi(string(m[1]))
+	links = map[[2]string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, " -> ") {
+			reached = hopChain(links, strings.Split(line, " -> "), dst) || reached
+		}
+	}
+	return probes, links, reached, nil
+}
+
+// hopChain adds the links of a hop sequence in which "*" is a silent hop (a silent
 // hop's id is mda.AnonID, as the truth names it); trailing silent hops are where a tool
-// gave up, not hops it claims. reached: the sequence passes dst. (scripts/mpcompare too.)
-func HopChain(links map[[2]string]bool, hops []string, dst netip.Addr) (reached bool) {
+// gave up, not hops it claims. reached: the sequence passes dst.
+func hopChain(links map[[2]string]bool, hops []string, dst netip.Addr) (reached bool) {
 	for len(hops) > 0 && strings.TrimSpace(hops[len(hops)-1]) == "*" {
 		hops = hops[:len(hops)-1]
 	}
@@ -235,7 +255,7 @@ func runMultipathBench(ctx context.Context, env *Env) (*Result, error) {
 	tr := l.Truth()
 	dst := netip.MustParseAddr("198.19.1.1")
 	tt, _ := tr.TargetTruth(dst)
-	truth := truthLinkSet(tt)
+	truth := TruthLinks(tt)
 	var outs []mpOutcome
 	// Five runs: each is a sample of the flows' hashes, and a run at 99 % per router can
 	// still miss a branch now and then; the table shows every run.
@@ -244,9 +264,9 @@ func runMultipathBench(ctx context.Context, env *Env) (*Result, error) {
 	for i := range runs {
 		argv := []string{env.Turnpath, "multipath", "-n", "--format", "json", dst.String()}
 		o := env.Exec(ctx, 60*time.Second, argv...)
-		oc := mpOutcome{Tool: "turnpath multipath", Command: "turnpath multipath -n --format json " + dst.String(), Seconds: o.Wall.Seconds()}
+		oc := mpOutcome{Tool: "turnpath multipath", Command: env.display(argv), Seconds: o.Wall.Seconds()}
 		if o.Err != nil || o.ExitCode != 0 {
-			oc.Error = fmt.Sprintf("exit %d: %v %s", o.ExitCode, o.Err, firstLineOf(o.Stderr))
+			oc.Error = fmt.Sprintf("exit %d: %v %s", o.ExitCode, o.Err, firstLine(string(o.Stderr)))
 		} else if s, err := scoreMultipath(o.Stdout, tr); err != nil {
 			oc.Error = err.Error()
 		} else {
@@ -264,20 +284,12 @@ func runMultipathBench(ctx context.Context, env *Env) (*Result, error) {
 		c := "tracelb -c 99"
 		o := env.Exec(ctx, 10*time.Minute, "scamper", "-O", "text", "-c", c, "-i", dst.String())
 		oc := mpOutcome{Tool: "scamper tracelb", Command: `scamper -O text -c "` + c + `" -i ` + dst.String(), Seconds: o.Wall.Seconds()}
-		m := tracelbHeader.FindSubmatch(o.Stdout)
-		switch {
-		case o.Err != nil || o.ExitCode != 0:
-			oc.Error = fmt.Sprintf("exit %d: %v %s", o.ExitCode, o.Err, firstLineOf(o.Stderr))
-		case m == nil:
-			oc.Error = "no tracelb header in " + firstLineOf(o.Stdout)
-		default:
-			oc.Probes, _ = strconv.Atoi(string(m[1]))
-			links := map[[2]string]bool{}
-			for _, line := range strings.Split(string(o.Stdout), "\n") {
-				if strings.Contains(line, " -> ") {
-					oc.Reached = HopChain(links, strings.Split(line, " -> "), dst) || oc.Reached
-				}
-			}
+		if o.Err != nil || o.ExitCode != 0 {
+			oc.Error = fmt.Sprintf("exit %d: %v %s", o.ExitCode, o.Err, firstLine(string(o.Stderr)))
+		} else if probes, links, reached, err := TracelbLinks(o.Stdout, dst); err != nil {
+			oc.Error = err.Error()
+		} else {
+			oc.Probes, oc.Reached = probes, reached
 			oc.score(links, truth)
 		}
 		res.Commands = append(res.Commands, oc.Command)
@@ -350,7 +362,7 @@ func runMultipathBench(ctx context.Context, env *Env) (*Result, error) {
 		row := []string{c.profile, strconv.Itoa(len(targets)), "`" + opts + "`", fmt.Sprintf("%.2f s", o.Wall.Seconds()), "", "", "", "", "", "", ""}
 		rec := map[string]any{"profile": c.profile, "relays": len(targets), "options": opts, "seconds": o.Wall.Seconds(), "exit_code": o.ExitCode}
 		if s, err := scoreMultipath(o.Stdout, tr); err != nil || o.ExitCode != 0 {
-			row[4] = fmt.Sprintf("error: exit %d %v %s", o.ExitCode, err, firstLineOf(o.Stderr))
+			row[4] = fmt.Sprintf("error: exit %d %v %s", o.ExitCode, err, firstLine(string(o.Stderr)))
 		} else {
 			row[4], row[5] = strconv.Itoa(s.Probes), fmt.Sprintf("%.1f", float64(s.Probes)/float64(max(s.Targets, 1)))
 			row[6], row[7] = fmt.Sprintf("%d/%d", s.Joined, s.Targets), fmt.Sprintf("%d/%d", s.Complete, s.Targets)
@@ -413,14 +425,14 @@ func runDublin(ctx context.Context, env *Env, dst netip.Addr, truth map[[2]strin
 	}
 	gw := "198.18.1.2"
 	if o := env.Exec(ctx, 10*time.Second, "ip", "route", "replace", "default", "via", gw); o.ExitCode != 0 {
-		oc.Error = "add default route into the lab: " + firstLineOf(o.Stderr)
+		oc.Error = "add default route into the lab: " + firstLine(string(o.Stderr))
 		return oc
 	}
 	defer env.Exec(context.Background(), 10*time.Second, "ip", "route", "del", "default", "via", gw)
 	o := env.Exec(ctx, 5*time.Minute, "sh", "-c", "cd "+dir+" && exec dublin-traceroute "+dst.String()+" --dport=3478 --max-ttl=12")
 	oc.Seconds = o.Wall.Seconds()
 	if o.Err != nil || o.ExitCode != 0 {
-		oc.Error = fmt.Sprintf("exit %d: %v %s", o.ExitCode, o.Err, firstLineOf(o.Stderr))
+		oc.Error = fmt.Sprintf("exit %d: %v %s", o.ExitCode, o.Err, firstLine(string(o.Stderr)))
 		return oc
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "trace.json"))
@@ -444,14 +456,6 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
-}
-
-func firstLineOf(b []byte) string {
-	s := strings.TrimSpace(string(b))
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // DublinLinks adds the links of dublin-traceroute's trace.json (b) to links: each flow's
@@ -480,7 +484,7 @@ func DublinLinks(b []byte, dst netip.Addr, links map[[2]string]bool) (probes int
 				seq = append(seq, h.Received.IP.Src)
 			}
 		}
-		reached = HopChain(links, seq, dst) || reached
+		reached = hopChain(links, seq, dst) || reached
 	}
 	return probes, reached, nil
 }

@@ -30,7 +30,7 @@ type EBPF struct {
 	batch    []hostnet.BatchProbe
 	gen      *genSender // Config.Generator
 	genWhy   error      // why Config.Generator is not used
-	genStats genStats   // what closed generators sent
+	genRuns  uint64     // BPF_PROG_RUN calls of a generator that was closed
 	// lastBatch is when SendBatch last ran (KernelNow): while batches come, the reader
 	// goroutine turns the kernel's wakeups off and polls (drainLoop).
 	lastBatch atomic.Int64
@@ -238,15 +238,13 @@ func openGenerator(objs *loader.Objects, cfg *Config) (*genSender, error) {
 	return g, nil
 }
 
-// genStats is what a generator sent and its runs (its BPF_PROG_RUN calls).
-type genStats struct{ sent, runs uint64 }
-
 // genSender is the generator with the counter that tells how many of its frames left.
 type genSender struct {
 	*loader.Generator
-	xmit *hostnet.XDPXmitCounter
-	last uint64 // the counter after the last run
-	genStats
+	xmit      *hostnet.XDPXmitCounter
+	last      uint64               // the counter after the last run
+	sent      uint64               // frames that left
+	runs      uint64               // BPF_PROG_RUN calls
 	worked    bool                 // some frame left: the interface's peer takes XDP frames
 	unchecked int                  // frames sent since the counter was last read
 	inRun     []hostnet.BatchProbe // the probes of the run being built
@@ -325,7 +323,7 @@ func (e *EBPF) sendGen(b []hostnet.BatchProbe) (int, error) {
 			g.rest = append(g.rest, b...)
 			b = nil
 			e.genWhy = errGenNoPeer
-			e.genStats.runs += g.runs
+			e.genRuns += g.runs
 			firstErr = cmp.Or(firstErr, g.close())
 			e.gen = nil
 			continue
@@ -350,8 +348,7 @@ func (e *EBPF) SendStats() hostnet.SendStats {
 	if e.gen != nil {
 		st.Gen, st.Calls = e.gen.sent, st.Calls+e.gen.runs
 	}
-	st.Gen += e.genStats.sent
-	st.Calls += e.genStats.runs
+	st.Calls += e.genRuns
 	return st
 }
 

@@ -47,7 +47,7 @@ func Lookup(dst netip.Addr) (Route, error) {
 	if l, err := netlink.LinkByIndex(rt.LinkIndex); err == nil {
 		r.Ifname = l.Attrs().Name
 	}
-	r.Nexthops = nexthopsWith(&netlink.Handle{}, dst)
+	r.Nexthops = nexthops(dst)
 	return r, nil
 }
 
@@ -55,9 +55,8 @@ func Lookup(dst netip.Addr) (Route, error) {
 // get fibmatch': the entry itself, where a plain lookup returns the one next hop it picked
 // for that lookup's hash). 0 when it cannot tell: a route through a nexthop object shows
 // neither gateway, interface nor RTA_MULTIPATH when net.ipv4.nexthop_compat_mode is off.
-// h: the namespace to ask (a zero Handle: the calling thread's).
-func nexthopsWith(h *netlink.Handle, dst netip.Addr) int {
-	routes, err := h.RouteGetWithOptions(dst.AsSlice(), &netlink.RouteGetOptions{FIBMatch: true})
+func nexthops(dst netip.Addr) int {
+	routes, err := netlink.RouteGetWithOptions(dst.AsSlice(), &netlink.RouteGetOptions{FIBMatch: true})
 	if err != nil || len(routes) != 1 {
 		return 0
 	}

@@ -34,8 +34,7 @@ type Sender struct {
 	pc       *packetConn // nil: AF_PACKET off (NoPacket) or unavailable (no capability)
 	l2       *l2Cache
 	noPacket bool
-	ring     bool  // UseRing: the TX ring instead of sendmmsg on the AF_PACKET socket
-	pcErr    error // why AF_PACKET is unavailable
+	ring     bool // UseRing: the TX ring instead of sendmmsg on the AF_PACKET socket
 	stats    SendStats
 }
 
@@ -219,25 +218,10 @@ func (s *Sender) Method() string {
 	return SendPacketMmsg
 }
 
-// PacketUnavailable says why AF_PACKET is not used at all (nil: it is, where the
-// destination allows).
-func (s *Sender) PacketUnavailable() error {
-	if s.packetConn() != nil {
-		return nil
-	}
-	if s.noPacket || s.noBatch {
-		return errors.New("forced off")
-	}
-	if s.pcErr == nil {
-		return errors.New("not enabled")
-	}
-	return s.pcErr
-}
-
 // EnablePacket opens the AF_PACKET socket SendBatch sends on where a destination allows
 // it, and the netlink socket it reads the routes and neighbours with: both in the
 // calling thread's network namespace, the one the probes leave from (call it where
-// NewSender was called). Without it, or when it fails (PacketUnavailable says why),
+// NewSender was called). Without it, or when it fails,
 // SendBatch uses the raw sockets. NoPacket and UseRing must come before it.
 func (s *Sender) EnablePacket() {
 	if s.noPacket || s.noBatch || s.pc != nil {
@@ -245,16 +229,14 @@ func (s *Sender) EnablePacket() {
 	}
 	l2, err := newL2Cache()
 	if err != nil {
-		s.pcErr = err
 		return
 	}
 	pc, err := openPacketConn(s.ring)
 	if err != nil {
 		l2.close()
-		s.pcErr = err
 		return
 	}
-	s.pc, s.l2, s.pcErr = pc, l2, nil
+	s.pc, s.l2 = pc, l2
 }
 
 // reopenPacket replaces the AF_PACKET socket (the messages built for the old one's
@@ -336,29 +318,27 @@ func (s *Sender) SendBatch(ps []BatchProbe, nonce uint32) (int, error) {
 						ringIf, ringProto = l2.Ifindex, proto
 					}
 					if fr := pc.frame(); fr != nil {
-						copy(fr, l2.Header[:])
-						pkt, err := s.b.Build(fr[14:], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+						pkt, in, err := s.buildFrame(fr, l2, p, nonce)
 						if err != nil {
-							fail(fmt.Errorf("build probe: %w", err))
+							fail(err)
 							continue
 						}
-						if &pkt[0] == &fr[14] { // built in the frame (else too big for it)
+						if in { // else too big for the frame
 							pc.commit(14 + len(pkt))
 							continue
 						}
 					}
 				}
 				buf := s.packet.buf(14 + 1280)
-				copy(buf, l2.Header[:])
-				pkt, err := s.b.Build(buf[14:], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+				pkt, in, err := s.buildFrame(buf, l2, p, nonce)
 				if err != nil {
-					fail(fmt.Errorf("build probe: %w", err))
+					fail(err)
 					continue
 				}
-				if &pkt[0] != &buf[14] {
-					pkt = append(append(make([]byte, 0, 14+len(pkt)), l2.Header[:]...), pkt...)
-				} else {
+				if in {
 					pkt = buf[:14+len(pkt)]
+				} else {
+					pkt = append(append(make([]byte, 0, 14+len(pkt)), l2.Header[:]...), pkt...)
 				}
 				sa := unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Protocol: htons(proto), Ifindex: int32(l2.Ifindex)}
 				s.packet.add(pkt, unsafe.Pointer(&sa), int(unsafe.Sizeof(sa)))
@@ -537,13 +517,24 @@ func (s *Sender) BuildFrame(dst []byte, p BatchProbe, nonce uint32, now time.Tim
 	if len(dst) < 14+probe.HeaderLen(p.Flow.Family()) {
 		return 0, 0, probe.ErrTooBig
 	}
-	copy(dst, l2.Header[:])
-	pkt, err := s.b.Build(dst[14:], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+	pkt, in, err := s.buildFrame(dst, l2, p, nonce)
 	if err != nil {
-		return 0, 0, fmt.Errorf("build probe: %w", err)
+		return 0, 0, err
 	}
-	if &pkt[0] != &dst[14] {
+	if !in {
 		return 0, 0, probe.ErrTooBig
 	}
 	return 14 + len(pkt), l2.Ifindex, nil
+}
+
+// buildFrame writes l2's Ethernet header into dst and builds the probe behind it. The
+// IP packet comes back; in says it was built in dst (else dst was too small, and the
+// packet is in a buffer of its own).
+func (s *Sender) buildFrame(dst []byte, l2 *L2, p BatchProbe, nonce uint32) (pkt []byte, in bool, err error) {
+	copy(dst, l2.Header[:])
+	pkt, err = s.b.Build(dst[14:], p.Flow, p.ID, p.TTL, p.Tag, nonce, p.Payload)
+	if err != nil {
+		return nil, false, fmt.Errorf("build probe: %w", err)
+	}
+	return pkt, &pkt[0] == &dst[14], nil
 }

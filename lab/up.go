@@ -238,11 +238,11 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 	}
 	bins := map[string]string{}
 	need := []tool{toolCoturn, toolDnsmasq}
-	topoOf := opts.Topology
-	if topoOf == nil {
-		topoOf = DefaultTopology()
+	topo := opts.Topology
+	if topo == nil {
+		topo = DefaultTopology()
 	}
-	if slices.ContainsFunc(topoOf.Nodes, func(n Node) bool { return n.IPIDCounter }) {
+	if slices.ContainsFunc(topo.Nodes, func(n Node) bool { return n.IPIDCounter }) {
 		need = append(need, toolNft)
 	}
 	for _, t := range need {
@@ -278,10 +278,6 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 		return nil, fmt.Errorf("lab up: lab %s is %w (leftovers of an earlier run); run 'turnpath lab down --prefix %s' first", opts.Prefix, ErrPartial, opts.Prefix)
 	}
 
-	topo := opts.Topology
-	if topo == nil {
-		topo = DefaultTopology()
-	}
 	b := &builder{opts: opts, topo: topo, bins: bins, st: &state{
 		Prefix: opts.Prefix, Profile: opts.Profile, Created: time.Now().UTC(),
 	}}

@@ -401,12 +401,8 @@ func (o *Objects) SentTimestamp(key ProbeKey) (uint64, bool) {
 	if err := o.objs.Sent.Lookup(sentSetOf(&raw), &set); err != nil {
 		return 0, false
 	}
-	var start TurnpathTpCfg
-	if err := o.bss.Lookup(uint32(0), &start); err != nil {
-		return 0, false
-	}
 	for _, w := range set.Way {
-		if w.Key == raw && w.Ts != 0 && w.Ts >= start.StartNs {
+		if w.Key == raw && w.Ts != 0 && w.Ts >= o.startNs {
 			return w.Ts, true
 		}
 	}

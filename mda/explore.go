@@ -334,11 +334,11 @@ func newExplorer(p Prober, target int, o Options, known *knowledge) *explorer {
 		full: map[int]bool{}, seenAt: map[vkey][]int{}, silentAfter: map[vkey]bool{}, shared: map[int][]vkey{}, sharedL: map[int]bool{}}
 	r.layers = make([]layer, o.MaxTTL+2)
 	r.lastSend = new(time.Time)
-	if o.Aliases {
+	switch {
+	case o.Aliases && known != nil:
+		r.res = known.res
+	case o.Aliases:
 		r.res = alias.New(alias.DefaultOptions())
-		if known != nil {
-			r.res = known.res
-		}
 	}
 	table := stoppingTable(conf, 16)
 	r.nk = func(k int) int {
@@ -353,9 +353,12 @@ func newExplorer(p Prober, target int, o Options, known *knowledge) *explorer {
 	return r
 }
 
-func (r *explorer) now() time.Time {
-	if r.o.Now != nil {
-		return r.o.Now()
+func (r *explorer) now() time.Time { return r.o.now() }
+
+// now is Options.Now, or the system clock.
+func (o *Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
 	}
 	return pace.System.Now()
 }
@@ -970,17 +973,16 @@ func (r *explorer) resolveAliases() {
 		path = path[:0]
 		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
 			h := &f.hops[t]
-			if h.st != stAnswered || h.end != endNone || r.beyond(f, t) || slices.Contains(path, h.addr) {
+			if !r.routerAt(f, t) || slices.Contains(path, h.addr) {
 				continue
 			}
 			for _, p := range path {
-				r.apart[[2]netip.Addr{min2(p, h.addr), max2(p, h.addr)}] = true
+				r.apart[pairOf(p, h.addr)] = true
 			}
 			path = append(path, h.addr)
 		}
 	}
-	apart := func(a, b netip.Addr) bool { return r.apart[[2]netip.Addr{min2(a, b), max2(a, b)}] }
-	r.sets = r.res.Resolve(nil, apart)
+	r.sets = r.res.Resolve(nil, r.isApart)
 	r.confirmed = alias.Canon(r.sets)
 	r.canon = r.confirmed
 	if r.strict {
@@ -1005,14 +1007,14 @@ func (r *explorer) resolveAliases() {
 	for _, f := range r.flows {
 		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
 			h := &f.hops[t]
-			if h.st != stAnswered || h.end != endNone || r.beyond(f, t) {
+			if !r.routerAt(f, t) {
 				continue
 			}
-			if p := &f.hops[t-1]; t > r.o.FirstTTL && p.st == stAnswered && p.end == endNone {
-				add(preds, h.addr, p.addr)
+			if t > r.o.FirstTTL && r.routerAt(f, t-1) {
+				add(preds, h.addr, f.hops[t-1].addr)
 			}
-			if n := &f.hops[t+1]; t < r.o.MaxTTL && n.st == stAnswered && n.end == endNone && !r.beyond(f, t+1) {
-				add(succs, h.addr, n.addr)
+			if t < r.o.MaxTTL && r.routerAt(f, t+1) {
+				add(succs, h.addr, f.hops[t+1].addr)
 			}
 			c := r.canonOf(h.addr)
 			if !slices.Contains(members[c], h.addr) {
@@ -1038,7 +1040,7 @@ func (r *explorer) resolveAliases() {
 			open := true
 			for _, x := range group {
 				for _, y := range members[b] {
-					open = open && !apart(x, y) && disjoint(preds[x], preds[y]) &&
+					open = open && !r.isApart(x, y) && disjoint(preds[x], preds[y]) &&
 						(r.res.Open(x, y, provisionalSamples) && !disjoint(succs[x], succs[y]) ||
 							r.limited && r.res.OpenRate(x, y) && r.commonAfter(x, y))
 				}
@@ -1072,38 +1074,16 @@ func (r *explorer) resolveAliases() {
 // C): a flow keeps its path, so each answer is another IP ID of the same interface, and
 // the interleaving is what the monotonic bounds test needs.
 func (r *explorer) aliasProbes() []Request {
-	groups := map[netip.Addr][]netip.Addr{}
-	for a, c := range r.canon {
-		if r.confirmed[a] != c {
-			groups[c] = nil // provisional
-		}
-	}
-	for a, c := range r.canon {
-		if _, ok := groups[c]; ok {
-			groups[c] = append(groups[c], a)
-		}
-	}
+	groups := r.provisionalGroups()
 	var out []Request
-	reps := slices.SortedFunc(maps.Keys(groups), netip.Addr.Compare)
-	for _, c := range reps {
+	for _, c := range slices.SortedFunc(maps.Keys(groups), netip.Addr.Compare) {
 		members := groups[c]
-		slices.SortFunc(members, netip.Addr.Compare)
 		if !r.idOpen(members) {
 			continue // no IP IDs to ask for: the rate-limit test's (rateTest)
 		}
 		picks := make([][]Request, len(members))
 		for k, m := range members {
-			for _, f := range r.flows {
-				if len(picks[k]) >= 2 {
-					break
-				}
-				for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
-					if h := &f.hops[t]; h.st == stAnswered && h.end == endNone && h.addr == m && !r.beyond(f, t) {
-						picks[k] = append(picks[k], Request{Target: r.target, Flow: f.id, TTL: uint8(t)})
-						break
-					}
-				}
-			}
+			picks[k] = r.reaching(m, 2)
 		}
 		for i := range 2 {
 			for k := range members {
@@ -1139,8 +1119,26 @@ const aliasRounds = 3
 const provisionalSamples = 4
 
 // provisional reports whether some interfaces are keyed as one router without proof.
-func (r *explorer) provisional() bool {
-	return len(r.canon) != len(r.confirmed) || !maps.Equal(r.canon, r.confirmed)
+func (r *explorer) provisional() bool { return !maps.Equal(r.canon, r.confirmed) }
+
+// provisionalGroups are the provisional routers (canon without confirmed) by ID, their
+// interfaces ascending.
+func (r *explorer) provisionalGroups() map[netip.Addr][]netip.Addr {
+	groups := map[netip.Addr][]netip.Addr{}
+	for a, c := range r.canon {
+		if r.confirmed[a] != c {
+			groups[c] = nil
+		}
+	}
+	for a, c := range r.canon {
+		if _, ok := groups[c]; ok {
+			groups[c] = append(groups[c], a)
+		}
+	}
+	for _, ms := range groups {
+		slices.SortFunc(ms, netip.Addr.Compare)
+	}
+	return groups
 }
 
 // wantsNothing reports whether the last planning pass wants no probe.
@@ -1154,6 +1152,20 @@ func (r *explorer) wantsNothing() bool {
 	}
 	return true
 }
+
+// routerAt reports whether a router (not the destination, not an error that ends the
+// flow) answered flow f at TTL t.
+func (r *explorer) routerAt(f *flow, t int) bool {
+	h := &f.hops[t]
+	return h.st == stAnswered && h.end == endNone && !r.beyond(f, t)
+}
+
+// pairOf is the key of an unordered pair of addresses (the lower first).
+func pairOf(a, b netip.Addr) [2]netip.Addr { return [2]netip.Addr{min2(a, b), max2(a, b)} }
+
+// isApart reports whether a and b are known to be distinct routers: one flow passed both,
+// at different TTLs (resolveAliases).
+func (r *explorer) isApart(a, b netip.Addr) bool { return r.apart[pairOf(a, b)] }
 
 func min2(a, b netip.Addr) netip.Addr {
 	if b.Less(a) {

@@ -153,13 +153,7 @@ func (r *explorer) buildGraph() *Graph {
 		slices.Sort(n.TTLs)
 		g.Nodes = append(g.Nodes, *n)
 	}
-	slices.SortFunc(g.Nodes, func(a, b Node) int {
-		return cmp.Or(cmp.Compare(a.TTLs[0], b.TTLs[0]), a.Addr.Compare(b.Addr), cmp.Compare(a.ID, b.ID))
-	})
-	rank := map[string]int{}
-	for i, n := range g.Nodes {
-		rank[n.ID] = i
-	}
+	rank := sortNodes(g.Nodes)
 	for t := o.FirstTTL; t <= o.MaxTTL; t++ {
 		if len(hops[t]) == 0 {
 			continue
@@ -175,9 +169,7 @@ func (r *explorer) buildGraph() *Graph {
 		slices.Sort(l.TTLs)
 		g.Links = append(g.Links, *l)
 	}
-	slices.SortFunc(g.Links, func(a, b Link) int {
-		return cmp.Or(cmp.Compare(rank[a.From], rank[b.From]), cmp.Compare(rank[a.To], rank[b.To]))
-	})
+	sortLinks(g.Links, rank)
 	g.Diamonds = diamonds(g)
 	return g
 }
@@ -352,4 +344,24 @@ func (r *explorer) link(links map[lk]*Link, f *flow, t int, measured bool) {
 	if !slices.Contains(l.TTLs, t) {
 		l.TTLs = append(l.TTLs, t)
 	}
+}
+
+// sortNodes orders a graph's nodes (by first TTL, address, ID) and returns each one's
+// rank, by which sortLinks orders the links.
+func sortNodes(ns []Node) map[string]int {
+	slices.SortFunc(ns, func(a, b Node) int {
+		return cmp.Or(cmp.Compare(a.TTLs[0], b.TTLs[0]), a.Addr.Compare(b.Addr), cmp.Compare(a.ID, b.ID))
+	})
+	rank := make(map[string]int, len(ns))
+	for i, n := range ns {
+		rank[n.ID] = i
+	}
+	return rank
+}
+
+// sortLinks orders links by the rank (sortNodes) of their ends.
+func sortLinks(ls []Link, rank map[string]int) {
+	slices.SortFunc(ls, func(a, b Link) int {
+		return cmp.Or(cmp.Compare(rank[a.From], rank[b.From]), cmp.Compare(rank[a.To], rank[b.To]))
+	})
 }

@@ -56,11 +56,7 @@ func runJoined(ctx context.Context, p Prober, targets []netip.Addr, opts Options
 		first[k] = append(first[k], i)
 		firsts = append(firsts, i)
 	}
-	clock := time.Now
-	if opts.Now != nil {
-		clock = opts.Now
-	}
-	start := clock()
+	start := opts.now()
 	if err := exploreWaves(ctx, p, targets, firsts, opts, known, out, &limited, start); err != nil {
 		return compact(out), err
 	}
@@ -103,7 +99,7 @@ func runJoined(ctx context.Context, p Prober, targets []netip.Addr, opts Options
 	if err := joinAll(ctx, p, joins, opts); err != nil {
 		return compact(out), err
 	}
-	took := clock().Sub(start)
+	took := opts.now().Sub(start)
 	for _, j := range joins {
 		if g := j.graph(took); g != nil {
 			out[j.target] = g
@@ -433,13 +429,7 @@ func mergeGraph(g, other *Graph) *Graph {
 		idx[id] = len(out.Nodes)
 		out.Nodes = append(out.Nodes, n)
 	}
-	slices.SortFunc(out.Nodes, func(a, b Node) int {
-		return cmp.Or(cmp.Compare(a.TTLs[0], b.TTLs[0]), a.Addr.Compare(b.Addr), cmp.Compare(a.ID, b.ID))
-	})
-	rank := map[string]int{}
-	for i, n := range out.Nodes {
-		rank[n.ID] = i
-	}
+	rank := sortNodes(out.Nodes)
 	hops := map[int][]string{}
 	for _, h := range g.Hops {
 		hops[h.TTL] = slices.Clone(h.Nodes)
@@ -478,9 +468,7 @@ func mergeGraph(g, other *Graph) *Graph {
 		li[[2]string{l.From, l.To}] = len(out.Links)
 		out.Links = append(out.Links, l)
 	}
-	slices.SortFunc(out.Links, func(a, b Link) int {
-		return cmp.Or(cmp.Compare(rank[a.From], rank[b.From]), cmp.Compare(rank[a.To], rank[b.To]))
-	})
+	sortLinks(out.Links, rank)
 	out.Routers = slices.Clone(g.Routers)
 	for _, r := range other.Routers {
 		i := slices.IndexFunc(out.Routers, func(x Router) bool { return x.ID == r.ID })

@@ -1,6 +1,7 @@
 package mda
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -63,7 +64,6 @@ type rateChain struct {
 	next    int // the next batch
 	k       int // the leaders' burst
 	pause   time.Duration
-	start   time.Time
 	lastAt  time.Time // when the last batch went
 	pending bool      // its batch is in r.extra, or in flight
 }
@@ -101,7 +101,7 @@ func (r *explorer) rateTest() bool {
 			return false
 		}
 		if st.chains == 0 {
-			st.start = c.start
+			st.start = r.now()
 		}
 		st.chain = c
 		st.chains++
@@ -269,23 +269,11 @@ func (r *explorer) rateCommit() {
 // newRateChain picks the provisional groups to test: those with a pair only a rate-limit
 // test can decide, in one chain as many as are apart from each other.
 func (r *explorer) newRateChain() *rateChain {
-	groups := map[netip.Addr][]netip.Addr{}
-	for a, c := range r.canon {
-		if r.confirmed[a] != c {
-			groups[c] = nil
-		}
-	}
-	for a, c := range r.canon {
-		if _, ok := groups[c]; ok {
-			groups[c] = append(groups[c], a)
-		}
-	}
-	apart := func(a, b netip.Addr) bool { return r.apart[[2]netip.Addr{min2(a, b), max2(a, b)}] }
-	ch := &rateChain{k: rateBurst, start: r.now()}
+	groups := r.provisionalGroups()
+	ch := &rateChain{k: rateBurst}
 	var chosen [][]netip.Addr
-	for _, rep := range sortedKeys(groups) {
+	for _, rep := range slices.SortedFunc(maps.Keys(groups), netip.Addr.Compare) {
 		all := groups[rep]
-		slices.SortFunc(all, netip.Addr.Compare)
 		// A star around the lowest member with a pair still open: every chain closes
 		// its pairs, so the next one tests others.
 		var members []netip.Addr
@@ -311,7 +299,7 @@ func (r *explorer) newRateChain() *rateChain {
 		for _, other := range chosen {
 			for _, a := range members {
 				for _, b := range other {
-					if !apart(a, b) {
+					if !r.isApart(a, b) {
 						v, _ := r.res.Pair(a, b)
 						ok = ok && v == alias.Distinct
 					}
@@ -351,21 +339,12 @@ func (r *explorer) reaching(a netip.Addr, n int) []Request {
 	var out []Request
 	for _, f := range r.flows {
 		for t := r.o.FirstTTL; t <= r.o.MaxTTL && len(out) < n; t++ {
-			if h := &f.hops[t]; h.st == stAnswered && h.end == endNone && h.addr == a && !r.beyond(f, t) {
+			if r.routerAt(f, t) && f.hops[t].addr == a {
 				out = append(out, Request{Target: r.target, Flow: f.id, TTL: uint8(t)})
 				break
 			}
 		}
 	}
-	return out
-}
-
-func sortedKeys(m map[netip.Addr][]netip.Addr) []netip.Addr {
-	out := make([]netip.Addr, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }
 
@@ -394,7 +373,7 @@ func (r *explorer) commonAfter(a, b netip.Addr) bool {
 		out := map[next]bool{}
 		for _, f := range r.flows {
 			for t := r.o.FirstTTL; t < r.o.MaxTTL; t++ {
-				if h := &f.hops[t]; h.st != stAnswered || h.end != endNone || h.addr != x || r.beyond(f, t) {
+				if !r.routerAt(f, t) || f.hops[t].addr != x {
 					continue
 				}
 				for d := 1; d <= 3 && t+d <= r.o.MaxTTL && !r.beyond(f, t+d); d++ {
@@ -433,20 +412,19 @@ func (r *explorer) unresolved() []Router {
 	for _, f := range r.flows {
 		for t := r.o.FirstTTL; t <= r.o.MaxTTL; t++ {
 			h := &f.hops[t]
-			if h.st != stAnswered || h.end != endNone || r.beyond(f, t) {
+			if !r.routerAt(f, t) {
 				continue
 			}
 			if !slices.Contains(addrs, h.addr) {
 				addrs = append(addrs, h.addr)
 				preds[h.addr] = map[netip.Addr]bool{}
 			}
-			if p := &f.hops[t-1]; t > r.o.FirstTTL && p.st == stAnswered && p.end == endNone {
-				preds[h.addr][p.addr] = true
+			if t > r.o.FirstTTL && r.routerAt(f, t-1) {
+				preds[h.addr][f.hops[t-1].addr] = true
 			}
 		}
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
-	apart := func(a, b netip.Addr) bool { return r.apart[[2]netip.Addr{min2(a, b), max2(a, b)}] }
 	parent := map[netip.Addr]netip.Addr{}
 	var find func(netip.Addr) netip.Addr
 	find = func(a netip.Addr) netip.Addr {
@@ -461,7 +439,7 @@ func (r *explorer) unresolved() []Router {
 			if ca, ok := r.confirmed[a]; ok && ca == r.confirmed[b] {
 				continue
 			}
-			if !r.res.RateOnly(a, b) || apart(a, b) || !disjoint(preds[a], preds[b]) || !r.commonAfter(a, b) {
+			if !r.res.RateOnly(a, b) || r.isApart(a, b) || !disjoint(preds[a], preds[b]) || !r.commonAfter(a, b) {
 				continue
 			}
 			ev := alias.Evidence{Kind: "unresolved", A: a, B: b}

@@ -25,12 +25,7 @@ func (r *explorer) graph() *Graph {
 }
 
 func (r *explorer) routerGraph() *Graph {
-	if len(r.canon) == 0 {
-		g := r.buildGraph()
-		g.Level = "interface"
-		return g
-	}
-	r.canon = r.confirmed // what the graph says is proven
+	r.canon = r.confirmed // what the graph says is proven: the provisional groups go
 	if len(r.canon) == 0 {
 		g := r.buildGraph()
 		g.Level = "interface"
@@ -128,9 +123,7 @@ func (r *explorer) addRouters(g *Graph, succ map[netip.Addr]map[vkey][]int) {
 			}
 		}
 	}
-	slices.SortFunc(g.Links, func(a, b Link) int {
-		return cmp.Or(cmp.Compare(idx[a.From], idx[b.From]), cmp.Compare(idx[a.To], idx[b.To]))
-	})
+	sortLinks(g.Links, idx)
 	g.Diamonds = diamonds(g)
 }
 
@@ -138,27 +131,24 @@ func (r *explorer) addRouters(g *Graph, succ map[netip.Addr]map[vkey][]int) {
 // router's ID, or for a silent hop after one of a router's interfaces the same hop after
 // the router; else id itself.
 func (g *Graph) RouterOf(id string) string {
-	for _, n := range g.Nodes {
-		if n.ID != id {
-			continue
-		}
-		if n.Router != "" {
-			return n.Router
-		}
-		if n.Addr.IsValid() || n.After == "" {
-			return id
-		}
-		after := g.RouterOf(n.After)
-		if after == n.After {
-			return id
-		}
-		a, err := netip.ParseAddr(after)
-		if err != nil {
-			return id
-		}
-		return AnonID(a, n.Depth)
+	n, ok := g.Node(id)
+	switch {
+	case !ok:
+		return id
+	case n.Router != "":
+		return n.Router
+	case n.Addr.IsValid() || n.After == "":
+		return id
 	}
-	return id
+	after := g.RouterOf(n.After)
+	if after == n.After {
+		return id
+	}
+	a, err := netip.ParseAddr(after)
+	if err != nil {
+		return id
+	}
+	return AnonID(a, n.Depth)
 }
 
 // RouterGraph returns g with one node per router: the interfaces of each router in
@@ -228,13 +218,7 @@ func (g *Graph) RouterGraph() *Graph {
 		}
 		out.Nodes = append(out.Nodes, *m)
 	}
-	slices.SortFunc(out.Nodes, func(a, b Node) int {
-		return cmp.Or(cmp.Compare(a.TTLs[0], b.TTLs[0]), a.Addr.Compare(b.Addr), cmp.Compare(a.ID, b.ID))
-	})
-	rank := map[string]int{}
-	for i, n := range out.Nodes {
-		rank[n.ID] = i
-	}
+	rank := sortNodes(out.Nodes)
 	out.Hops = nil
 	for _, h := range g.Hops {
 		nh := Hop{TTL: h.TTL}
@@ -272,9 +256,7 @@ func (g *Graph) RouterGraph() *Graph {
 		slices.Sort(links[k].TTLs)
 		out.Links = append(out.Links, *links[k])
 	}
-	slices.SortFunc(out.Links, func(a, b Link) int {
-		return cmp.Or(cmp.Compare(rank[a.From], rank[b.From]), cmp.Compare(rank[a.To], rank[b.To]))
-	})
+	sortLinks(out.Links, rank)
 	out.Flows = nil
 	for _, f := range g.Flows {
 		nf := f

@@ -3,7 +3,6 @@ package mda
 import (
 	"context"
 	"net/netip"
-	"time"
 
 	"github.com/turnpath/turnpath/alias"
 )
@@ -148,11 +147,7 @@ func runMany(ctx context.Context, p Prober, targets []netip.Addr, opts Options, 
 		idxs[i] = i
 	}
 	out := make([]*Graph, len(targets))
-	clock := time.Now
-	if opts.Now != nil {
-		clock = opts.Now
-	}
 	limited := false
-	err := exploreWaves(ctx, p, targets, idxs, opts, known, out, &limited, clock())
+	err := exploreWaves(ctx, p, targets, idxs, opts, known, out, &limited, opts.now())
 	return compact(out), err
 }

@@ -170,9 +170,8 @@ type Target struct {
 
 	slots    []slot                // TTL-major: (ttl−FirstTTL)*ring + round%ring
 	seen     []map[netip.Addr]bool // responders seen per TTL, for NewResponder
-	from     []netip.Addr          // per TTL: the router that answered last (whose budget a probe there draws on)
+	from     []netip.Addr          // per TTL: the router that answered last (whose budget a probe there draws on); valid: a router (not the destination) answered there
 	held     []bool                // per TTL: its router's budget held a probe back (Losses)
-	router   []bool                // per TTL: a router (not the destination) answered
 	knewDest bool                  // a distance was known once: a new one is a change
 }
 
@@ -241,7 +240,7 @@ func newState(n int, opt Options) *state {
 	nttl := opt.MaxTTL - opt.FirstTTL + 1
 	for i := range n {
 		t := &Target{Index: i, Hops: make([]hopstat.Hop, nttl), slots: make([]slot, nttl*ring),
-			seen: make([]map[netip.Addr]bool, nttl), router: make([]bool, nttl), from: make([]netip.Addr, nttl),
+			seen: make([]map[netip.Addr]bool, nttl), from: make([]netip.Addr, nttl),
 			held: make([]bool, nttl)}
 		for k := range t.Hops {
 			t.Hops[k].TTL = opt.FirstTTL + k
@@ -371,7 +370,6 @@ func (s *state) reply(rep *trace.Reply, now time.Time) {
 		t.seen[k][rep.From] = true
 	}
 	if !rep.Reached() {
-		t.router[k] = true
 		t.from[k] = rep.From
 		if t.DestTTL != 0 && ttl < t.DestTTL {
 			s.guess[[2]int{t.DestTTL, ttl}] = rep.From
@@ -382,7 +380,7 @@ func (s *state) reply(rep *trace.Reply, now time.Time) {
 		// While the distance is first learnt, answers from past the destination come in
 		// any order and lost probes hide it: a shorter distance is a change only where a
 		// router used to answer, or once a known distance was lost.
-		if t.knewDest && t.DestTTL == 0 || t.router[k] {
+		if t.knewDest && t.DestTTL == 0 || t.from[k].IsValid() {
 			t.event(Event{Time: now, Round: r, Kind: NewDistance, TTL: ttl, OldTTL: t.DestTTL})
 		}
 		t.DestTTL, t.knewDest = ttl, true

@@ -52,14 +52,16 @@ func NewBucket(rate float64, burst int) *Bucket {
 	return &Bucket{interval: interval, depth: depth}
 }
 
-// next is when the next token is due: one interval after the last one, or, for a bucket
-// that has refilled, as if the last one had been taken when it was full.
-func (b *Bucket) next(now time.Time) time.Time {
-	last := b.due
-	if floor := now.Add(-b.depth); last.Before(floor) {
-		last = floor
+// next is when the next token is due: one interval after the last one (last).
+func (b *Bucket) next(now time.Time) time.Time { return b.last(now).Add(b.interval) }
+
+// last is when the last token was taken, or, for a bucket that has refilled, when it
+// would have been taken for the bucket to be full at now.
+func (b *Bucket) last(now time.Time) time.Time {
+	if floor := now.Add(-b.depth); b.due.Before(floor) {
+		return floor
 	}
-	return last.Add(b.interval)
+	return b.due
 }
 
 // Take takes a token if one is there at now and returns 0; otherwise it takes nothing and
@@ -87,10 +89,7 @@ func (b *Bucket) TakeUpTo(now time.Time, n int) (int, time.Duration) {
 	if b.interval == 0 {
 		return n, 0
 	}
-	last := b.due
-	if floor := now.Add(-b.depth); last.Before(floor) {
-		last = floor
-	}
+	last := b.last(now)
 	have := int64(now.Sub(last) / b.interval)
 	if have <= 0 {
 		return 0, last.Add(b.interval).Sub(now)

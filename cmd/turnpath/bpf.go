@@ -39,8 +39,7 @@ func (d *bpfDoctor) Attach(ifindex int) (string, func() error, error) {
 	if objs == nil {
 		return "", nil, fmt.Errorf("attach: programs not loaded")
 	}
-	// A crashed run may have left legacy filters; remove them before judging the interface.
-	_ = loader.CleanupStale(ifindex)
+	// Attach removes the legacy filters a crashed run may have left, where there can be any.
 	a, err := objs.Attach(ifindex)
 	if err != nil {
 		return "", nil, err

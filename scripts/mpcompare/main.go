@@ -18,14 +18,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/turnpath/turnpath/bench"
 	"github.com/turnpath/turnpath/lab"
-	"github.com/turnpath/turnpath/mda"
 )
 
 type outcome struct {
@@ -74,10 +71,7 @@ func run(profile, target, bin, skip string) error {
 	if !ok {
 		return fmt.Errorf("%s is not a lab target", dst)
 	}
-	truth := map[[2]string]bool{}
-	for _, lk := range tt.LinksNamed(mda.AnonID) {
-		truth[lk] = true
-	}
+	truth := bench.TruthLinks(tt)
 	ns := l.ClientNS()
 	// dublin-traceroute (libtins) will not start without a default route. This one leads
 	// to the lab's first router like every other route of the client namespace.
@@ -176,8 +170,6 @@ func turnpath(ns, bin string, dst netip.Addr) *outcome {
 	return o
 }
 
-var tracelbHeader = regexp.MustCompile(`tracelb from \S+ to \S+, \d+ nodes, \d+ links, (\d+) probes`)
-
 // tracelb runs scamper's MDA at the same confidence with the given probe method options
 // and parses its text output: "a -> b" links, "a -> * -> b" through silent hops.
 func tracelb(ns string, dst netip.Addr, method string) *outcome {
@@ -194,27 +186,8 @@ func tracelb(ns string, dst netip.Addr, method string) *outcome {
 		o.err = fmt.Errorf("%v: %s", err, firstLine(out))
 		return o
 	}
-	m := tracelbHeader.FindSubmatch(out)
-	if m == nil {
-		o.err = fmt.Errorf("no tracelb header in %q", firstLine(out))
-		return o
-	}
-	o.probes, _ = strconv.Atoi(string(m[1]))
-	o.links = map[[2]string]bool{}
-	for _, line := range strings.Split(string(out), "\n") {
-		if !strings.Contains(line, " -> ") {
-			continue
-		}
-		chain(o, strings.Split(line, " -> "), dst)
-	}
+	o.probes, o.links, o.reached, o.err = bench.TracelbLinks(out, dst)
 	return o
-}
-
-// chain adds the links of a hop sequence in which "*" is a silent hop.
-func chain(o *outcome, hops []string, dst netip.Addr) {
-	if bench.HopChain(o.links, hops, dst) {
-		o.reached = true
-	}
 }
 
 // dublin runs dublin-traceroute (20 flows, destination ports 3478..3497) and parses
